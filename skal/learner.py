@@ -1,0 +1,328 @@
+"""ActiveLearner: the scikit-learn meta-estimator of skal."""
+
+import copy
+import numbers
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.utils import check_array, check_consistent_length, check_random_state, column_or_1d
+from sklearn.utils._param_validation import HasMethods
+from sklearn.utils.multiclass import check_classification_targets, unique_labels
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .net import ActiveNet
+from .selectors import DISAL
+
+__all__ = ["ActiveLearner"]
+
+_TRAIN, _QUERY = 0, 1
+
+
+class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
+    """Active learning with a deep net, as a scikit-learn classifier.
+
+    The learner trains a clone of ``estimator`` on the labeled data, asks its
+    ``selector`` which pool samples to label next (:meth:`query`), and retrains
+    when labels arrive (:meth:`teach`). It keeps the labeled set, so labels are
+    never lost, and it clones, pickles and cross-validates like any
+    scikit-learn classifier.
+
+    Parameters
+    ----------
+    estimator : skal.ActiveNet
+        The net to train; never modified (``fit`` trains a clone, configured
+        with what the selector needs and with ``classes`` set to the encoded
+        labels ``0 .. n_classes-1``).
+    selector : selector, default=DISAL()
+        The query strategy, from :mod:`skal.selectors`; cloned at ``fit``.
+    classes : array-like or None, default=None
+        All labels the task has. ``None`` takes the labels seen in ``fit``.
+        Declare them when a class may first appear in :meth:`teach`.
+    warm_start : bool, default=False
+        ``False``: every :meth:`teach` retrains from a fresh initialisation,
+        as DISAL and ISAL do. ``True``: continue from the current weights
+        (``partial_fit``), as TiDAL and LL4AL do.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, batch shuffling and every random choice
+        of the selector (ties, subsets). With an int, CPU runs are
+        reproducible; torch's global random state is left as it was.
+
+    Attributes
+    ----------
+    estimator_ : skal.ActiveNet
+        The net trained on the current labeled set.
+    selector_ : selector
+        The fitted clone of ``selector``.
+    classes_ : ndarray of shape (n_classes,)
+        The sorted class labels.
+    X_labeled_ : ndarray of shape (n_labeled, ...)
+        Every labeled sample, from ``fit`` and each ``teach``, as float32.
+    y_labeled_ : ndarray of shape (n_labeled,)
+        Their labels, as given.
+    labeled_cycle_ : ndarray of shape (n_labeled,), dtype int64
+        The cycle in which each sample arrived: 0 for ``fit``, k for the k-th
+        ``teach``.
+    n_features_in_ : int
+        Number of features (the size of axis 1) seen in ``fit``.
+
+    See Also
+    --------
+    skal.ActiveNet : the skorch net it drives.
+    skal.selectors : the query strategies.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skal import ActiveLearner, ActiveNet
+    >>> from skal.models import MLP
+    >>> from skal.selectors import Entropy
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 2)).astype(np.float32)
+    >>> y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    >>> net = ActiveNet(MLP, max_epochs=5, lr=0.1, verbose=0)
+    >>> learner = ActiveLearner(net, selector=Entropy(), random_state=0)
+    >>> learner = learner.fit(X[:20], y[:20])
+    >>> idx = learner.query(X[20:], n=5)
+    >>> learner = learner.teach(X[20:][idx], y[20:][idx])
+    >>> learner.X_labeled_.shape, learner.labeled_cycle_.max()
+    ((25, 2), np.int64(1))
+    """
+
+    _parameter_constraints = {
+        "estimator": [HasMethods(["fit", "predict_proba"])],
+        "selector": [HasMethods(["select", "training_needs"])],
+        "classes": ["array-like", None],
+        "warm_start": ["boolean"],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, estimator, selector=DISAL(), *, classes=None, warm_start=False, random_state=None):
+        self.estimator = estimator
+        self.selector = selector
+        self.classes = classes
+        self.warm_start = warm_start
+        self.random_state = random_state
+
+    # --- fitting ------------------------------------------------------------
+
+    def fit(self, X, y):
+        """Train a fresh clone of ``estimator`` on the initial labeled set.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
+            The initial labeled samples; converted to float32.
+        y : array-like of shape (n_samples,)
+            Their labels.
+
+        Returns
+        -------
+        self : ActiveLearner
+            The fitted learner; any previous labeled set is replaced.
+        """
+        self._validate_params()
+        if not isinstance(self.estimator, ActiveNet):
+            raise TypeError(
+                f"estimator must be a skal.ActiveNet, got {type(self.estimator).__name__}."
+            )
+        X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32, copy=True)
+        check_classification_targets(y)
+        classes = self._resolve_classes(y)
+        selector = clone(self.selector)
+        if hasattr(selector, "_parameter_constraints"):
+            selector._validate_params()
+
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        net = self._configured_net(selector, classes)
+        _fit_seeded(net.fit, X, np.searchsorted(classes, y), _derive_seed(seed, 0, _TRAIN), net.device)
+
+        self._seed = seed
+        self.classes_ = classes
+        self.selector_ = selector
+        self.estimator_ = net
+        self.X_labeled_ = X
+        self.y_labeled_ = y
+        self.labeled_cycle_ = np.zeros(len(y), dtype=np.int64)
+        return self
+
+    def _resolve_classes(self, y):
+        if self.classes is None:
+            return unique_labels(y)
+        classes = np.asarray(self.classes)
+        if classes.ndim != 1 or len(classes) == 0:
+            raise ValueError(f"classes must be a non-empty 1-d array-like, got shape {classes.shape}.")
+        unique = np.unique(classes)
+        if len(unique) != len(classes):
+            raise ValueError("classes contains duplicate labels.")
+        self._check_labels(y, unique)
+        return unique
+
+    @staticmethod
+    def _check_labels(y, classes, name="y"):
+        unknown = set(y.tolist()) - set(classes.tolist())
+        if unknown:
+            raise ValueError(
+                f"{name} contains labels not in classes_: {sorted(map(repr, unknown))}; "
+                "declare every label with the `classes` parameter."
+            )
+
+    def _configured_net(self, selector, classes):
+        net = clone(self.estimator)
+        return net.set_params(classes=np.arange(len(classes)), **selector.training_needs().net_params())
+
+    def _retrain(self, X, y, cycle):
+        """A net trained on ``(X, y)``; the current one is untouched until it succeeds."""
+        if self.warm_start:
+            net = copy.deepcopy(self.estimator_)
+            fit = net.partial_fit
+        else:
+            net = self._configured_net(self.selector_, self.classes_)
+            fit = net.fit
+        _fit_seeded(fit, X, np.searchsorted(self.classes_, y), _derive_seed(self._seed, cycle, _TRAIN), net.device)
+        return net
+
+    # --- the active-learning loop --------------------------------------------
+
+    def query(self, X_pool, n, return_scores=False):
+        """Choose the ``n`` pool samples that the selector rates most informative.
+
+        Parameters
+        ----------
+        X_pool : array-like of shape (n_pool, ...)
+            Unlabeled samples with the training data's feature shape.
+        n : int
+            How many to choose, ``1 <= n <= n_pool``.
+        return_scores : bool, default=False
+            Also return each choice's score.
+
+        Returns
+        -------
+        indices : ndarray of shape (n,), dtype int64
+            Distinct row indices into ``X_pool``, most informative first.
+        scores : ndarray of shape (n,)
+            Only with ``return_scores=True``: the chosen samples' scores in
+            the same order, higher = more informative.
+        """
+        check_is_fitted(self)
+        X_pool = self._check_samples(X_pool, "X_pool")
+        n = _check_n(n, len(X_pool))
+        cycle = int(self.labeled_cycle_[-1])
+        indices, scores = self.selector_.select(
+            self.estimator_, X_pool, n, random_state=_derive_seed(self._seed, cycle, _QUERY)
+        )
+        indices = np.asarray(indices, dtype=np.int64)
+        return (indices, np.asarray(scores)) if return_scores else indices
+
+    def teach(self, X, y):
+        """Add labeled samples and retrain.
+
+        The labels are stored before training starts, so they stay in the
+        learner even if training raises. Invalid input raises before anything
+        changes.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_new, ...)
+            Newly labeled samples, with the training data's feature shape.
+        y : array-like of shape (n_new,)
+            Their labels, each one of ``classes_``.
+
+        Returns
+        -------
+        self : ActiveLearner
+        """
+        check_is_fitted(self)
+        X = self._check_samples(X, "X")
+        y = column_or_1d(y, warn=True)
+        check_consistent_length(X, y)
+        self._check_labels(y, self.classes_)
+
+        cycle = int(self.labeled_cycle_[-1]) + 1
+        self.X_labeled_ = np.concatenate([self.X_labeled_, X])
+        self.y_labeled_ = np.concatenate([self.y_labeled_, y])
+        self.labeled_cycle_ = np.concatenate([self.labeled_cycle_, np.full(len(y), cycle, dtype=np.int64)])
+        self.estimator_ = self._retrain(self.X_labeled_, self.y_labeled_, cycle)
+        return self
+
+    # --- prediction -----------------------------------------------------------
+
+    def predict_proba(self, X):
+        """Class probabilities of the trained net.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, allow_nd=True, dtype=np.float32)
+        self._check_feature_shape(X, "X")
+        return self.estimator_.predict_proba(X).astype(np.float64)
+
+    def predict(self, X):
+        """Most probable class of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...)
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            Labels from ``classes_``.
+        """
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    # --- validation helpers ---------------------------------------------------
+
+    def _check_samples(self, X, name):
+        X = check_array(X, allow_nd=True, dtype=np.float32, ensure_min_samples=0, input_name=name)
+        if X.shape[0] == 0:
+            raise ValueError(f"{name} is empty: it needs at least one sample.")
+        self._check_feature_shape(X, name)
+        return X
+
+    def _check_feature_shape(self, X, name):
+        expected = self.X_labeled_.shape[1:]
+        if X.shape[1:] != expected:
+            raise ValueError(
+                f"{name} has samples of shape {X.shape[1:]}, but the learner was fitted on "
+                f"samples of shape {expected}."
+            )
+
+
+def _check_n(n, n_pool):
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"n must be an integer, got {type(n).__name__}.")
+    if not 1 <= n <= n_pool:
+        raise ValueError(f"n must be in [1, len(X_pool)] = [1, {n_pool}], got {n}.")
+    return int(n)
+
+
+def _derive_seed(seed, cycle, purpose):
+    """An independent 31-bit seed for one (cycle, purpose) of a campaign."""
+    return int(np.random.SeedSequence([seed, cycle, purpose]).generate_state(1)[0] >> 1)
+
+
+@contextmanager
+def _torch_seeded(seed, device):
+    """Seed torch for one training run and restore its global state afterwards."""
+    device = torch.device(device)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(cuda[0]):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+def _fit_seeded(fit, X, y, seed, device):
+    with _torch_seeded(seed, device):
+        fit(X, y)

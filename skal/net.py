@@ -1,0 +1,308 @@
+"""ActiveNet: a skorch classifier that knows its samples and their training dynamics."""
+
+import inspect
+from collections.abc import Mapping
+
+import torch
+from skorch import NeuralNetClassifier
+from skorch.dataset import unpack_data
+from skorch.utils import to_tensor
+from torch.func import functional_call
+from torch.utils.data import Dataset
+
+from .losses import dynamic_kl_loss, running_mean_update
+
+__all__ = ["ActiveNet"]
+
+# Keys of the dict a training batch's X becomes; infer() strips them again, so
+# the user's module never sees the index.
+_INDEX_KEY = "__skal_index__"
+_X_KEY = "__skal_X__"
+
+
+class _IndexedDataset(Dataset):
+    """Wrap a dataset so that each item carries its position in it.
+
+    Item ``i`` becomes ``({_X_KEY: Xi, _INDEX_KEY: i}, yi)`` (or ``Xi`` updated
+    with the index when ``Xi`` is already a dict), which keeps skorch's
+    ``(X, y)`` batch structure intact for callbacks and scorers.
+    """
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        Xi, yi = unpack_data(self.dataset[i])
+        if isinstance(Xi, Mapping):
+            return {**Xi, _INDEX_KEY: i}, yi
+        return {_X_KEY: Xi, _INDEX_KEY: i}, yi
+
+
+def _split_index(X):
+    """Return ``(X_without_index, index_or_None)`` for a batch's X."""
+    if not (isinstance(X, Mapping) and _INDEX_KEY in X):
+        return X, None
+    index = X[_INDEX_KEY]
+    if _X_KEY in X:
+        return X[_X_KEY], index
+    return {k: v for k, v in X.items() if k != _INDEX_KEY}, index
+
+
+def _first_output(out):
+    # Modules may return (logits, extra, ...); skorch treats the first as the prediction.
+    return out[0] if isinstance(out, tuple) else out
+
+
+class ActiveNet(NeuralNetClassifier):
+    """A skorch classifier for active learning, with DISAL's dynamic loss.
+
+    ``ActiveNet`` is a :class:`skorch.NeuralNetClassifier` that works with any
+    ``torch.nn.Module`` returning logits. On top of skorch it:
+
+    * passes each training sample's index along with its batch (the module
+      never sees it), so per-sample state lives on the net, not in the data;
+    * keeps the training dynamics ``training_dynamics_``: for each training
+      sample, the running mean over the epochs of the current fit of its
+      training-forward softmax (DISAL eq. 12; TiDAL's ``p_bar``), on the net's
+      device;
+    * adds the dynamic loss ``CE + dynamic_weight * KL(f_bar || f_theta)``
+      (DISAL eq. 13-14) with ``f_bar`` detached;
+    * optionally keeps ``snapshot_``, the module's weights and buffers at the
+      end of the second-to-last epoch (epoch ``T-1``), for DISAL's query;
+    * streams pool inference chunk by chunk on its own device under
+      :func:`torch.inference_mode` (:meth:`iter_pool`, :meth:`logits`).
+
+    Parameters
+    ----------
+    module : torch.nn.Module class or instance
+        Returns logits of shape ``(batch_size, n_classes)`` (or a tuple whose
+        first element is that). If it is a class or factory taking a
+        ``num_classes`` argument that is not given as ``module__num_classes``,
+        and ``classes`` is set, ``len(classes)`` is passed.
+    criterion : torch criterion class, default=torch.nn.CrossEntropyLoss
+        Loss on the logits. skorch's classifier defaults to ``NLLLoss`` on
+        probabilities; an active-learning net works on logits.
+    train_split : callable or None, default=None
+        skorch's validation split. ``None`` trains on every labeled sample, as
+        the active-learning papers do: labels are too scarce to hold 20% out.
+    dynamic_weight : float, default=1.0
+        Weight ``lambda`` of the dynamic KL loss (DISAL eq. 14; 1.0 was best in
+        the paper's Table 3). ``0`` trains exactly like a plain
+        ``NeuralNetClassifier``.
+    snapshot : bool, default=False
+        Keep ``snapshot_``, the weights at the end of epoch ``T-1``. Set by
+        :class:`~skal.ActiveLearner` when its selector needs it.
+    *args, **kwargs
+        Everything else of :class:`skorch.NeuralNetClassifier`. Training
+        batches are shuffled by default (``iterator_train__shuffle=True``).
+
+    Attributes
+    ----------
+    training_dynamics_ : torch.Tensor of shape (n_train_samples, n_classes)
+        Running mean of each training sample's softmax over the epochs of the
+        last ``fit``/``partial_fit`` call, rows in the order of the training
+        data (its training part when ``train_split`` is set). Reset when a
+        training call starts, allocated at its first batch.
+    snapshot_ : dict of str to torch.Tensor or None
+        Module state (weights and buffers) at the start of the last training
+        epoch, i.e. the end of epoch ``T-1``. ``None`` unless ``snapshot=True``.
+
+    See Also
+    --------
+    skal.ActiveLearner : the active-learning meta-estimator that drives it.
+
+    References
+    ----------
+    .. [1] DISAL, "Tracing Training Progress: Dynamic Influence Based Selection
+       for Active Learning", eq. 12-14.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skal import ActiveNet
+    >>> from skal.models import MLP
+    >>> X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    >>> y = (X[:, 0] > 0).astype(np.int64)
+    >>> net = ActiveNet(MLP, module__num_classes=2, max_epochs=3, verbose=0)
+    >>> net = net.fit(X, y)
+    >>> net.training_dynamics_.shape
+    torch.Size([40, 2])
+    """
+
+    def __init__(
+        self,
+        module,
+        *args,
+        criterion=torch.nn.CrossEntropyLoss,
+        train_split=None,
+        dynamic_weight=1.0,
+        snapshot=False,
+        **kwargs,
+    ):
+        kwargs.setdefault("iterator_train__shuffle", True)
+        super().__init__(module, *args, criterion=criterion, train_split=train_split, **kwargs)
+        self.dynamic_weight = dynamic_weight
+        self.snapshot = snapshot
+
+    # Saved with the net and mapped to the right device on unpickling, like module_.
+    cuda_dependent_attributes_ = ["training_dynamics_", "snapshot_"]
+
+    # --- module construction ------------------------------------------------
+
+    def initialize_module(self):
+        kwargs = self.get_params_for("module")
+        if "num_classes" not in kwargs and self.classes is not None and _accepts_num_classes(self.module):
+            kwargs["num_classes"] = len(self.classes)
+        self.module_ = self.initialized_instance(self.module, kwargs)
+        return self
+
+    # --- sample indices -------------------------------------------------------
+
+    def get_iterator(self, dataset, training=False):
+        if training:
+            dataset = _IndexedDataset(dataset)
+            self._train_size_ = len(dataset)
+        return super().get_iterator(dataset, training=training)
+
+    def infer(self, x, **fit_params):
+        x, _ = _split_index(x)
+        return super().infer(x, **fit_params)
+
+    # --- training dynamics and the dynamic loss ------------------------------
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        # Each fit (and partial_fit) starts a new running mean: eq. 12's t counts
+        # the epochs of the current training cycle.
+        super().on_train_begin(net, X=X, y=y, **kwargs)
+        self.training_dynamics_ = None
+        self.dynamics_epoch_ = 0
+        if not self.snapshot:
+            self.snapshot_ = None
+
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        super().on_epoch_begin(net, dataset_train=dataset_train, dataset_valid=dataset_valid, **kwargs)
+        if self.snapshot:
+            # Weights at the start of this epoch = end of the previous one, so
+            # after the last epoch this holds epoch T-1 however training stopped.
+            self._take_snapshot()
+
+    def on_epoch_end(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        super().on_epoch_end(net, dataset_train=dataset_train, dataset_valid=dataset_valid, **kwargs)
+        self.dynamics_epoch_ += 1
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        logits = _first_output(y_pred)
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        _, index = _split_index(X)
+        if not training or index is None:
+            return loss
+        f_bar = self._update_dynamics(logits, index)
+        if self.dynamic_weight:
+            loss = loss + self.dynamic_weight * dynamic_kl_loss(logits, f_bar)
+        return loss
+
+    def _update_dynamics(self, logits, index):
+        """Fold this batch's softmax into ``training_dynamics_``; return its rows."""
+        index = torch.as_tensor(index, device=logits.device)
+        if self.training_dynamics_ is None:
+            n_classes = logits.shape[1]
+            if self.classes is not None and n_classes != len(self.classes):
+                raise ValueError(
+                    f"The module returns {n_classes} logits per sample but there are "
+                    f"{len(self.classes)} classes; set module__num_classes={len(self.classes)}."
+                )
+            self.training_dynamics_ = torch.zeros(
+                self._train_size_, n_classes, dtype=torch.float32, device=logits.device
+            )
+        with torch.no_grad():
+            probs = torch.softmax(logits.detach().float(), dim=1)
+            rows = running_mean_update(self.training_dynamics_[index], probs, self.dynamics_epoch_)
+            self.training_dynamics_[index] = rows
+        return rows
+
+    def _take_snapshot(self):
+        state = self.module_.state_dict()
+        with torch.no_grad():
+            if getattr(self, "snapshot_", None) is not None and self.snapshot_.keys() == state.keys():
+                for key, value in state.items():
+                    self.snapshot_[key].copy_(value)
+            else:
+                self.snapshot_ = {key: value.detach().clone() for key, value in state.items()}
+
+    # --- pool inference -------------------------------------------------------
+
+    def iter_pool(self, X):
+        """Yield the pool's input batches, moved to the net's device.
+
+        Batches have skorch's validation batch size (``iterator_valid__batch_size``,
+        else ``batch_size``); only one batch is on the device at a time.
+
+        Parameters
+        ----------
+        X : array-like, dict of arrays or torch Dataset
+            Anything the net can predict on.
+
+        Yields
+        ------
+        torch.Tensor or dict of torch.Tensor
+            One input batch on ``self.device``.
+        """
+        dataset = self.get_dataset(X)
+        for batch in self.get_iterator(dataset, training=False):
+            Xi, _ = unpack_data(batch)
+            yield to_tensor(Xi, device=self.device)
+
+    def logits(self, Xb, state=None):
+        """Logits of one batch in eval mode under :func:`torch.inference_mode`.
+
+        Parameters
+        ----------
+        Xb : torch.Tensor or dict of torch.Tensor
+            A batch from :meth:`iter_pool`.
+        state : dict of str to torch.Tensor, default=None
+            Weights and buffers to evaluate with instead of the module's own
+            (e.g. ``snapshot_``), through :func:`torch.func.functional_call`;
+            no copy of the module is made.
+
+        Returns
+        -------
+        torch.Tensor of shape (batch_size, n_classes)
+            On the net's device.
+        """
+        self._set_training(False)
+        with torch.inference_mode():
+            if state is None:
+                out = self.infer(Xb)
+            elif isinstance(Xb, Mapping):
+                out = functional_call(self.module_, state, args=(), kwargs=dict(Xb))
+            else:
+                out = functional_call(self.module_, state, (Xb,))
+        return _first_output(out)
+
+    def iter_logits(self, X, state=None):
+        """Yield the logits of ``X`` batch by batch, on the net's device.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skal import ActiveNet
+        >>> from skal.models import MLP
+        >>> X = np.zeros((10, 3), dtype=np.float32)
+        >>> net = ActiveNet(MLP, module__num_classes=2, batch_size=4).initialize()
+        >>> [logits.shape[0] for logits in net.iter_logits(X)]
+        [4, 4, 2]
+        """
+        for Xb in self.iter_pool(X):
+            yield self.logits(Xb, state=state)
+
+
+def _accepts_num_classes(module):
+    if isinstance(module, torch.nn.Module) or not callable(module):
+        return False
+    try:
+        return "num_classes" in inspect.signature(module).parameters
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,153 @@
+"""Pure tensor functions that turn logits into informativeness scores.
+
+Every function takes tensors on any device and returns a tensor on the same
+device; none of them copies to the host. Probabilities are computed from
+``log_softmax`` in at least float32, so tiny differences (DISAL's KL between two
+late epochs) do not vanish in half precision.
+"""
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["entropy", "margin", "least_confidence", "kl_divergence", "top_n"]
+
+
+def _log_probs(logits):
+    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    return F.log_softmax(logits, dim=1)
+
+
+def entropy(logits):
+    """Shannon entropy ``-sum_c p_c log p_c`` of ``softmax(logits)`` per row.
+
+    Parameters
+    ----------
+    logits : torch.Tensor of shape (n_samples, n_classes)
+
+    Returns
+    -------
+    torch.Tensor of shape (n_samples,)
+        Entropy in nats, in ``[0, log(n_classes)]``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skal.scores import entropy
+    >>> entropy(torch.zeros(1, 4))  # uniform over 4 classes: log 4
+    tensor([1.3863])
+    """
+    log_p = _log_probs(logits)
+    return -(log_p.exp() * log_p).sum(dim=1)
+
+
+def margin(logits):
+    """Difference between the two largest class probabilities per row.
+
+    A small margin means an uncertain prediction. With a single class the
+    margin is 1 (nothing to confuse).
+
+    Parameters
+    ----------
+    logits : torch.Tensor of shape (n_samples, n_classes)
+
+    Returns
+    -------
+    torch.Tensor of shape (n_samples,)
+        ``p_(1) - p_(2)`` in ``[0, 1]``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skal.scores import margin
+    >>> margin(torch.log(torch.tensor([[0.6, 0.3, 0.1]])))
+    tensor([0.3000])
+    """
+    probs = _log_probs(logits).exp()
+    if probs.shape[1] < 2:
+        return torch.ones(probs.shape[0], dtype=probs.dtype, device=probs.device)
+    top2 = probs.topk(2, dim=1).values
+    return top2[:, 0] - top2[:, 1]
+
+
+def least_confidence(logits):
+    """One minus the largest class probability per row.
+
+    Parameters
+    ----------
+    logits : torch.Tensor of shape (n_samples, n_classes)
+
+    Returns
+    -------
+    torch.Tensor of shape (n_samples,)
+        ``1 - max_c p_c`` in ``[0, 1 - 1/n_classes]``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skal.scores import least_confidence
+    >>> least_confidence(torch.log(torch.tensor([[0.7, 0.2, 0.1]])))
+    tensor([0.3000])
+    """
+    return 1.0 - _log_probs(logits).exp().amax(dim=1)
+
+
+def kl_divergence(logits_p, logits_q):
+    """Per-row ``KL(softmax(logits_p) || softmax(logits_q))``.
+
+    Computed as ``sum_c p_c (log p_c - log q_c)`` from ``log_softmax`` of both
+    inputs, which keeps the tiny divergences between consecutive epochs
+    (DISAL, METHODS.md section 3) accurate in float32.
+
+    Parameters
+    ----------
+    logits_p, logits_q : torch.Tensor of shape (n_samples, n_classes)
+
+    Returns
+    -------
+    torch.Tensor of shape (n_samples,)
+        Non-negative divergences in nats.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skal.scores import kl_divergence
+    >>> p = torch.log(torch.tensor([[0.5, 0.5]]))
+    >>> q = torch.log(torch.tensor([[0.9, 0.1]]))
+    >>> kl_divergence(p, q)
+    tensor([0.5108])
+    """
+    log_p = _log_probs(logits_p)
+    log_q = _log_probs(logits_q)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+def top_n(scores, n, *, generator=None):
+    """Positions of the ``n`` largest scores, largest first, ties broken at random.
+
+    Ties are broken by a random permutation drawn from ``generator`` followed
+    by a stable sort, so equal scores come out in a uniformly random but
+    reproducible order.
+
+    Parameters
+    ----------
+    scores : torch.Tensor of shape (n_samples,)
+    n : int
+        Number of positions to return, ``1 <= n <= n_samples``.
+    generator : torch.Generator, default=None
+        Source of the tie-breaking permutation; must live on ``scores.device``.
+
+    Returns
+    -------
+    torch.Tensor of shape (n,), dtype int64
+        Positions into ``scores``, on ``scores.device``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skal.scores import top_n
+    >>> top_n(torch.tensor([0.1, 0.9, 0.5]), 2)
+    tensor([1, 2])
+    """
+    perm = torch.randperm(scores.shape[0], generator=generator, device=scores.device)
+    order = torch.sort(scores[perm], descending=True, stable=True).indices[:n]
+    return perm[order]

@@ -1,0 +1,150 @@
+"""The selector contract.
+
+A selector is a small scikit-learn-style object: ``__init__`` stores its
+parameters, nothing else, so ``clone``, ``get_params`` and grid search work on
+it. It declares what it needs from training as a :class:`TrainingNeeds` value
+that :class:`~skal.ActiveLearner` reads (the learner never branches on a
+selector's type), and it answers :meth:`BaseSelector.select`.
+
+Two kinds exist:
+
+* score-based selectors (:class:`ScoreSelector`) implement one hook,
+  ``_score_batch``, returning a score per pool sample (higher = more
+  informative); the base class streams the pool, ranks on the net's device and
+  breaks ties with the given seed;
+* set-based selectors (CoreSet) implement ``select`` itself.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+
+from ..scores import top_n
+
+__all__ = ["TrainingNeeds", "BaseSelector", "ScoreSelector"]
+
+
+@dataclass(frozen=True)
+class TrainingNeeds:
+    """What a selector needs the net to record while it trains.
+
+    Parameters
+    ----------
+    snapshot : bool, default=False
+        Keep the module's weights at the end of epoch ``T-1``
+        (:attr:`skal.ActiveNet.snapshot_`).
+    """
+
+    snapshot: bool = False
+
+    def net_params(self):
+        """Parameters to set on the :class:`~skal.ActiveNet` before training.
+
+        Returns
+        -------
+        dict
+            ``ActiveNet.set_params`` keyword arguments; only what is needed
+            (a selector never switches off something the user asked for).
+        """
+        return {"snapshot": True} if self.snapshot else {}
+
+
+class BaseSelector(BaseEstimator):
+    """Base class of all selectors.
+
+    Subclasses store their parameters in ``__init__`` and implement
+    :meth:`select`; those that need more than plain training override
+    :meth:`training_needs`.
+    """
+
+    def training_needs(self):
+        """What the net must record while training for this selector.
+
+        Returns
+        -------
+        TrainingNeeds
+        """
+        return TrainingNeeds()
+
+    def select(self, net, X_pool, n, *, random_state=None):
+        """Choose ``n`` pool samples to label.
+
+        Parameters
+        ----------
+        net : skal.ActiveNet
+            The fitted net, trained with :meth:`training_needs` honoured.
+        X_pool : array-like or torch Dataset of length n_pool
+            The validated unlabeled pool, as the net takes it.
+        n : int
+            Number of samples to choose, ``1 <= n <= n_pool``.
+        random_state : int, default=None
+            Seed for every random choice (subsets, tie-breaking).
+
+        Returns
+        -------
+        indices : ndarray of shape (n,), dtype int64
+            Distinct positions into ``X_pool``, most informative first.
+        scores : ndarray of shape (n,), dtype float
+            Each choice's score, higher = more informative, non-increasing.
+        """
+        raise NotImplementedError
+
+
+class ScoreSelector(BaseSelector):
+    """Base class of selectors that rank the pool by a per-sample score.
+
+    Subclasses implement ``_score_batch(net, X_batch)`` returning one score per
+    sample of a device batch (higher = more informative), or override
+    :meth:`score_pool` when the score does not come batch by batch.
+    """
+
+    def score_pool(self, net, X_pool, *, random_state=None):
+        """Score every pool sample on the net's device.
+
+        Parameters
+        ----------
+        net : skal.ActiveNet
+            The fitted net.
+        X_pool : array-like or torch Dataset of length n_pool
+            The pool.
+        random_state : int, default=None
+            Seed for selectors whose score is random.
+
+        Returns
+        -------
+        torch.Tensor of shape (n_pool,)
+            Scores on ``net.device``, higher = more informative.
+        """
+        parts = [self._score_batch(net, Xb) for Xb in net.iter_pool(X_pool)]
+        return torch.cat(parts) if parts else torch.empty(0, device=net.device)
+
+    def _score_batch(self, net, X_batch):
+        raise NotImplementedError
+
+    def select(self, net, X_pool, n, *, random_state=None):
+        scores = self.score_pool(net, X_pool, random_state=random_state)
+        if scores.ndim != 1 or scores.shape[0] != len(X_pool):
+            raise RuntimeError(
+                f"{type(self).__name__} returned {tuple(scores.shape)} scores for a pool "
+                f"of {len(X_pool)} samples."
+            )
+        if torch.isnan(scores).any():
+            raise ValueError(
+                f"{type(self).__name__} produced NaN scores; the net's outputs are not "
+                "finite (did training diverge?)."
+            )
+        generator = _generator(scores.device, random_state)
+        order = top_n(scores, n, generator=generator)
+        return order.cpu().numpy().astype(np.int64), scores[order].cpu().numpy()
+
+
+def _generator(device, random_state):
+    """A torch Generator on ``device`` seeded from ``random_state`` (int or None)."""
+    generator = torch.Generator(device=device)
+    if random_state is None:
+        generator.seed()
+    else:
+        generator.manual_seed(int(random_state))
+    return generator
