@@ -8,6 +8,7 @@ from skorch import NeuralNetClassifier
 from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
 from torch.func import functional_call
+from torch.nn.parameter import is_lazy
 from torch.utils.data import Dataset
 
 from .losses import dynamic_kl_loss, running_mean_update
@@ -225,6 +226,10 @@ class ActiveNet(NeuralNetClassifier):
 
     def _take_snapshot(self):
         state = self.module_.state_dict()
+        if any(is_lazy(value) for value in state.values()):
+            # Lazy modules have no weights before their first forward pass.
+            self.snapshot_ = None
+            return
         with torch.no_grad():
             if getattr(self, "snapshot_", None) is not None and self.snapshot_.keys() == state.keys():
                 for key, value in state.items():
