@@ -99,7 +99,8 @@ def simulate(args, out=sys.stdout):
     )
     results = {}
     for name in args.selectors:
-        learner = ActiveLearner(net, selector=SELECTORS[name](), random_state=args.seed)
+        learner = ActiveLearner(net, selector=SELECTORS[name](), classes=np.unique(y),
+                                random_state=args.seed)
         start = time.perf_counter()
 
         def progress(record, name=name):

@@ -92,11 +92,21 @@ def least_confidence(logits):
 
 
 def kl_divergence(logits_p, logits_q):
-    """Per-row ``KL(softmax(logits_p) || softmax(logits_q))``.
+    """Per-row ``KL(softmax(logits_p) || softmax(logits_q))``, accurate when tiny.
 
-    Computed as ``sum_c p_c (log p_c - log q_c)`` from ``log_softmax`` of both
-    inputs, which keeps the tiny divergences between consecutive epochs
-    (DISAL, METHODS.md section 3) accurate in float32.
+    DISAL compares the predictions of two consecutive epochs at a low learning
+    rate (METHODS.md section 3), where the divergence can be 1e-7 or less. The
+    textbook ``sum_c p_c (log p_c - log q_c)`` then subtracts two nearly equal
+    log-probabilities of size ~1 and float32 rounding (~1e-7) swamps the
+    result. This function works with the logit difference instead: with
+    ``d = logits_p - logits_q`` centred under ``q``,
+
+    ``KL = sum_c p_c d_c - log1p(sum_c q_c expm1(d_c))``,
+
+    whose terms are first order in ``d`` and whose error is therefore relative
+    to ``|d|``, not to 1. Rows where that form overflows (``d`` beyond ~80,
+    very different distributions, where precision is no issue) fall back to
+    the textbook form.
 
     Parameters
     ----------
@@ -105,7 +115,7 @@ def kl_divergence(logits_p, logits_q):
     Returns
     -------
     torch.Tensor of shape (n_samples,)
-        Non-negative divergences in nats.
+        Divergences in nats, in at least float32.
 
     Examples
     --------
@@ -118,7 +128,12 @@ def kl_divergence(logits_p, logits_q):
     """
     log_p = _log_probs(logits_p)
     log_q = _log_probs(logits_q)
-    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+    p, q = log_p.exp(), log_q.exp()
+    d = logits_p.to(log_p.dtype) - logits_q.to(log_q.dtype)
+    d = d - (q * d).sum(dim=1, keepdim=True)
+    small = (p * d).sum(dim=1) - torch.log1p((q * torch.expm1(d)).sum(dim=1))
+    plain = (p * (log_p - log_q)).sum(dim=1)
+    return torch.where(torch.isfinite(small), small, plain)
 
 
 def top_n(scores, n, *, generator=None):

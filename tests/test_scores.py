@@ -161,18 +161,31 @@ def test_kl_nearly_equal_float64_input(shape):
     assert np.all(out.numpy() >= 0)
 
 
-@pytest.mark.parametrize("shape", [(200, 2, 3.0), (200, 10, 3.0)])
-def test_kl_nearly_equal_float32_input(shape):
-    # In float32 the absolute error floor of sum p (log p - log q) is a few
-    # float32 ulps of log p (~3e-7 here), so compare with an absolute tolerance.
+@pytest.mark.parametrize("shape", [(200, 2, 3.0), (200, 10, 3.0), (200, 10, 30.0)])
+@pytest.mark.parametrize("noise", [1e-2, 1e-3, 1e-4])
+def test_kl_nearly_equal_float32_input(shape, noise):
+    # The textbook sum p (log p - log q) has a float32 error floor of a few
+    # ulps of log p (~3e-7), above DISAL's late-epoch divergences; kl_divergence
+    # works with the logit difference, so its error scales with |d| instead.
     zp = _logits(shape, seed=10)
     g = torch.Generator().manual_seed(11)
-    zq = zp + 1e-2 * torch.randn(zp.shape, generator=g)
+    zq = zp + noise * torch.randn(zp.shape, generator=g)
     out = kl_divergence(zp, zq)
+    assert out.dtype == torch.float32
     ref = ref_kl(_np(zp), _np(zq))
-    assert 1e-6 < ref.mean() < 1e-3
-    np.testing.assert_allclose(out.numpy(), ref, rtol=0, atol=1e-6)
-    assert np.all(out.numpy() >= -1e-6)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-3, atol=1e-9)
+    assert np.all(out.numpy() >= -1e-9)
+    # DISAL's ranking is the float64 ranking wherever values differ by > 1e-8
+    order = np.argsort(-out.numpy(), kind="stable")
+    assert np.all(np.diff(ref[order]) <= 1e-8)
+
+
+def test_kl_of_very_different_logits_falls_back_to_the_plain_form():
+    zp = torch.tensor([[200.0, -200.0, 0.0]])
+    zq = torch.tensor([[-200.0, 200.0, 0.0]])
+    out = kl_divergence(zp, zq)
+    assert torch.isfinite(out).all()
+    np.testing.assert_allclose(out.numpy(), ref_kl(_np(zp), _np(zq)), rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

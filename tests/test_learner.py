@@ -1,0 +1,356 @@
+"""ActiveLearner: the loop, its contract, scikit-learn plumbing and bad input."""
+
+import copy
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from skorch.callbacks import Callback
+
+from skal import ActiveLearner, ActiveNet
+from skal.models import MLP
+from skal.selectors import DISAL, Entropy, LeastConfidence, Margin, Random
+
+SELECTORS = [DISAL(), DISAL(mode="literal"), Entropy(), Margin(), LeastConfidence(), Random()]
+
+
+def _net(**kwargs):
+    params = dict(module__hidden_sizes=(16,), max_epochs=3, batch_size=16, lr=0.1, verbose=0)
+    params.update(kwargs)
+    return ActiveNet(MLP, **params)
+
+
+def _data(n=120, d=5, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    y = (X[:, :k].argmax(1)).astype(np.int64)
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=Entropy(), random_state=0).fit(X[:30], y[:30])
+    return learner, X[30:], y[30:]
+
+
+def _snapshot(learner):
+    """Everything that must not change after a refused call."""
+    return {
+        "X": learner.X_labeled_.copy(),
+        "y": learner.y_labeled_.copy(),
+        "cycle": learner.labeled_cycle_.copy(),
+        "weights": {k: v.clone() for k, v in learner.estimator_.module_.state_dict().items()},
+        "net": learner.estimator_,
+    }
+
+
+def _assert_unchanged(learner, before):
+    np.testing.assert_array_equal(learner.X_labeled_, before["X"])
+    np.testing.assert_array_equal(learner.y_labeled_, before["y"])
+    np.testing.assert_array_equal(learner.labeled_cycle_, before["cycle"])
+    assert learner.estimator_ is before["net"]
+    for key, value in learner.estimator_.module_.state_dict().items():
+        assert torch.equal(value, before["weights"][key])
+
+
+# --- the loop -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("selector", SELECTORS, ids=repr)
+def test_query_returns_n_distinct_in_range_indices_reproducibly(selector):
+    X, y = _data()
+    runs = []
+    for _ in range(2):
+        learner = ActiveLearner(_net(), selector=selector, random_state=3).fit(X[:30], y[:30])
+        idx, scores = learner.query(X[30:], 17, return_scores=True)
+        runs.append((idx, scores))
+        assert idx.dtype == np.int64 and idx.shape == (17,)
+        assert len(set(idx.tolist())) == 17
+        assert idx.min() >= 0 and idx.max() < 90
+        assert scores.shape == (17,) and np.all(np.diff(scores) <= 0)
+        np.testing.assert_array_equal(learner.query(X[30:], 17), idx)
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_query_of_whole_pool_is_a_permutation(fitted):
+    learner, X_pool, _ = fitted
+    idx = learner.query(X_pool, len(X_pool))
+    np.testing.assert_array_equal(np.sort(idx), np.arange(len(X_pool)))
+
+
+def test_different_random_state_gives_different_random_queries():
+    X, y = _data()
+    picks = [set(ActiveLearner(_net(), selector=Random(), random_state=s).fit(X[:30], y[:30])
+                 .query(X[30:], 10).tolist()) for s in range(3)]
+    assert picks[0] != picks[1] or picks[1] != picks[2]
+
+
+def test_teach_appends_labels_and_records_cycles():
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=Entropy(), random_state=0).fit(X[:20], y[:20])
+    first_net = learner.estimator_
+    learner.teach(X[20:25], y[20:25])
+    learner.teach(X[25:28], y[25:28])
+    np.testing.assert_array_equal(learner.X_labeled_, X[:28])
+    np.testing.assert_array_equal(learner.y_labeled_, y[:28])
+    np.testing.assert_array_equal(learner.labeled_cycle_, [0] * 20 + [1] * 5 + [2] * 3)
+    assert learner.estimator_ is not first_net
+    assert learner.estimator_.training_dynamics_.shape == (28, 3)
+
+
+def test_labeled_set_is_a_copy_of_the_callers_data():
+    X, y = _data()
+    X_seed = X[:20].copy()
+    learner = ActiveLearner(_net(), selector=Random(), random_state=0).fit(X_seed, y[:20])
+    X_seed[:] = 0
+    np.testing.assert_array_equal(learner.X_labeled_, X[:20])
+
+
+def test_cold_start_teach_retrains_from_a_fresh_initialisation():
+    from skal.learner import _TRAIN, _derive_seed, _torch_seeded
+
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=Random(), random_state=0).fit(X[:20], y[:20])
+    learner.teach(X[20:40], y[20:40])
+    # the same net trained from scratch on all 40 labels with the cycle-1 seed
+    fresh = clone(_net()).set_params(classes=np.arange(3))
+    with _torch_seeded(_derive_seed(learner._seed, 1, _TRAIN), "cpu"):
+        fresh.fit(X[:40], y[:40])
+    for key, value in fresh.module_.state_dict().items():
+        assert torch.equal(learner.estimator_.module_.state_dict()[key], value), key
+    assert len(learner.estimator_.history) == 3
+
+
+def test_warm_start_continues_from_current_weights():
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=Entropy(), warm_start=True, random_state=0)
+    learner.fit(X[:20], y[:20])
+    before = learner.estimator_
+    learner.teach(X[20:30], y[20:30])
+    assert len(learner.estimator_.history) == 6  # 3 epochs + 3 more on the same net
+    assert len(before.history) == 3  # the previous net was not modified
+    assert learner.estimator_.training_dynamics_.shape == (30, 3)
+
+
+def test_fit_is_reproducible_and_leaves_global_torch_rng_alone():
+    X, y = _data()
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    a = ActiveLearner(_net(), random_state=5).fit(X[:40], y[:40])
+    np.testing.assert_array_equal(torch.rand(3), expected_next)
+    b = ActiveLearner(_net(), random_state=5).fit(X[:40], y[:40])
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    np.testing.assert_array_equal(a.query(X[40:], 10), b.query(X[40:], 10))
+
+
+def test_string_labels_and_declared_classes():
+    X, y = _data()
+    names = np.array(["cat", "dog", "emu", "yak"])
+    labels = names[y]
+    learner = ActiveLearner(_net(), selector=Margin(), classes=names, random_state=0)
+    learner.fit(X[:20], labels[:20])
+    np.testing.assert_array_equal(learner.classes_, names)
+    assert learner.predict_proba(X).shape == (120, 4)  # "yak" has an output before it is seen
+    learner.teach(X[20:22], ["yak", "yak"])
+    assert set(learner.predict(X)) <= set(names)
+    assert learner.y_labeled_[-1] == "yak"
+
+
+def test_predict_proba_rows_sum_to_one_and_predict_is_argmax(fitted):
+    learner, X_pool, y_pool = fitted
+    proba = learner.predict_proba(X_pool)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(learner.predict(X_pool), learner.classes_[proba.argmax(1)])
+    assert learner.score(X_pool, y_pool) == pytest.approx(np.mean(learner.predict(X_pool) == y_pool))
+
+
+def test_selector_needs_configure_the_cloned_net_only():
+    X, y = _data()
+    net = _net()
+    learner = ActiveLearner(net, selector=DISAL(), random_state=0).fit(X[:20], y[:20])
+    assert learner.estimator_.snapshot is True and learner.estimator_.snapshot_ is not None
+    assert net.snapshot is False and not hasattr(net, "module_")
+    learner = ActiveLearner(net, selector=Entropy(), random_state=0).fit(X[:20], y[:20])
+    assert learner.estimator_.snapshot is False and learner.estimator_.snapshot_ is None
+
+
+# --- scikit-learn plumbing ----------------------------------------------------------
+
+
+def test_nested_params_and_clone():
+    learner = ActiveLearner(_net(), selector=DISAL(), random_state=0)
+    params = learner.get_params()
+    assert params["estimator__lr"] == 0.1 and params["selector__mode"] == "kl"
+    learner.set_params(estimator__lr=0.5, selector__mode="literal", estimator__dynamic_weight=0.0)
+    assert learner.estimator.lr == 0.5 and learner.selector.mode == "literal"
+    assert learner.estimator.dynamic_weight == 0.0
+    cloned = clone(learner)
+    assert cloned.estimator is not learner.estimator and cloned.selector is not learner.selector
+    assert cloned.get_params()["estimator__lr"] == 0.5
+    assert cloned.get_params()["selector__mode"] == "literal"
+
+
+@pytest.mark.parametrize("dump", ["pickle", "joblib"])
+def test_pickle_round_trip_of_fitted_learner(fitted, tmp_path, dump):
+    learner, X_pool, _ = fitted
+    if dump == "pickle":
+        loaded = pickle.loads(pickle.dumps(learner))
+    else:
+        joblib.dump(learner, tmp_path / "learner.joblib")
+        loaded = joblib.load(tmp_path / "learner.joblib")
+    np.testing.assert_array_equal(loaded.predict_proba(X_pool), learner.predict_proba(X_pool))
+    np.testing.assert_array_equal(loaded.query(X_pool, 7), learner.query(X_pool, 7))
+    np.testing.assert_array_equal(loaded.X_labeled_, learner.X_labeled_)
+    np.testing.assert_array_equal(loaded.labeled_cycle_, learner.labeled_cycle_)
+
+
+def test_cross_val_score_and_grid_search_over_nested_params():
+    X, y = _data(n=90)
+    learner = ActiveLearner(_net(), selector=DISAL(), random_state=0)
+    scores = cross_val_score(learner, X, y, cv=3)
+    assert scores.shape == (3,) and np.all((0 <= scores) & (scores <= 1))
+    grid = GridSearchCV(learner, {"estimator__dynamic_weight": [0.0, 1.0], "selector__mode": ["kl", "literal"]}, cv=2)
+    grid.fit(X, y)
+    assert len(grid.cv_results_["params"]) == 4
+    assert grid.best_estimator_.estimator_.dynamic_weight in (0.0, 1.0)
+
+
+# --- bad input ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, error, match", [
+    (0, ValueError, r"n must be in \[1, len\(X_pool\)\] = \[1, 90\], got 0"),
+    (-3, ValueError, r"n must be in \[1, len\(X_pool\)\]"),
+    (91, ValueError, r"got 91"),
+    (2.0, TypeError, r"n must be an integer, got float"),
+    (True, TypeError, r"n must be an integer, got bool"),
+    ("5", TypeError, r"n must be an integer, got str"),
+])
+def test_query_rejects_bad_n(fitted, n, error, match):
+    learner, X_pool, _ = fitted
+    before = _snapshot(learner)
+    with pytest.raises(error, match=match):
+        learner.query(X_pool, n)
+    _assert_unchanged(learner, before)
+
+
+def test_query_accepts_numpy_integer_n(fitted):
+    learner, X_pool, _ = fitted
+    assert learner.query(X_pool, np.int64(4)).shape == (4,)
+
+
+def _with(X, row, col, value):
+    X = X.copy()
+    X[row, col] = value
+    return X
+
+
+@pytest.mark.parametrize("make_pool, match", [
+    (lambda X: X[:0], r"X_pool is empty"),
+    (lambda X: _with(X, 3, 1, np.nan), r"Input X_pool contains NaN"),
+    (lambda X: _with(X, 0, 0, np.inf), r"Input X_pool contains infinity"),
+    (lambda X: X[:, :4], r"X_pool has samples of shape \(4,\), but the learner was fitted on samples of shape \(5,\)"),
+    (lambda X: X[:, :, None], r"X_pool has samples of shape \(5, 1\)"),
+])
+def test_query_rejects_bad_pools(fitted, make_pool, match):
+    learner, X_pool, _ = fitted
+    before = _snapshot(learner)
+    with pytest.raises(ValueError, match=match):
+        learner.query(make_pool(X_pool), 1)
+    _assert_unchanged(learner, before)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda X, y: (X[:3], y[:4]), r"inconsistent numbers of samples: \[3, 4\]"),
+    (lambda X, y: (_with(X[:3], 1, 2, np.nan), y[:3]), r"Input X contains NaN"),
+    (lambda X, y: (X[:3, :2], y[:3]), r"X has samples of shape \(2,\), but the learner was fitted on samples of shape \(5,\)"),
+    (lambda X, y: (X[:0], y[:0]), r"X is empty"),
+    (lambda X, y: (X[:2], np.array([1, 7])), r"y contains labels not in classes_: \['7'\]"),
+])
+def test_teach_rejects_bad_input_and_changes_nothing(fitted, make, match):
+    learner, X_pool, y_pool = fitted
+    before = _snapshot(learner)
+    with pytest.raises(ValueError, match=match):
+        learner.teach(*make(X_pool, y_pool))
+    _assert_unchanged(learner, before)
+
+
+@pytest.mark.parametrize("method, args", [
+    ("query", lambda X, y: (X, 3)),
+    ("teach", lambda X, y: (X, y)),
+    ("predict", lambda X, y: (X,)),
+    ("predict_proba", lambda X, y: (X,)),
+])
+def test_methods_before_fit_raise_not_fitted(method, args):
+    X, y = _data(n=10)
+    with pytest.raises(NotFittedError):
+        getattr(ActiveLearner(_net()), method)(*args(X, y))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(estimator=None), ValueError, r"'estimator' parameter of ActiveLearner must be"),
+    (dict(selector="disal"), ValueError, r"'selector' parameter of ActiveLearner must be"),
+    (dict(warm_start="yes"), ValueError, r"'warm_start' parameter"),
+    (dict(classes=[0, 1, 1, 2]), ValueError, r"classes contains duplicate labels"),
+    (dict(classes=[0, 1]), ValueError, r"y contains labels not in classes_: \['2'\]"),
+    (dict(selector=DISAL(mode="typo")), ValueError, r"'mode' parameter of DISAL must be"),
+])
+def test_fit_rejects_bad_parameters(kwargs, error, match):
+    X, y = _data(n=20)
+    params = dict(estimator=_net(), selector=Entropy())
+    params.update(kwargs)
+    with pytest.raises(error, match=match):
+        ActiveLearner(**params).fit(X, y)
+
+
+def test_fit_rejects_a_plain_skorch_net():
+    from skorch import NeuralNetClassifier
+
+    X, y = _data(n=20)
+    with pytest.raises(TypeError, match=r"estimator must be a skal.ActiveNet, got NeuralNetClassifier"):
+        ActiveLearner(NeuralNetClassifier(MLP)).fit(X, y)
+
+
+def test_fit_rejects_nan_and_length_mismatch():
+    X, y = _data(n=20)
+    with pytest.raises(ValueError, match=r"Input X contains NaN"):
+        ActiveLearner(_net()).fit(_with(X, 0, 0, np.nan), y)
+    with pytest.raises(ValueError, match=r"inconsistent numbers of samples"):
+        ActiveLearner(_net()).fit(X, y[:-1])
+
+
+class _Boom(Callback):
+    def on_batch_end(self, net, **kwargs):
+        raise RuntimeError("boom")
+
+
+def test_labels_survive_a_failing_retrain_and_the_old_model_is_kept():
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=Entropy(), random_state=0).fit(X[:20], y[:20])
+    old_net = learner.estimator_
+    old_proba = learner.predict_proba(X)
+    learner.set_params(estimator__callbacks=[("boom", _Boom())])
+    with pytest.raises(RuntimeError, match="boom"):
+        learner.teach(X[20:25], y[20:25])
+    np.testing.assert_array_equal(learner.y_labeled_, y[:25])
+    np.testing.assert_array_equal(learner.labeled_cycle_[-5:], 1)
+    assert learner.estimator_ is old_net
+    np.testing.assert_array_equal(learner.predict_proba(X), old_proba)
+
+
+def test_fit_does_not_modify_the_estimator_or_selector():
+    X, y = _data(n=30)
+    net, selector = _net(), DISAL()
+    net_params, selector_params = copy.deepcopy(net.get_params()), selector.get_params()
+    ActiveLearner(net, selector=selector).fit(X, y)
+    assert selector.get_params() == selector_params
+    assert set(net.get_params()) == set(net_params)
+    assert not hasattr(net, "module_")
