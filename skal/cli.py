@@ -14,10 +14,12 @@ from .learner import ActiveLearner
 from .model_selection import _initial_indices, _run_campaign
 from .models import SmallCNN
 from .net import ActiveNet
-from .selectors import DISAL, Entropy, LeastConfidence, Margin, Random
+from .selectors import DISAL, LL4AL, Entropy, LeastConfidence, Margin, Random, TiDAL
 
 SELECTORS = {
     "disal": DISAL,
+    "tidal": TiDAL,
+    "ll4al": LL4AL,
     "random": Random,
     "entropy": Entropy,
     "margin": Margin,

@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._data import FeaturesDataset, is_dataset, materialize, sample_shape
 from .net import ActiveNet
 from .selectors import DISAL
 
@@ -112,8 +113,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W)
-            The initial labeled samples; converted to float32.
+        X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W), or Dataset
+            The initial labeled samples; converted to float32. A torch
+            Dataset (items ``x`` or ``(x, label)``) is read into an array.
         y : array-like of shape (n_samples,)
             Their labels.
 
@@ -127,6 +129,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             raise TypeError(
                 f"estimator must be a skal.ActiveNet, got {type(self.estimator).__name__}."
             )
+        if is_dataset(X):
+            X = materialize(X)
         X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32, copy=True)
         check_classification_targets(y)
         classes = self._resolve_classes(y)
@@ -190,8 +194,10 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X_pool : array-like of shape (n_pool, ...)
-            Unlabeled samples with the training data's feature shape.
+        X_pool : array-like of shape (n_pool, ...) or torch Dataset
+            Unlabeled samples with the training data's feature shape. A
+            Dataset (items ``x`` or ``(x, label)``; labels are ignored) is
+            streamed, never copied.
         n : int
             How many to choose, ``1 <= n <= n_pool``.
         return_scores : bool, default=False
@@ -206,7 +212,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             the same order, higher = more informative.
         """
         check_is_fitted(self)
-        X_pool = self._check_samples(X_pool, "X_pool")
+        X_pool = self._check_samples(X_pool, "X_pool", stream=True)
         n = _check_n(n, len(X_pool))
         cycle = int(self.labeled_cycle_[-1])
         indices, scores = self.selector_.select(
@@ -224,8 +230,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_new, ...)
-            Newly labeled samples, with the training data's feature shape.
+        X : array-like of shape (n_new, ...) or torch Dataset
+            Newly labeled samples, with the training data's feature shape
+            (e.g. ``torch.utils.data.Subset(pool, idx)``).
         y : array-like of shape (n_new,)
             Their labels, each one of ``classes_``.
 
@@ -253,7 +260,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, ...)
+        X : array-like of shape (n_samples, ...) or torch Dataset
 
         Returns
         -------
@@ -261,8 +268,11 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             Columns in the order of ``classes_``.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, allow_nd=True, dtype=np.float32)
-        self._check_feature_shape(X, "X")
+        if is_dataset(X):
+            X = self._check_samples(X, "X", stream=True)
+        else:
+            X = validate_data(self, X, reset=False, allow_nd=True, dtype=np.float32)
+            self._check_feature_shape(X.shape, "X")
         return self.estimator_.predict_proba(X).astype(np.float64)
 
     def predict(self, X):
@@ -282,18 +292,27 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
     # --- validation helpers ---------------------------------------------------
 
-    def _check_samples(self, X, name):
+    def _check_samples(self, X, name, stream=False):
+        """Validated samples: a float32 array, or for ``stream`` a Dataset left unread."""
+        if is_dataset(X):
+            if len(X) == 0:
+                raise ValueError(f"{name} is empty: it needs at least one sample.")
+            self._check_feature_shape((len(X), *sample_shape(X)), name)
+            if stream:
+                return FeaturesDataset(X)
+            X = materialize(X)
         X = check_array(X, allow_nd=True, dtype=np.float32, ensure_min_samples=0, input_name=name)
         if X.shape[0] == 0:
             raise ValueError(f"{name} is empty: it needs at least one sample.")
-        self._check_feature_shape(X, name)
+        self._check_feature_shape(X.shape, name)
         return X
 
-    def _check_feature_shape(self, X, name):
+    def _check_feature_shape(self, shape, name):
         expected = self.X_labeled_.shape[1:]
-        if X.shape[1:] != expected:
+        shape = tuple(shape)
+        if shape[1:] != expected:
             raise ValueError(
-                f"{name} has samples of shape {X.shape[1:]}, but the learner was fitted on "
+                f"{name} has samples of shape {shape[1:]}, but the learner was fitted on "
                 f"samples of shape {expected}."
             )
 

@@ -1,8 +1,9 @@
 """Pure tensor losses and the training-dynamics update used by ActiveNet."""
 
+import torch
 import torch.nn.functional as F
 
-__all__ = ["dynamic_kl_loss", "running_mean_update"]
+__all__ = ["dynamic_kl_loss", "running_mean_update", "loss_ranking_loss", "dynamics_prediction_loss"]
 
 
 def dynamic_kl_loss(logits, target_probs):
@@ -63,3 +64,64 @@ def running_mean_update(mean, value, epoch):
     tensor([0.5000])
     """
     return (mean * epoch + value) / (epoch + 1)
+
+
+def loss_ranking_loss(predicted, target, margin=1.0):
+    """LL4AL's pairwise ranking hinge between predicted and true per-sample losses.
+
+    The batch is split into pairs ``(i, m-1-i)`` for ``i < m/2``, where ``m`` is
+    the batch size rounded down to even (an odd batch leaves out its last
+    sample; LL4AL's reference code refuses odd batches). For each pair
+    with sign ``s = +1`` if ``target_i > target_j`` else ``-1``, the loss is
+    ``max(0, margin - s (predicted_i - predicted_j))``, averaged over pairs.
+    ``target`` is detached: only the prediction learns from it.
+
+    Parameters
+    ----------
+    predicted : torch.Tensor of shape (batch_size,)
+        Output of the loss-prediction head.
+    target : torch.Tensor of shape (batch_size,)
+        The per-sample training losses.
+    margin : float, default=1.0
+        The hinge margin (the paper's xi = 1).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss; zero for a batch of fewer than two samples.
+
+    References
+    ----------
+    .. [1] Yoo and Kweon, "Learning Loss for Active Learning", CVPR 2019, eq. 2.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skal.losses import loss_ranking_loss
+    >>> loss_ranking_loss(torch.tensor([0.0, 3.0]), torch.tensor([2.0, 1.0]))
+    tensor(4.)
+    """
+    half = predicted.shape[0] // 2
+    if half == 0:
+        return predicted.sum() * 0.0
+    m = 2 * half
+    pred_diff = predicted[:half] - predicted[half:m].flip(0)
+    target = target.detach()
+    sign = torch.where(target[:half] > target[half:m].flip(0), 1.0, -1.0).to(predicted.dtype)
+    return torch.clamp(margin - sign * pred_diff, min=0).mean()
+
+
+def dynamics_prediction_loss(head_logits, target_probs):
+    """TiDAL's loss ``KL(p_bar || q)``, ``q = softmax(head_logits)``, averaged over the batch.
+
+    The same form as :func:`dynamic_kl_loss`, with the TD head's output in
+    place of the backbone's; ``p_bar`` is the net's training-dynamics buffer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skal.losses import dynamics_prediction_loss
+    >>> dynamics_prediction_loss(torch.zeros(1, 2), torch.tensor([[0.5, 0.5]]))
+    tensor(0.)
+    """
+    return dynamic_kl_loss(head_logits, target_probs)

@@ -1,14 +1,60 @@
-"""Small backbones for quick work and tests.
+"""Backbones: ResNet-18 for 32x32 images, and small nets for quick work and tests.
 
 All of them return logits and take a ``num_classes`` argument, which
 :class:`~skal.ActiveNet` fills in from the learner's classes when it is not
-given.
+given. Convolutional ones name their stages ``layer1``, ``layer2``, ... so
+that ActiveNet's feature taps find the multi-level maps that the TiDAL and
+LL4AL heads read.
 """
 
-import torch
 from torch import nn
+from torchvision.models import resnet18
 
-__all__ = ["MLP", "SmallCNN"]
+__all__ = ["MLP", "SmallCNN", "resnet18_cifar"]
+
+
+def resnet18_cifar(num_classes=10, in_channels=3, weights=None):
+    """torchvision's ResNet-18 with the 3x3 stem used for 32x32 images.
+
+    The papers behind skal (LL4AL, TiDAL, ISAL, DISAL) train ResNet-18 on
+    CIFAR with the first convolution replaced by a 3x3, stride-1 one and no
+    max-pool, so a 32x32 input reaches ``layer4`` as 4x4 maps (64x32x32,
+    128x16x16, 256x8x8, 512x4x4 after ``layer1..layer4``). Everything else is
+    torchvision's module, so its ``state_dict`` keys are torchvision's.
+
+    Parameters
+    ----------
+    num_classes : int, default=10
+        Number of output logits.
+    in_channels : int, default=3
+        Input channels (1 for grey-scale images).
+    weights : torchvision weights enum or str, default=None
+        Pretrained ImageNet weights to start from, as torchvision's
+        ``resnet18(weights=...)`` takes them (this may download them). The
+        stem and the classifier do not match those weights' shapes and are
+        freshly initialised. ``None``: random initialisation, no download.
+
+    Returns
+    -------
+    torchvision.models.ResNet
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skal.models import resnet18_cifar
+    >>> net = resnet18_cifar(num_classes=10)
+    >>> net(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 10])
+    >>> net.conv1
+    Conv2d(3, 64, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1), bias=False)
+    """
+    model = resnet18(weights=weights)
+    model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    if weights is not None or num_classes != model.fc.out_features:
+        model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
 
 
 class MLP(nn.Module):
@@ -52,11 +98,11 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """A two-block convolutional net for small images ``(N, C, H, W)``.
+    """A two-stage convolutional net for small images ``(N, C, H, W)``.
 
-    conv3x3(32)-BN-ReLU-maxpool2, conv3x3(64)-BN-ReLU, global average pool
-    (the 64-d penultimate embedding, submodule ``pool``), then a linear
-    classifier ``fc``. Fits 8x8 digits and 28x28 Fashion-MNIST alike.
+    ``layer1``: conv3x3(width)-BN-ReLU-maxpool2; ``layer2``: conv3x3(2 width)-BN-ReLU;
+    ``pool``: global average pool (the penultimate embedding); ``fc``: the
+    linear classifier. Fits 8x8 digits and 28x28 Fashion-MNIST alike.
 
     Parameters
     ----------
@@ -65,7 +111,7 @@ class SmallCNN(nn.Module):
     in_channels : int, default=1
         Channels of the input images.
     width : int, default=32
-        Channels of the first block; the second has twice as many.
+        Channels of the first stage; the second has twice as many.
 
     Examples
     --------
@@ -77,11 +123,13 @@ class SmallCNN(nn.Module):
 
     def __init__(self, num_classes=10, in_channels=1, width=32):
         super().__init__()
-        self.features = nn.Sequential(
+        self.layer1 = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
             nn.BatchNorm2d(width),
             nn.ReLU(),
             nn.MaxPool2d(2),
+        )
+        self.layer2 = nn.Sequential(
             nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
             nn.BatchNorm2d(2 * width),
             nn.ReLU(),
@@ -90,4 +138,4 @@ class SmallCNN(nn.Module):
         self.fc = nn.Linear(2 * width, num_classes)
 
     def forward(self, x):
-        return self.fc(self.pool(self.features(x)))
+        return self.fc(self.pool(self.layer2(self.layer1(x))))

@@ -1,9 +1,12 @@
 """ActiveNet: a skorch classifier that knows its samples and their training dynamics."""
 
 import inspect
+import re
 from collections.abc import Mapping
+from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from skorch import NeuralNetClassifier
 from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
@@ -11,7 +14,8 @@ from torch.func import functional_call
 from torch.nn.parameter import is_lazy
 from torch.utils.data import Dataset
 
-from .losses import dynamic_kl_loss, running_mean_update
+from .heads import LossPredictionHead, TrainingDynamicsHead
+from .losses import dynamic_kl_loss, dynamics_prediction_loss, loss_ranking_loss, running_mean_update
 
 __all__ = ["ActiveNet"]
 
@@ -29,8 +33,9 @@ class _IndexedDataset(Dataset):
     ``(X, y)`` batch structure intact for callbacks and scorers.
     """
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, transform=None):
         self.dataset = dataset
+        self.transform = transform
 
     def __len__(self):
         return len(self.dataset)
@@ -39,6 +44,8 @@ class _IndexedDataset(Dataset):
         Xi, yi = unpack_data(self.dataset[i])
         if isinstance(Xi, Mapping):
             return {**Xi, _INDEX_KEY: i}, yi
+        if self.transform is not None:
+            Xi = self.transform(torch.as_tensor(Xi))
         return {_X_KEY: Xi, _INDEX_KEY: i}, yi
 
 
@@ -55,6 +62,58 @@ def _split_index(X):
 def _first_output(out):
     # Modules may return (logits, extra, ...); skorch treats the first as the prediction.
     return out[0] if isinstance(out, tuple) else out
+
+
+@contextmanager
+def _tap(module, outputs=(), inputs=()):
+    """Record submodule outputs (and inputs) during the forward passes inside the block.
+
+    Hooks live only for the block, so nothing is left on the module to pickle,
+    clone or move between devices.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+    outputs : iterable of str
+        Submodule names whose output to record, under the same key.
+    inputs : iterable of (str, str)
+        ``(key, name)`` pairs: record the first input of submodule ``name``
+        under ``key``.
+
+    Yields
+    ------
+    dict of str to torch.Tensor
+        Filled by the forward passes run inside the block.
+    """
+    tapped, handles = {}, []
+
+    def output_hook(name):
+        return lambda mod, args, out: tapped.__setitem__(name, out)
+
+    def input_hook(key):
+        return lambda mod, args: tapped.__setitem__(key, args[0])
+
+    try:
+        for name in outputs:
+            handles.append(module.get_submodule(name).register_forward_hook(output_hook(name)))
+        for key, name in inputs:
+            handles.append(module.get_submodule(name).register_forward_pre_hook(input_hook(key)))
+        yield tapped
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _auto_feature_layers(module):
+    """Top-level children named ``layer<k>``, in order of k (ResNet's layer1..layer4)."""
+    found = [(int(m.group(1)), name) for name, _ in module.named_children()
+             if (m := re.fullmatch(r"layer(\d+)", name))]
+    return tuple(name for _, name in sorted(found))
+
+
+def _last_linear(module):
+    names = [name for name, sub in module.named_modules() if isinstance(sub, torch.nn.Linear)]
+    return names[-1] if names else None
 
 
 class ActiveNet(NeuralNetClassifier):
@@ -96,6 +155,34 @@ class ActiveNet(NeuralNetClassifier):
     snapshot : bool, default=False
         Keep ``snapshot_``, the weights at the end of epoch ``T-1``. Set by
         :class:`~skal.ActiveLearner` when its selector needs it.
+    feature_layers : "auto" or tuple of str, default="auto"
+        Names of the submodules whose outputs are the multi-level features
+        the auxiliary heads read. ``"auto"``: the top-level children named
+        ``layer1``, ``layer2``, ... (ResNet's ``layer1..layer4``).
+    embedding_layer : "auto" or str, default="auto"
+        The penultimate embedding (CoreSet): ``"auto"`` takes the input of
+        the module's last ``torch.nn.Linear``; a name takes that submodule's
+        output, flattened.
+    loss_head_weight : float, default=0.0
+        Weight of LL4AL's loss-prediction head ``loss_head_`` and its ranking
+        loss; 0 builds no head. Set by the learner for
+        :class:`~skal.selectors.LL4AL`; the head's own parameters are
+        ``loss_head__hidden`` etc.
+    loss_head_margin : float, default=1.0
+        Margin of the ranking hinge (LL4AL's xi).
+    loss_head_stop_epoch : int, float or None, default=0.6
+        Epoch (0-based, within each fit) from which the loss head's gradient
+        no longer reaches the backbone: an int is an epoch, a float in (0, 1)
+        a fraction of ``max_epochs`` (0.6 = LL4AL's epoch 120 of 200), None
+        never stops it.
+    dynamics_head_weight : float, default=0.0
+        Weight of TiDAL's training-dynamics head ``dynamics_head_`` and its
+        loss ``KL(p_bar || q)`` against ``training_dynamics_``; 0 builds no
+        head. Set by the learner for :class:`~skal.selectors.TiDAL`.
+    train_transform : callable or None, default=None
+        Applied to each training sample (as a tensor) when it is loaded for
+        training only, e.g. :func:`skal.transforms.cifar_augmentation`;
+        prediction and pool scoring never see it.
     *args, **kwargs
         Everything else of :class:`skorch.NeuralNetClassifier`. Training
         batches are shuffled by default (``iterator_train__shuffle=True``).
@@ -110,6 +197,12 @@ class ActiveNet(NeuralNetClassifier):
     snapshot_ : dict of str to torch.Tensor or None
         Module state (weights and buffers) at the start of the last training
         epoch, i.e. the end of epoch ``T-1``. ``None`` unless ``snapshot=True``.
+    feature_layers_ : tuple of str
+        The resolved ``feature_layers``.
+    loss_head_, dynamics_head_ : torch.nn.Module
+        The auxiliary heads, when their weights are positive; registered with
+        skorch, so they are trained by the optimizer, moved, saved and loaded
+        with the net.
 
     See Also
     --------
@@ -141,12 +234,26 @@ class ActiveNet(NeuralNetClassifier):
         train_split=None,
         dynamic_weight=1.0,
         snapshot=False,
+        feature_layers="auto",
+        embedding_layer="auto",
+        loss_head_weight=0.0,
+        loss_head_margin=1.0,
+        loss_head_stop_epoch=0.6,
+        dynamics_head_weight=0.0,
+        train_transform=None,
         **kwargs,
     ):
         kwargs.setdefault("iterator_train__shuffle", True)
         super().__init__(module, *args, criterion=criterion, train_split=train_split, **kwargs)
         self.dynamic_weight = dynamic_weight
         self.snapshot = snapshot
+        self.feature_layers = feature_layers
+        self.embedding_layer = embedding_layer
+        self.loss_head_weight = loss_head_weight
+        self.loss_head_margin = loss_head_margin
+        self.loss_head_stop_epoch = loss_head_stop_epoch
+        self.dynamics_head_weight = dynamics_head_weight
+        self.train_transform = train_transform
 
     # Saved with the net and mapped to the right device on unpickling, like module_.
     cuda_dependent_attributes_ = ["training_dynamics_", "snapshot_"]
@@ -158,13 +265,63 @@ class ActiveNet(NeuralNetClassifier):
         if "num_classes" not in kwargs and self.classes is not None and _accepts_num_classes(self.module):
             kwargs["num_classes"] = len(self.classes)
         self.module_ = self.initialized_instance(self.module, kwargs)
+        self.feature_layers_ = self._resolve_feature_layers()
+        if self.loss_head_weight:
+            self.loss_head_ = LossPredictionHead(
+                n_levels=len(self.feature_layers_), **self.get_params_for("loss_head"))
+        if self.dynamics_head_weight:
+            if self.classes is None:
+                raise ValueError("dynamics_head_weight > 0 needs `classes` to size the head.")
+            self.dynamics_head_ = TrainingDynamicsHead(
+                num_classes=len(self.classes), n_levels=len(self.feature_layers_),
+                **self.get_params_for("dynamics_head"))
         return self
+
+    def _resolve_feature_layers(self):
+        available = [name for name, _ in self.module_.named_modules() if name]
+        if self.feature_layers == "auto":
+            layers = _auto_feature_layers(self.module_)
+        else:
+            layers = tuple(self.feature_layers)
+            missing = [name for name in layers if name not in available]
+            if missing:
+                raise ValueError(
+                    f"feature_layers: the module has no submodule {missing[0]!r}; "
+                    f"available: {available}."
+                )
+        if (self.loss_head_weight or self.dynamics_head_weight) and not layers:
+            raise ValueError(
+                "The auxiliary heads need multi-level features, but the module has no "
+                "submodules named layer1, layer2, ... (as ResNets have); set "
+                f"feature_layers to some of: {available}."
+            )
+        return layers
+
+    def _embedding_tap(self):
+        """``(outputs, inputs)`` arguments of :func:`_tap` for the embedding."""
+        if self.embedding_layer == "auto":
+            name = _last_linear(self.module_)
+            if name is None:
+                raise ValueError(
+                    "embedding_layer='auto' needs a torch.nn.Linear classifier in the module; "
+                    "set embedding_layer to the submodule whose output is the embedding."
+                )
+            return (), (("embedding", name),)
+        try:
+            self.module_.get_submodule(self.embedding_layer)
+        except AttributeError:
+            available = [name for name, _ in self.module_.named_modules() if name]
+            raise ValueError(
+                f"embedding_layer: the module has no submodule {self.embedding_layer!r}; "
+                f"available: {available}."
+            ) from None
+        return (self.embedding_layer,), ()
 
     # --- sample indices -------------------------------------------------------
 
     def get_iterator(self, dataset, training=False):
         if training:
-            dataset = _IndexedDataset(dataset)
+            dataset = _IndexedDataset(dataset, self.train_transform)
             self._train_size_ = len(dataset)
         return super().get_iterator(dataset, training=training)
 
@@ -204,6 +361,43 @@ class ActiveNet(NeuralNetClassifier):
         if self.dynamic_weight:
             loss = loss + self.dynamic_weight * dynamic_kl_loss(logits, f_bar)
         return loss
+
+    def train_step_single(self, batch, **fit_params):
+        if not (self.loss_head_weight or self.dynamics_head_weight):
+            return super().train_step_single(batch, **fit_params)
+        # skorch's step, with the feature maps tapped for the auxiliary heads
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        with _tap(self.module_, self.feature_layers_) as tapped:
+            y_pred = self.infer(Xi, **fit_params)
+        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        features = [tapped[name] for name in self.feature_layers_]
+        loss = loss + self._head_loss(_first_output(y_pred), yi, features, _split_index(Xi)[1])
+        loss.backward()
+        return {"loss": loss, "y_pred": y_pred}
+
+    def _head_loss(self, logits, y_true, features, index):
+        loss = 0.0
+        if self.loss_head_weight:
+            if self._loss_head_stopped():
+                features_for_loss = [f.detach() for f in features]
+            else:
+                features_for_loss = features
+            per_sample = F.cross_entropy(logits, to_tensor(y_true, device=logits.device), reduction="none")
+            predicted = self.loss_head_(features_for_loss)
+            loss = loss + self.loss_head_weight * loss_ranking_loss(predicted, per_sample, self.loss_head_margin)
+        if self.dynamics_head_weight:
+            target = self.training_dynamics_[torch.as_tensor(index, device=logits.device)]
+            loss = loss + self.dynamics_head_weight * dynamics_prediction_loss(self.dynamics_head_(features), target)
+        return loss
+
+    def _loss_head_stopped(self):
+        stop = self.loss_head_stop_epoch
+        if stop is None:
+            return False
+        if isinstance(stop, float) and 0 < stop < 1:
+            stop = round(stop * self.max_epochs)
+        return self.dynamics_epoch_ >= stop
 
     def _update_dynamics(self, logits, index):
         """Fold this batch's softmax into ``training_dynamics_``; return its rows."""
@@ -277,15 +471,48 @@ class ActiveNet(NeuralNetClassifier):
         torch.Tensor of shape (batch_size, n_classes)
             On the net's device.
         """
+        return self.forward_tapped(Xb, state=state)[0]
+
+    def forward_tapped(self, Xb, *, levels=False, embedding=False, state=None):
+        """Logits plus tapped features of one batch, in eval mode under inference mode.
+
+        Parameters
+        ----------
+        Xb : torch.Tensor or dict of torch.Tensor
+            A batch from :meth:`iter_pool`.
+        levels : bool, default=False
+            Also return the ``feature_layers_`` outputs.
+        embedding : bool, default=False
+            Also return the penultimate embedding, flattened to 2-d.
+        state : dict of str to torch.Tensor, default=None
+            Weights and buffers to use instead of the module's own.
+
+        Returns
+        -------
+        logits : torch.Tensor of shape (batch_size, n_classes)
+        features : dict
+            ``"levels"``: list of tensors (with ``levels=True``);
+            ``"embedding"``: tensor of shape (batch_size, d) (with ``embedding=True``).
+        """
+        outputs, inputs = list(self.feature_layers_) if levels else [], ()
+        if embedding:
+            extra_outputs, inputs = self._embedding_tap()
+            outputs += list(extra_outputs)
         self._set_training(False)
-        with torch.inference_mode():
+        with torch.inference_mode(), _tap(self.module_, outputs, inputs) as tapped:
             if state is None:
                 out = self.infer(Xb)
             elif isinstance(Xb, Mapping):
                 out = functional_call(self.module_, state, args=(), kwargs=dict(Xb))
             else:
                 out = functional_call(self.module_, state, (Xb,))
-        return _first_output(out)
+        features = {}
+        if levels:
+            features["levels"] = [tapped[name] for name in self.feature_layers_]
+        if embedding:
+            key = "embedding" if inputs else self.embedding_layer
+            features["embedding"] = tapped[key].flatten(1)
+        return _first_output(out), features
 
     def iter_logits(self, X, state=None):
         """Yield the logits of ``X`` batch by batch, on the net's device.

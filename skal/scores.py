@@ -9,7 +9,7 @@ late epochs) do not vanish in half precision.
 import torch
 import torch.nn.functional as F
 
-__all__ = ["entropy", "margin", "least_confidence", "kl_divergence", "top_n"]
+__all__ = ["entropy", "margin", "margin_at", "least_confidence", "kl_divergence", "top_n"]
 
 
 def _log_probs(logits):
@@ -166,3 +166,35 @@ def top_n(scores, n, *, generator=None):
     perm = torch.randperm(scores.shape[0], generator=generator, device=scores.device)
     order = torch.sort(scores[perm], descending=True, stable=True).indices[:n]
     return perm[order]
+
+
+def margin_at(logits, labels):
+    """``p_label - max_{c != label} p_c`` per row, for given labels.
+
+    TiDAL's margin score: the predicted training dynamics' probability of the
+    backbone's predicted class against its strongest rival. Negative when
+    another class is more probable than ``label``.
+
+    Parameters
+    ----------
+    logits : torch.Tensor of shape (n_samples, n_classes)
+    labels : torch.Tensor of shape (n_samples,), integer
+
+    Returns
+    -------
+    torch.Tensor of shape (n_samples,)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skal.scores import margin_at
+    >>> margin_at(torch.log(torch.tensor([[0.5, 0.3, 0.2]])), torch.tensor([1]))
+    tensor([-0.2000])
+    """
+    probs = _log_probs(logits).exp()
+    if probs.shape[1] < 2:
+        return torch.ones(probs.shape[0], dtype=probs.dtype, device=probs.device)
+    labels = labels.view(-1, 1)
+    own = probs.gather(1, labels).squeeze(1)
+    rivals = probs.scatter(1, labels, float("-inf")).amax(dim=1)
+    return own - rivals

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
+from .._data import take
 from ..scores import top_n
 
 __all__ = ["TrainingNeeds", "BaseSelector", "ScoreSelector"]
@@ -35,9 +36,15 @@ class TrainingNeeds:
     snapshot : bool, default=False
         Keep the module's weights at the end of epoch ``T-1``
         (:attr:`skal.ActiveNet.snapshot_`).
+    loss_head : tuple of (weight, margin, stop_epoch) or None, default=None
+        Train LL4AL's loss-prediction head with these settings.
+    dynamics_head : float or None, default=None
+        Train TiDAL's training-dynamics head with this loss weight.
     """
 
     snapshot: bool = False
+    loss_head: tuple | None = None
+    dynamics_head: float | None = None
 
     def net_params(self):
         """Parameters to set on the :class:`~skal.ActiveNet` before training.
@@ -48,7 +55,16 @@ class TrainingNeeds:
             ``ActiveNet.set_params`` keyword arguments; only what is needed
             (a selector never switches off something the user asked for).
         """
-        return {"snapshot": True} if self.snapshot else {}
+        params = {}
+        if self.snapshot:
+            params["snapshot"] = True
+        if self.loss_head is not None:
+            weight, margin, stop_epoch = self.loss_head
+            params.update(loss_head_weight=weight, loss_head_margin=margin,
+                          loss_head_stop_epoch=stop_epoch)
+        if self.dynamics_head is not None:
+            params["dynamics_head_weight"] = self.dynamics_head
+        return params
 
 
 class BaseSelector(BaseEstimator):
@@ -97,7 +113,9 @@ class ScoreSelector(BaseSelector):
 
     Subclasses implement ``_score_batch(net, X_batch)`` returning one score per
     sample of a device batch (higher = more informative), or override
-    :meth:`score_pool` when the score does not come batch by batch.
+    :meth:`score_pool` when the score does not come batch by batch. A
+    subclass with a ``subset`` parameter scores only a random subset of that
+    many pool samples per query (drawn from the query seed; ``None`` = all).
     """
 
     def score_pool(self, net, X_pool, *, random_state=None):
@@ -124,6 +142,9 @@ class ScoreSelector(BaseSelector):
         raise NotImplementedError
 
     def select(self, net, X_pool, n, *, random_state=None):
+        candidates = self._draw_subset(len(X_pool), n, random_state)
+        if candidates is not None:
+            X_pool = take(X_pool, candidates)
         scores = self.score_pool(net, X_pool, random_state=random_state)
         if scores.ndim != 1 or scores.shape[0] != len(X_pool):
             raise RuntimeError(
@@ -137,7 +158,23 @@ class ScoreSelector(BaseSelector):
             )
         generator = _generator(scores.device, random_state)
         order = top_n(scores, n, generator=generator)
-        return order.cpu().numpy().astype(np.int64), scores[order].cpu().numpy()
+        indices = order.cpu().numpy().astype(np.int64)
+        if candidates is not None:
+            indices = candidates[indices]
+        return indices, scores[order].cpu().numpy()
+
+    def _draw_subset(self, n_pool, n, random_state):
+        """Sorted positions of the random candidate subset, or None for the whole pool."""
+        subset = getattr(self, "subset", None)
+        if subset is None or subset >= n_pool:
+            return None
+        if n > subset:
+            raise ValueError(
+                f"n={n} exceeds {type(self).__name__}'s subset={subset}: raise subset or "
+                "set it to None to score the whole pool."
+            )
+        rng = np.random.default_rng(random_state)
+        return np.sort(rng.choice(n_pool, subset, replace=False))
 
 
 def _generator(device, random_state):
