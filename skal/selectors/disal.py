@@ -39,8 +39,8 @@ class DISAL(ScoreSelector):
     Examples
     --------
     >>> from skal.selectors import DISAL
-    >>> DISAL().training_needs()
-    TrainingNeeds(snapshot=True)
+    >>> DISAL().training_needs().net_params()
+    {'snapshot': True}
     >>> DISAL(mode="literal").get_params()
     {'mode': 'literal'}
     """
