@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.model_selection import train_test_split
 from sklearn.utils import check_array, check_consistent_length, check_random_state, column_or_1d
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
@@ -15,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ._data import FeaturesDataset, is_dataset, materialize, sample_shape
 from .net import ActiveNet
 from .selectors import DISAL
+from .selectors.base import LabeledData
 
 __all__ = ["ActiveLearner"]
 
@@ -139,10 +141,13 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             selector._validate_params()
 
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        reference = _reference_mask(y, selector.training_needs().reference, seed)
         net = self._configured_net(selector, classes)
-        _fit_seeded(net.fit, X, np.searchsorted(classes, y), _derive_seed(seed, 0, _TRAIN), net.device)
+        train = ~reference
+        _fit_seeded(net.fit, X[train], np.searchsorted(classes, y[train]), _derive_seed(seed, 0, _TRAIN), net.device)
 
         self._seed = seed
+        self._reference_mask = reference
         self.classes_ = classes
         self.selector_ = selector
         self.estimator_ = net
@@ -178,6 +183,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
     def _retrain(self, X, y, cycle):
         """A net trained on ``(X, y)``; the current one is untouched until it succeeds."""
+        train = ~self._reference_mask
+        X, y = X[train], y[train]
         if self.warm_start:
             net = copy.deepcopy(self.estimator_)
             fit = net.partial_fit
@@ -216,7 +223,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         n = _check_n(n, len(X_pool))
         cycle = int(self.labeled_cycle_[-1])
         indices, scores = self.selector_.select(
-            self.estimator_, X_pool, n, random_state=_derive_seed(self._seed, cycle, _QUERY)
+            self.estimator_, X_pool, n, random_state=_derive_seed(self._seed, cycle, _QUERY),
+            labeled=self._labeled_data(),
         )
         indices = np.asarray(indices, dtype=np.int64)
         return (indices, np.asarray(scores)) if return_scores else indices
@@ -250,8 +258,14 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.X_labeled_ = np.concatenate([self.X_labeled_, X])
         self.y_labeled_ = np.concatenate([self.y_labeled_, y])
         self.labeled_cycle_ = np.concatenate([self.labeled_cycle_, np.full(len(y), cycle, dtype=np.int64)])
+        self._reference_mask = np.concatenate([self._reference_mask, np.zeros(len(y), dtype=bool)])
         self.estimator_ = self._retrain(self.X_labeled_, self.y_labeled_, cycle)
         return self
+
+    def _labeled_data(self):
+        y = np.searchsorted(self.classes_, self.y_labeled_)
+        train, ref = ~self._reference_mask, self._reference_mask
+        return LabeledData(self.X_labeled_[train], y[train], self.X_labeled_[ref], y[ref])
 
     # --- prediction -----------------------------------------------------------
 
@@ -315,6 +329,30 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                 f"{name} has samples of shape {shape[1:]}, but the learner was fitted on "
                 f"samples of shape {expected}."
             )
+
+
+def _reference_mask(y, fraction, seed):
+    """Boolean mask of a stratified, seeded held-out split of ``y`` (all False if no fraction)."""
+    mask = np.zeros(len(y), dtype=bool)
+    if not fraction:
+        return mask
+    n_reference = int(round(fraction * len(y)))
+    if not 1 <= n_reference < len(y):
+        raise ValueError(
+            f"The selector holds out a reference fraction {fraction} of the {len(y)} labeled "
+            "samples, which leaves no reference or no training sample; label more samples."
+        )
+    try:
+        _, held_out = train_test_split(np.arange(len(y)), test_size=n_reference, stratify=y,
+                                       random_state=seed)
+    except ValueError as error:
+        raise ValueError(
+            f"Cannot hold out a stratified reference set of {n_reference} of the {len(y)} "
+            f"labeled samples: {error} Label more samples per class, or pass the selector "
+            "its own reference set."
+        ) from error
+    mask[held_out] = True
+    return mask
 
 
 def _check_n(n, n_pool):

@@ -1,8 +1,9 @@
 """Selectors: strategies that choose which pool samples to label next."""
 
-from .base import BaseSelector, ScoreSelector, TrainingNeeds
+from .base import BaseSelector, LabeledData, ScoreSelector, TrainingNeeds
 from .baselines import Entropy, LeastConfidence, Margin, Random
 from .disal import DISAL
+from .isal import ISAL
 from .ll4al import LL4AL
 from .tidal import TiDAL
 
@@ -10,7 +11,9 @@ __all__ = [
     "BaseSelector",
     "ScoreSelector",
     "TrainingNeeds",
+    "LabeledData",
     "DISAL",
+    "ISAL",
     "TiDAL",
     "LL4AL",
     "Random",

@@ -16,6 +16,7 @@ Two kinds exist:
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,7 +25,22 @@ from sklearn.base import BaseEstimator
 from .._data import take
 from ..scores import top_n
 
-__all__ = ["TrainingNeeds", "BaseSelector", "ScoreSelector"]
+__all__ = ["TrainingNeeds", "LabeledData", "BaseSelector", "ScoreSelector"]
+
+
+class LabeledData(NamedTuple):
+    """The labeled set as a selector sees it at query time.
+
+    ``X`` / ``y`` are the samples the net was trained on (``y`` encoded as
+    ``0 .. n_classes-1``, rows in the order of ``net.training_dynamics_``);
+    ``X_reference`` / ``y_reference`` the held-out reference split
+    (empty unless a selector asked for one with ``TrainingNeeds.reference``).
+    """
+
+    X: object
+    y: np.ndarray
+    X_reference: object
+    y_reference: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -40,11 +56,15 @@ class TrainingNeeds:
         Train LL4AL's loss-prediction head with these settings.
     dynamics_head : float or None, default=None
         Train TiDAL's training-dynamics head with this loss weight.
+    reference : float or None, default=None
+        Hold this fraction of the initial labeled set out of training, as a
+        reference set passed to the selector (ISAL); stratified and seeded.
     """
 
     snapshot: bool = False
     loss_head: tuple | None = None
     dynamics_head: float | None = None
+    reference: float | None = None
 
     def net_params(self):
         """Parameters to set on the :class:`~skal.ActiveNet` before training.
@@ -84,7 +104,7 @@ class BaseSelector(BaseEstimator):
         """
         return TrainingNeeds()
 
-    def select(self, net, X_pool, n, *, random_state=None):
+    def select(self, net, X_pool, n, *, random_state=None, labeled=None):
         """Choose ``n`` pool samples to label.
 
         Parameters
@@ -97,6 +117,8 @@ class BaseSelector(BaseEstimator):
             Number of samples to choose, ``1 <= n <= n_pool``.
         random_state : int, default=None
             Seed for every random choice (subsets, tie-breaking).
+        labeled : LabeledData or None, default=None
+            The labeled set; :class:`~skal.ActiveLearner` always passes it.
 
         Returns
         -------
@@ -118,7 +140,7 @@ class ScoreSelector(BaseSelector):
     many pool samples per query (drawn from the query seed; ``None`` = all).
     """
 
-    def score_pool(self, net, X_pool, *, random_state=None):
+    def score_pool(self, net, X_pool, *, random_state=None, labeled=None):
         """Score every pool sample on the net's device.
 
         Parameters
@@ -129,6 +151,8 @@ class ScoreSelector(BaseSelector):
             The pool.
         random_state : int, default=None
             Seed for selectors whose score is random.
+        labeled : LabeledData or None, default=None
+            The labeled set, for selectors whose score depends on it.
 
         Returns
         -------
@@ -141,11 +165,11 @@ class ScoreSelector(BaseSelector):
     def _score_batch(self, net, X_batch):
         raise NotImplementedError
 
-    def select(self, net, X_pool, n, *, random_state=None):
+    def select(self, net, X_pool, n, *, random_state=None, labeled=None):
         candidates = self._draw_subset(len(X_pool), n, random_state)
         if candidates is not None:
             X_pool = take(X_pool, candidates)
-        scores = self.score_pool(net, X_pool, random_state=random_state)
+        scores = self.score_pool(net, X_pool, random_state=random_state, labeled=labeled)
         if scores.ndim != 1 or scores.shape[0] != len(X_pool):
             raise RuntimeError(
                 f"{type(self).__name__} returned {tuple(scores.shape)} scores for a pool "

@@ -24,7 +24,7 @@ class Random(ScoreSelector):
     3
     """
 
-    def score_pool(self, net, X_pool, *, random_state=None):
+    def score_pool(self, net, X_pool, *, random_state=None, labeled=None):
         device = torch.device(net.device) if net is not None else torch.device("cpu")
         generator = _generator(device, random_state)
         return torch.rand(len(X_pool), generator=generator, device=device)

@@ -53,14 +53,14 @@ class DISAL(ScoreSelector):
     def training_needs(self):
         return TrainingNeeds(snapshot=True)
 
-    def score_pool(self, net, X_pool, *, random_state=None):
+    def score_pool(self, net, X_pool, *, random_state=None, labeled=None):
         self._validate_params()
         if getattr(net, "snapshot_", None) is None:
             raise ValueError(
                 "DISAL needs the weights of epoch T-1: train the net with snapshot=True "
                 "(ActiveLearner does this) and at least one epoch."
             )
-        return super().score_pool(net, X_pool, random_state=random_state)
+        return super().score_pool(net, X_pool, random_state=random_state, labeled=labeled)
 
     def _score_batch(self, net, X_batch):
         kl = kl_divergence(net.logits(X_batch, state=net.snapshot_), net.logits(X_batch))

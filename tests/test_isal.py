@@ -1,0 +1,114 @@
+"""ISAL through ActiveLearner: the held-out reference, the plumbing, the ranking."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from skal import ActiveLearner, ActiveNet
+from skal.influence import lissa, reference_gradient, select_params
+from skal.learner import _QUERY, _derive_seed
+from skal.models import MLP
+from skal.selectors import ISAL
+
+
+def _data(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3)).astype(np.float32)
+    y = np.repeat(np.arange(3), n // 3)
+    X[:, 0] += y  # learnable
+    return X, y
+
+
+def _net():
+    return ActiveNet(MLP, module__hidden_sizes=(6,), max_epochs=3, batch_size=8, lr=0.1, verbose=0)
+
+
+def test_reference_is_a_stratified_held_out_split_not_trained_on():
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=ISAL(depth=3, repeats=2), random_state=0).fit(X, y)
+    mask = learner._reference_mask
+    assert mask.sum() == 6
+    np.testing.assert_array_equal(np.bincount(y[mask]), [2, 2, 2])
+    assert learner.estimator_.training_dynamics_.shape == (54, 3)  # trained on the rest only
+    learner.teach(X[:3], y[:3])
+    assert learner._reference_mask.sum() == 6 and not learner._reference_mask[-3:].any()
+    assert learner.estimator_.training_dynamics_.shape == (57, 3)
+
+
+def test_scores_are_the_influence_of_each_pool_sample_on_the_reference_loss():
+    X, y = _data()
+    X_pool = _data(n=15, seed=1)[0]
+    selector = ISAL(params="all weights", depth=4, repeats=2, damping=0.1, scale=10.0)
+    learner = ActiveLearner(_net(), selector=selector, random_state=0).fit(X, y)
+    idx, scores = learner.query(X_pool, 15, return_scores=True)
+
+    # the same computation by hand: v on the reference rows, LiSSA over the
+    # training rows drawn with the query seed, then a per-sample gradient loop
+    module = learner.estimator_.module_.eval()
+    params = select_params(module, "all weights")
+    mask = learner._reference_mask
+    X_ref, y_ref = torch.from_numpy(X[mask]), torch.from_numpy(y[mask])
+    X_tr, y_tr = torch.from_numpy(X[~mask]), torch.from_numpy(y[~mask])
+    v = reference_gradient(module, params, [(X_ref, y_ref)])
+    draws = np.random.default_rng(_derive_seed(learner._seed, 0, _QUERY)).integers(0, len(y_tr), 8)
+    s = lissa(module, params, v, [(X_tr[i:i + 1], y_tr[i:i + 1]) for i in draws],
+              damping=0.1, scale=10.0, depth=4, repeats=2)
+    expected = []
+    for x in torch.from_numpy(X_pool):
+        logits = module(x[None])
+        loss = F.cross_entropy(logits, logits.argmax(1))
+        grads = torch.autograd.grad(loss, list(params.values()))
+        expected.append(sum((g * s[name]).sum() for g, name in zip(grads, params)).item())
+    expected = np.array(expected)  # = -I: higher is more informative
+    np.testing.assert_allclose(scores, expected[idx], rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(idx, np.argsort(-expected, kind="stable"))
+
+
+def test_user_reference_holds_nothing_out():
+    X, y = _data()
+    X_ref, y_ref = _data(n=9, seed=2)
+    learner = ActiveLearner(_net(), selector=ISAL(reference=(X_ref, y_ref), depth=3, repeats=1),
+                            random_state=0).fit(X, y)
+    assert not learner._reference_mask.any()
+    assert learner.estimator_.training_dynamics_.shape == (60, 3)
+    idx = learner.query(_data(n=12, seed=3)[0], 5)
+    assert len(set(idx.tolist())) == 5
+
+
+def test_last_layer_parameter_set_runs_and_differs_from_all_weights():
+    X, y = _data()
+    X_pool = _data(n=12, seed=4)[0]
+    results = {}
+    for params in ["all weights", "last layer"]:
+        learner = ActiveLearner(_net(), selector=ISAL(params=params, depth=3, repeats=1),
+                                random_state=0).fit(X, y)
+        results[params] = learner.query(X_pool, 12, return_scores=True)[1]
+    assert not np.allclose(results["all weights"], results["last layer"])
+
+
+def test_reference_split_that_cannot_be_stratified_is_a_clear_error():
+    X, y = _data()
+    y = y.copy()
+    y[0] = 5  # a class with a single sample
+    with pytest.raises(ValueError, match=r"Cannot hold out a stratified reference set of 6 of the 60"):
+        ActiveLearner(_net(), selector=ISAL(), random_state=0).fit(X, y)
+
+
+def test_isal_without_labeled_data_is_a_clear_error():
+    X, y = _data()
+    net = _net().set_params(classes=np.arange(3)).fit(X, y)
+    with pytest.raises(ValueError, match="ISAL needs the labeled set"):
+        ISAL().select(net, X, 3, random_state=0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(reference=1.5), "'reference' parameter of ISAL"),
+    (dict(params="some"), "'params' parameter of ISAL"),
+    (dict(depth=0), "'depth' parameter of ISAL"),
+    (dict(pseudo_label="soft"), "'pseudo_label' parameter of ISAL"),
+])
+def test_bad_parameters_fail_at_fit(kwargs, match):
+    X, y = _data()
+    with pytest.raises(ValueError, match=match):
+        ActiveLearner(_net(), selector=ISAL(**kwargs)).fit(X, y)
