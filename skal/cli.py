@@ -14,12 +14,14 @@ from .learner import ActiveLearner
 from .model_selection import _initial_indices, _run_campaign
 from .models import SmallCNN
 from .net import ActiveNet
-from .selectors import DISAL, LL4AL, Entropy, LeastConfidence, Margin, Random, TiDAL
+from .selectors import DISAL, ISAL, LL4AL, CoreSet, Entropy, LeastConfidence, Margin, Random, TiDAL
 
 SELECTORS = {
     "disal": DISAL,
     "tidal": TiDAL,
     "ll4al": LL4AL,
+    "isal": ISAL,
+    "coreset": CoreSet,
     "random": Random,
     "entropy": Entropy,
     "margin": Margin,

@@ -266,6 +266,8 @@ class ActiveNet(NeuralNetClassifier):
             kwargs["num_classes"] = len(self.classes)
         self.module_ = self.initialized_instance(self.module, kwargs)
         self.feature_layers_ = self._resolve_feature_layers()
+        if self.embedding_layer != "auto":
+            self._embedding_tap()  # a named layer that does not exist fails at fit
         if self.loss_head_weight:
             self.loss_head_ = LossPredictionHead(
                 n_levels=len(self.feature_layers_), **self.get_params_for("loss_head"))

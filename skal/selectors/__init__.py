@@ -2,6 +2,7 @@
 
 from .base import BaseSelector, LabeledData, ScoreSelector, TrainingNeeds
 from .baselines import Entropy, LeastConfidence, Margin, Random
+from .coreset import CoreSet
 from .disal import DISAL
 from .isal import ISAL
 from .ll4al import LL4AL
@@ -14,6 +15,7 @@ __all__ = [
     "LabeledData",
     "DISAL",
     "ISAL",
+    "CoreSet",
     "TiDAL",
     "LL4AL",
     "Random",

@@ -129,6 +129,20 @@ class BaseSelector(BaseEstimator):
         """
         raise NotImplementedError
 
+    def _draw_subset(self, n_pool, n, random_state):
+        """Sorted positions of the random candidate subset, or None for the whole pool."""
+        subset = getattr(self, "subset", None)
+        if subset is None or subset >= n_pool:
+            return None
+        if n > subset:
+            raise ValueError(
+                f"n={n} exceeds {type(self).__name__}'s subset={subset}: raise subset or "
+                "set it to None to score the whole pool."
+            )
+        rng = np.random.default_rng(random_state)
+        return np.sort(rng.choice(n_pool, subset, replace=False))
+
+
 
 class ScoreSelector(BaseSelector):
     """Base class of selectors that rank the pool by a per-sample score.
@@ -186,19 +200,6 @@ class ScoreSelector(BaseSelector):
         if candidates is not None:
             indices = candidates[indices]
         return indices, scores[order].cpu().numpy()
-
-    def _draw_subset(self, n_pool, n, random_state):
-        """Sorted positions of the random candidate subset, or None for the whole pool."""
-        subset = getattr(self, "subset", None)
-        if subset is None or subset >= n_pool:
-            return None
-        if n > subset:
-            raise ValueError(
-                f"n={n} exceeds {type(self).__name__}'s subset={subset}: raise subset or "
-                "set it to None to score the whole pool."
-            )
-        rng = np.random.default_rng(random_state)
-        return np.sort(rng.choice(n_pool, subset, replace=False))
 
 
 def _generator(device, random_state):
