@@ -43,7 +43,11 @@ def _check_finite(name, T, chunk_size):
 
 def _distance_to_row(X, j):
     """Exact Euclidean distance of every row of X to row ``j`` (a 1-element index tensor)."""
-    row = X.index_select(0, j)
+    return _distances_to(X, X.index_select(0, j))
+
+
+def _distances_to(X, row):
+    """Exact Euclidean distance of every row of X to ``row`` (shape (1, d))."""
     if X.device.type == "cpu" and X.numel() < _GRAIN_SIZE:
         # cdist parallelises even tiny inputs; waking the thread pool then
         # costs ~ms per step on a busy machine, the serial form ~10 us.
@@ -76,13 +80,18 @@ def _validate(X, centers, chunk_size):
     return X, centers
 
 
-def _min_distances(X, C, chunk_size):
-    """Euclidean distance of each row of X to its nearest row of C (both validated)."""
+def _min_distances(X, C, chunk_size, return_nearest=False):
+    """Euclidean distance of each row of X to its nearest row of C (both validated).
+
+    With ``return_nearest``, also the index into C of that nearest row (-1
+    when C is empty).
+    """
     dtype = _compute_dtype(X)
     n_rows, n_centers = X.shape[0], C.shape[0]
     out = torch.full((n_rows,), float("inf"), dtype=dtype, device=X.device)
+    nearest_index = torch.full((n_rows,), -1, dtype=torch.int64, device=X.device)
     if n_rows == 0 or n_centers == 0:
-        return out
+        return (out, nearest_index) if return_nearest else out
     # Centring shrinks |a|^2 and |b|^2, hence the expansion's error, when the
     # embeddings share a large offset (post-ReLU features).
     shift = C.mean(dim=0)
@@ -119,7 +128,8 @@ def _min_distances(X, C, chunk_size):
         # whereas (a - s) - (c - s) carries the rounding of the shift.
         nearest = torch.index_select(C, 0, best_idx, out=near_buf[:m])
         out[r0 : r0 + m] = nearest.sub_(rows).pow_(2).sum(dim=1).sqrt_()
-    return out
+        nearest_index[r0 : r0 + m] = best_idx
+    return (out, nearest_index) if return_nearest else out
 
 
 def min_distances(X, centers, *, chunk_size=8192):
@@ -245,20 +255,72 @@ def kcenter_greedy(X, n, *, centers=None, chunk_size=8192, generator=None):
             raise ValueError(f"n must be an integer in [1, n_samples={n_samples}]; got {n!r}.")
         device = X.device
         X = X.to(_compute_dtype(X))
-        min_dist = _min_distances(X, centers, chunk_size)
+        min_dist, nearest = _min_distances(X, centers, chunk_size, return_nearest=True)
 
         gen_device = generator.device if generator is not None else device
         perm = torch.randperm(n_samples, generator=generator, device=gen_device).to(device)
-        indices = torch.empty(n, dtype=torch.int64, device=device)
-        distances = torch.empty(n, dtype=X.dtype, device=device)
-        for t in range(n):
-            # argmax returns the first maximum, i.e. a random one of the tied
-            # rows in permuted order; with no centers all are +inf at t == 0.
-            j = perm.index_select(0, min_dist.index_select(0, perm).argmax().view(1))
-            indices[t : t + 1] = j
-            distances[t : t + 1] = min_dist.index_select(0, j)
-            if t + 1 < n:
-                torch.minimum(min_dist, _distance_to_row(X, j), out=min_dist)
-            # Distances are >= 0, so a chosen row is never the argmax again.
-            min_dist.index_fill_(0, j, -1.0)
-        return indices, distances
+        # Work in permuted order: argmax returns the first maximum, i.e. a
+        # random one of tied rows, without a gather per step.
+        X = X.index_select(0, perm)
+        min_dist = min_dist.index_select(0, perm)
+        if device.type == "cpu":
+            positions, distances = _greedy_pruned(X, min_dist, nearest.index_select(0, perm), centers, n)
+        else:
+            positions, distances = _greedy_dense(X, min_dist, n)
+        return perm.index_select(0, positions), distances
+
+
+def _greedy_dense(X, min_dist, n):
+    """The greedy loop on an accelerator: one O(N d) pass per step, no host sync."""
+    indices = torch.empty(n, dtype=torch.int64, device=X.device)
+    distances = torch.empty(n, dtype=X.dtype, device=X.device)
+    for t in range(n):
+        j = min_dist.argmax().view(1)
+        indices[t : t + 1] = j
+        distances[t : t + 1] = min_dist.index_select(0, j)
+        if t + 1 < n:
+            torch.minimum(min_dist, _distance_to_row(X, j), out=min_dist)
+        # Distances are >= 0, so a chosen row is never the argmax again.
+        min_dist.index_fill_(0, j, -1.0)
+    return indices, distances
+
+
+def _greedy_pruned(X, min_dist, nearest, centers, n):
+    """The greedy loop on a CPU, skipping rows the triangle inequality rules out.
+
+    A row ``x`` whose nearest center ``a`` satisfies ``d(a, c) >= 2 d(x, a)``
+    cannot get closer to a new center ``c``: ``d(x, c) >= d(a, c) - d(x, a)
+    >= d(x, a)``. Only the other rows get a distance computation, typically a
+    small fraction once there are many centers, so a step costs O(N) scalar
+    work plus O(candidates d) instead of O(N d) (memory traffic, not flops,
+    bounds the dense loop on a CPU). The picks are those of the dense loop.
+    """
+    n_centers = centers.shape[0]
+    all_centers = X.new_empty((n_centers + n, X.shape[1]))
+    all_centers[:n_centers] = centers
+    indices = torch.empty(n, dtype=torch.int64)
+    distances = torch.empty(n, dtype=X.dtype)
+    # A small relative slack keeps rounding in d(a, c) from skipping a row
+    # whose distance would drop by a rounding error.
+    slack = 2.0 * (1.0 + 1e-5)
+    for t in range(n):
+        j = int(min_dist.argmax())
+        indices[t] = j
+        distances[t] = min_dist[j]
+        if t + 1 < n:
+            k = n_centers + t
+            row = X[j : j + 1]
+            all_centers[k] = row[0]
+            if k == 0:
+                candidates = torch.arange(X.shape[0])
+            else:
+                to_new = _distances_to(all_centers[:k], row)
+                candidates = torch.nonzero(to_new.index_select(0, nearest) < slack * min_dist).squeeze(1)
+            if len(candidates):
+                new = _distances_to(X.index_select(0, candidates), row)
+                closer = new < min_dist.index_select(0, candidates)
+                rows = candidates[closer]
+                min_dist.index_copy_(0, rows, new[closer])
+                nearest.index_fill_(0, rows, k)
+        min_dist[j] = -1.0
+    return indices, distances

@@ -245,6 +245,7 @@ class ActiveNet(NeuralNetClassifier):
     ):
         kwargs.setdefault("iterator_train__shuffle", True)
         super().__init__(module, *args, criterion=criterion, train_split=train_split, **kwargs)
+        self.train_transform = train_transform
         self.dynamic_weight = dynamic_weight
         self.snapshot = snapshot
         self.feature_layers = feature_layers
@@ -253,10 +254,17 @@ class ActiveNet(NeuralNetClassifier):
         self.loss_head_margin = loss_head_margin
         self.loss_head_stop_epoch = loss_head_stop_epoch
         self.dynamics_head_weight = dynamics_head_weight
-        self.train_transform = train_transform
 
     # Saved with the net and mapped to the right device on unpickling, like module_.
     cuda_dependent_attributes_ = ["training_dynamics_", "snapshot_"]
+
+    def __setattr__(self, name, attr):
+        if name == "train_transform":
+            # A torchvision v2 transform is an nn.Module, which skorch would
+            # take for a component to register; it is a plain parameter here.
+            object.__setattr__(self, name, attr)
+            return
+        super().__setattr__(name, attr)
 
     # --- module construction ------------------------------------------------
 
