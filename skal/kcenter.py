@@ -80,18 +80,13 @@ def _validate(X, centers, chunk_size):
     return X, centers
 
 
-def _min_distances(X, C, chunk_size, return_nearest=False):
-    """Euclidean distance of each row of X to its nearest row of C (both validated).
-
-    With ``return_nearest``, also the index into C of that nearest row (-1
-    when C is empty).
-    """
+def _min_distances(X, C, chunk_size):
+    """Euclidean distance of each row of X to its nearest row of C (both validated)."""
     dtype = _compute_dtype(X)
     n_rows, n_centers = X.shape[0], C.shape[0]
     out = torch.full((n_rows,), float("inf"), dtype=dtype, device=X.device)
-    nearest_index = torch.full((n_rows,), -1, dtype=torch.int64, device=X.device)
     if n_rows == 0 or n_centers == 0:
-        return (out, nearest_index) if return_nearest else out
+        return out
     # Centring shrinks |a|^2 and |b|^2, hence the expansion's error, when the
     # embeddings share a large offset (post-ReLU features).
     shift = C.mean(dim=0)
@@ -128,8 +123,7 @@ def _min_distances(X, C, chunk_size, return_nearest=False):
         # whereas (a - s) - (c - s) carries the rounding of the shift.
         nearest = torch.index_select(C, 0, best_idx, out=near_buf[:m])
         out[r0 : r0 + m] = nearest.sub_(rows).pow_(2).sum(dim=1).sqrt_()
-        nearest_index[r0 : r0 + m] = best_idx
-    return (out, nearest_index) if return_nearest else out
+    return out
 
 
 def min_distances(X, centers, *, chunk_size=8192):
@@ -255,72 +249,85 @@ def kcenter_greedy(X, n, *, centers=None, chunk_size=8192, generator=None):
             raise ValueError(f"n must be an integer in [1, n_samples={n_samples}]; got {n!r}.")
         device = X.device
         X = X.to(_compute_dtype(X))
-        min_dist, nearest = _min_distances(X, centers, chunk_size, return_nearest=True)
+        min_dist = _min_distances(X, centers, chunk_size)
 
         gen_device = generator.device if generator is not None else device
         perm = torch.randperm(n_samples, generator=generator, device=gen_device).to(device)
-        # Work in permuted order: argmax returns the first maximum, i.e. a
-        # random one of tied rows, without a gather per step.
-        X = X.index_select(0, perm)
+        # Ranks live in permuted order: argmax returns the first maximum, i.e.
+        # a random one of tied rows. X itself is never permuted (no copy).
         min_dist = min_dist.index_select(0, perm)
-        if device.type == "cpu":
-            positions, distances = _greedy_pruned(X, min_dist, nearest.index_select(0, perm), centers, n)
+        if device.type == "cpu" and X.dtype == torch.float32:
+            positions, distances = _greedy_filtered(X, perm, min_dist, n)
         else:
-            positions, distances = _greedy_dense(X, min_dist, n)
+            positions, distances = _greedy_dense(X, perm, min_dist, n)
         return perm.index_select(0, positions), distances
 
 
-def _greedy_dense(X, min_dist, n):
-    """The greedy loop on an accelerator: one O(N d) pass per step, no host sync."""
+def _greedy_dense(X, perm, min_dist, n):
+    """The greedy loop on an accelerator: one O(N d) pass per step, no host sync.
+
+    ``min_dist`` is in the order of ``perm``; returns positions in that order.
+    """
     indices = torch.empty(n, dtype=torch.int64, device=X.device)
     distances = torch.empty(n, dtype=X.dtype, device=X.device)
     for t in range(n):
-        j = min_dist.argmax().view(1)
-        indices[t : t + 1] = j
-        distances[t : t + 1] = min_dist.index_select(0, j)
+        position = min_dist.argmax().view(1)
+        indices[t : t + 1] = position
+        distances[t : t + 1] = min_dist.index_select(0, position)
         if t + 1 < n:
-            torch.minimum(min_dist, _distance_to_row(X, j), out=min_dist)
+            to_new = _distance_to_row(X, perm.index_select(0, position))
+            torch.minimum(min_dist, to_new.index_select(0, perm), out=min_dist)
         # Distances are >= 0, so a chosen row is never the argmax again.
-        min_dist.index_fill_(0, j, -1.0)
+        min_dist.index_fill_(0, position, -1.0)
     return indices, distances
 
 
-def _greedy_pruned(X, min_dist, nearest, centers, n):
-    """The greedy loop on a CPU, skipping rows the triangle inequality rules out.
+def _greedy_filtered(X, perm, min_dist, n):
+    """The greedy loop on a CPU: a bfloat16 pass finds the rows a new center may reach.
 
-    A row ``x`` whose nearest center ``a`` satisfies ``d(a, c) >= 2 d(x, a)``
-    cannot get closer to a new center ``c``: ``d(x, c) >= d(a, c) - d(x, a)
-    >= d(x, a)``. Only the other rows get a distance computation, typically a
-    small fraction once there are many centers, so a step costs O(N) scalar
-    work plus O(candidates d) instead of O(N d) (memory traffic, not flops,
-    bounds the dense loop on a CPU). The picks are those of the dense loop.
+    On a CPU each dense step streams all ``N d`` float32 values and is bound
+    by memory bandwidth. Here each step first computes approximate squared
+    distances to the new center from a bfloat16 copy of the (centred) pool,
+    half the traffic, with a rigorous error bound: rounding the inputs and
+    the result to bfloat16 (unit roundoff ``u = 2^-8``) perturbs a dot
+    product by at most ``3u sum_i |x_i c_i| <= 3u |x| |c|``. Only rows whose
+    approximate distance minus that bound falls below their current minimum
+    can get closer; they alone get an exact float32 distance. The picks and
+    distances are those of the dense loop. ``min_dist`` and the returned
+    positions are in the order of ``perm``.
     """
-    n_centers = centers.shape[0]
-    all_centers = X.new_empty((n_centers + n, X.shape[1]))
-    all_centers[:n_centers] = centers
+    # Distances do not change under a shift; centring shrinks the norms and
+    # with them the bound. The copy is built in permuted order, chunk by chunk.
+    mean = X.mean(dim=0)
+    low = torch.empty(X.shape, dtype=torch.bfloat16)
+    norms = torch.empty(X.shape[0], dtype=X.dtype)
+    for start in range(0, X.shape[0], 65536):
+        centred = X.index_select(0, perm[start : start + 65536]).sub_(mean)
+        low[start : start + 65536] = centred
+        norms[start : start + 65536] = centred.norm(dim=1)
+    squared_norms = norms.square()
+    slack_factor = 2.0 * 0.0125 * norms  # 2 |x| (3u + margin); times |c| per step
+    # Row x may get closer to center c iff |x|^2 + |c|^2 - 2 x.c - slack < md(x)^2,
+    # i.e. 2 x.c + slack + (md(x)^2 - |x|^2) > |c|^2; `level` holds the last
+    # bracket and changes only where md does, so a step is four passes over N.
+    level = torch.where(min_dist > 0, min_dist.square(), 0.0).sub_(squared_norms)
     indices = torch.empty(n, dtype=torch.int64)
     distances = torch.empty(n, dtype=X.dtype)
-    # A small relative slack keeps rounding in d(a, c) from skipping a row
-    # whose distance would drop by a rounding error.
-    slack = 2.0 * (1.0 + 1e-5)
     for t in range(n):
         j = int(min_dist.argmax())
         indices[t] = j
         distances[t] = min_dist[j]
         if t + 1 < n:
-            k = n_centers + t
-            row = X[j : j + 1]
-            all_centers[k] = row[0]
-            if k == 0:
-                candidates = torch.arange(X.shape[0])
-            else:
-                to_new = _distances_to(all_centers[:k], row)
-                candidates = torch.nonzero(to_new.index_select(0, nearest) < slack * min_dist).squeeze(1)
+            score = torch.add(level, slack_factor, alpha=float(norms[j]))
+            score.add_(torch.mv(low, low[j]), alpha=2.0)
+            candidates = torch.nonzero(score > squared_norms[j]).squeeze(1)
             if len(candidates):
-                new = _distances_to(X.index_select(0, candidates), row)
+                center = X[int(perm[j])].unsqueeze(0)
+                new = _distances_to(X.index_select(0, perm.index_select(0, candidates)), center)
                 closer = new < min_dist.index_select(0, candidates)
                 rows = candidates[closer]
                 min_dist.index_copy_(0, rows, new[closer])
-                nearest.index_fill_(0, rows, k)
+                level.index_copy_(0, rows, new[closer].square() - squared_norms.index_select(0, rows))
         min_dist[j] = -1.0
+        level[j] = -squared_norms[j]
     return indices, distances

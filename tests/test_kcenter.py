@@ -262,3 +262,22 @@ def test_cuda_matches_cpu(n_centers):
     np.testing.assert_allclose(dist.cpu().numpy(), cpu_dist.numpy(), rtol=1e-5)
     got = min_distances(X.cuda(), C.cuda())
     np.testing.assert_allclose(got.cpu().numpy(), ref_min_distances(_np(X), _np(C)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("offset, n_centers", [(0.0, 0), (0.0, 20), (50.0, 20), (3.0, 5)])
+def test_cpu_bfloat16_filtered_loop_equals_the_dense_loop(offset, n_centers):
+    # The CPU path screens rows with a bfloat16 bound; the accelerator path
+    # updates every row. Both must pick the same rows with the same distances,
+    # also for far-from-origin embeddings (post-ReLU features) and near-duplicates.
+    from skal.kcenter import _greedy_dense, _greedy_filtered, _min_distances
+
+    g = torch.Generator().manual_seed(7)
+    X = torch.randn(400, 16, generator=g) + offset
+    X[200:210] = X[100:110] + 1e-4 * torch.randn(10, 16, generator=g)  # near-duplicates
+    centers = torch.randn(n_centers, 16, generator=g) + offset
+    perm = torch.randperm(400, generator=g)
+    start = _min_distances(X, centers, 8192).index_select(0, perm)
+    dense = _greedy_dense(X, perm, start.clone(), 150)
+    filtered = _greedy_filtered(X, perm, start.clone(), 150)
+    torch.testing.assert_close(filtered[0], dense[0], rtol=0, atol=0)
+    torch.testing.assert_close(filtered[1], dense[1], rtol=1e-6, atol=1e-6)
