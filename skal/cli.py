@@ -1,19 +1,21 @@
 """The ``skal`` command."""
 
 import argparse
+import contextlib
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
 from . import __version__
-from .datasets import load_digits_images
+from .datasets import load_digits_images, load_fashion_mnist
 from .learner import ActiveLearner
-from .model_selection import _initial_indices, _run_campaign
-from .models import SmallCNN
+from .model_selection import active_learning_curve
+from .models import MLP, SmallCNN
 from .net import ActiveNet
+from .plotting import plot_active_learning_curve
 from .selectors import DISAL, ISAL, LL4AL, CoreSet, Entropy, LeastConfidence, Margin, Random, TiDAL
 
 SELECTORS = {
@@ -27,7 +29,7 @@ SELECTORS = {
     "margin": Margin,
     "least-confidence": LeastConfidence,
 }
-DATASETS = {"digits": load_digits_images}
+DATASETS = ("digits", "fashion-mnist", "PATH.npz")
 
 
 def _selector_list(text):
@@ -47,6 +49,15 @@ def _positive_int(text):
     return value
 
 
+def _dataset(text):
+    if text in ("digits", "fashion-mnist") or text.endswith(".npz"):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown dataset {text!r}; choose from digits, fashion-mnist, or a PATH.npz file "
+        "with arrays X and y (and optionally X_test, y_test)"
+    )
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="skal", description="Deep active learning, scikit-learn style."
@@ -57,83 +68,130 @@ def build_parser():
         "simulate",
         help="simulate active-learning campaigns and compare selectors",
         description=(
-            "Run a seeded active-learning campaign per selector on a labeled data set, "
-            "with its labels as the annotator: train on a random initial set, then "
-            "query and teach for a number of cycles, and print test accuracy per cycle. "
-            "Every selector starts from the same initial set."
+            "Run seeded active-learning campaigns per selector on a labeled data set, with "
+            "its labels as the annotator: train on a random initial set, then query and "
+            "teach for a number of cycles, recording test accuracy after each training. "
+            "Every selector starts each repeat from the same initial set and seed. Prints a "
+            "table (mean ± std over repeats, area under the curve, time) and writes "
+            "results.csv, results.json and curve.png to --out."
         ),
     )
-    sim.add_argument("--dataset", choices=sorted(DATASETS), default="digits",
-                     help="data set (default: digits, scikit-learn's 8x8 digits as images)")
+    sim.add_argument("--dataset", type=_dataset, default="digits", metavar="DATASET",
+                     help="digits (scikit-learn's 8x8 digits, the default), fashion-mnist "
+                          "(local IDX files, see skal.datasets.load_fashion_mnist), or PATH.npz "
+                          "with arrays X, y and optionally X_test, y_test")
     sim.add_argument("--selectors", type=_selector_list, default=["disal", "random"],
                      help=f"comma-separated selectors from {', '.join(SELECTORS)} (default: disal,random)")
     sim.add_argument("--initial", type=_positive_int, default=100, help="initial labeled set size (default: 100)")
     sim.add_argument("--query", type=_positive_int, default=100, help="samples queried per cycle (default: 100)")
     sim.add_argument("--cycles", type=_positive_int, default=5, help="query/teach cycles (default: 5)")
+    sim.add_argument("--repeats", type=_positive_int, default=1, help="independent repeats (default: 1)")
     sim.add_argument("--epochs", type=_positive_int, default=30, help="training epochs per cycle (default: 30)")
-    sim.add_argument("--test-size", type=float, default=0.3, help="held-out test fraction (default: 0.3)")
+    sim.add_argument("--pool-size", type=_positive_int, default=None,
+                     help="use a random subset of this many training samples as the pool")
+    sim.add_argument("--test-size", type=float, default=0.3,
+                     help="held-out test fraction when the data has no test split (default: 0.3)")
+    sim.add_argument("--test-limit", type=_positive_int, default=None,
+                     help="evaluate on a random subset of this many test samples")
     sim.add_argument("--device", default="cpu", help="torch device for training and queries (default: cpu)")
     sim.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sim.add_argument("--out", default="skal-results", metavar="DIR",
+                     help="directory for results.csv, results.json, curve.png (default: skal-results)")
     sim.add_argument("--quiet", action="store_true", help="print only the final table")
     return parser
 
 
+def _load(args):
+    """(X_pool, y_pool, X_test, y_test) for --dataset, subsampled as asked."""
+    rng = np.random.default_rng(args.seed)
+    if args.dataset == "digits":
+        X, y = load_digits_images(return_X_y=True)
+        X_test = y_test = None
+    elif args.dataset == "fashion-mnist":
+        try:
+            X, y = load_fashion_mnist(subset="train", return_X_y=True)
+            X_test, y_test = load_fashion_mnist(subset="test", return_X_y=True)
+        except FileNotFoundError as error:
+            raise SystemExit(f"skal simulate: error: {error}") from None
+    else:
+        try:
+            with np.load(args.dataset, allow_pickle=False) as data:
+                X, y = data["X"].astype(np.float32), data["y"]
+                X_test = data["X_test"].astype(np.float32) if "X_test" in data else None
+                y_test = data["y_test"] if "y_test" in data else None
+        except (OSError, KeyError, ValueError) as error:
+            raise SystemExit(f"skal simulate: error: cannot read {args.dataset}: {error}") from None
+    if X_test is None:
+        X, X_test, y, y_test = train_test_split(X, y, test_size=args.test_size, stratify=y,
+                                                random_state=args.seed)
+    if args.pool_size is not None and args.pool_size < len(y):
+        keep = np.sort(rng.choice(len(y), args.pool_size, replace=False))
+        X, y = X[keep], y[keep]
+    if args.test_limit is not None and args.test_limit < len(y_test):
+        keep = np.sort(rng.choice(len(y_test), args.test_limit, replace=False))
+        X_test, y_test = X_test[keep], y_test[keep]
+    return X, y, X_test, y_test
+
+
+def _module_for(X):
+    """A small net for the data's shape: SmallCNN for images, MLP for tables."""
+    if X.ndim == 4:
+        return SmallCNN, {"module__in_channels": X.shape[1]}
+    return MLP, {"module__hidden_sizes": (128,)}
+
+
 def simulate(args, out=sys.stdout):
-    """Run the campaigns described by ``args``; return {selector: records}."""
+    """Run the campaigns described by ``args``; return the ActiveLearningCurve."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("skal simulate: error: --device cuda requested but CUDA is not available")
-    X, y = DATASETS[args.dataset](return_X_y=True)
-    X_pool, X_test, y_pool, y_test = train_test_split(
-        X, y, test_size=args.test_size, stratify=y, random_state=args.seed
-    )
-    if args.initial >= len(X_pool):
-        raise SystemExit(f"skal simulate: error: --initial must be below the pool size {len(X_pool)}")
-    initial_idx = _initial_indices(len(X_pool), args.initial, args.seed)
-    net = ActiveNet(
-        SmallCNN,
-        module__in_channels=X.shape[1],
-        max_epochs=args.epochs,
-        batch_size=32,
-        optimizer=torch.optim.SGD,
-        lr=0.05,
-        optimizer__momentum=0.9,
-        optimizer__weight_decay=5e-4,
-        device=args.device,
-        verbose=0,
-    )
-    results = {}
-    for name in args.selectors:
-        learner = ActiveLearner(net, selector=SELECTORS[name](), classes=np.unique(y),
-                                random_state=args.seed)
-        start = time.perf_counter()
-
-        def progress(record, name=name):
-            if not args.quiet:
-                print(f"[{name}] cycle {record['cycle']}: {record['n_labeled']} labeled, "
-                      f"accuracy {record['score']:.4f}", file=out, flush=True)
-
-        results[name] = _run_campaign(
-            learner, X_pool, y_pool, X_test, y_test, initial_idx=initial_idx,
-            query_size=args.query, n_cycles=args.cycles, callback=progress,
+    X, y, X_test, y_test = _load(args)
+    needed = args.initial + args.cycles * args.query
+    if needed > len(y):
+        raise SystemExit(
+            f"skal simulate: error: --initial + --cycles * --query = {args.initial} + "
+            f"{args.cycles} * {args.query} = {needed} exceeds the pool of {len(y)} samples"
         )
-        if not args.quiet:
-            print(f"[{name}] done in {time.perf_counter() - start:.1f} s", file=out, flush=True)
-    print(format_table(results), file=out)
-    return results
-
-
-def format_table(results):
-    """A markdown table: one row per cycle, labeled count and accuracy per selector."""
-    names = list(results)
-    header = "| cycle | labeled | " + " | ".join(names) + " |"
-    rule = "|---:|---:|" + "---:|" * len(names)
-    rows = []
-    for i, record in enumerate(results[names[0]]):
-        scores = " | ".join(
-            f"{results[name][i]['score']:.4f}" if i < len(results[name]) else "" for name in names
+    module, module_params = _module_for(X)
+    net = ActiveNet(module, max_epochs=args.epochs, batch_size=32, optimizer=torch.optim.SGD,
+                    lr=0.05, optimizer__momentum=0.9, optimizer__weight_decay=5e-4,
+                    device=args.device, verbose=0, **module_params)
+    learners = {name: ActiveLearner(net, selector=SELECTORS[name](), classes=np.unique(y))
+                for name in args.selectors}
+    if not args.quiet:
+        print(f"skal simulate: {args.dataset}, pool {len(y)}, test {len(y_test)}, "
+              f"selectors {', '.join(args.selectors)}, {args.repeats} repeat(s)", file=out, flush=True)
+    with contextlib.redirect_stdout(out):
+        result = active_learning_curve(
+            learners, X, y, X_test=X_test, y_test=y_test, initial_size=args.initial,
+            query_size=args.query, n_cycles=args.cycles, n_repeats=args.repeats,
+            random_state=args.seed, verbose=0 if args.quiet else 1,
         )
-        rows.append(f"| {record['cycle']} | {record['n_labeled']} | {scores} |")
-    return "\n".join([header, rule, *rows])
+    print(result.table(), file=out)
+    if args.out:
+        _write(result, Path(args.out), out, quiet=args.quiet)
+    return result
+
+
+def _write(result, directory, out, quiet=False):
+    directory.mkdir(parents=True, exist_ok=True)
+    result.to_csv(directory / "results.csv")
+    result.to_json(directory / "results.json")
+    written = ["results.csv", "results.json"]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        ax = plot_active_learning_curve(result)
+        ax.figure.savefig(directory / "curve.png", dpi=120, bbox_inches="tight")
+        plt.close(ax.figure)
+        written.append("curve.png")
+    except ImportError:
+        print("skal simulate: matplotlib is not installed, no plot written "
+              "(pip install 'skal[plot]')", file=out)
+    if not quiet:
+        print(f"wrote {', '.join(str(directory / name) for name in written)}", file=out)
 
 
 def main(argv=None):
