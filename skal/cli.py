@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 
 from . import __version__
@@ -46,6 +47,13 @@ def _positive_int(text):
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _fraction(text):
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text}")
     return value
 
 
@@ -89,7 +97,7 @@ def build_parser():
     sim.add_argument("--epochs", type=_positive_int, default=30, help="training epochs per cycle (default: 30)")
     sim.add_argument("--pool-size", type=_positive_int, default=None,
                      help="use a random subset of this many training samples as the pool")
-    sim.add_argument("--test-size", type=float, default=0.3,
+    sim.add_argument("--test-size", type=_fraction, default=0.3,
                      help="held-out test fraction when the data has no test split (default: 0.3)")
     sim.add_argument("--test-limit", type=_positive_int, default=None,
                      help="evaluate on a random subset of this many test samples")
@@ -117,6 +125,8 @@ def _load(args):
         try:
             with np.load(args.dataset, allow_pickle=False) as data:
                 X, y = data["X"].astype(np.float32), data["y"]
+                if ("X_test" in data) != ("y_test" in data):
+                    raise ValueError("it has one of X_test and y_test but not the other")
                 X_test = data["X_test"].astype(np.float32) if "X_test" in data else None
                 y_test = data["y_test"] if "y_test" in data else None
         except (OSError, KeyError, ValueError) as error:
@@ -140,6 +150,10 @@ def _module_for(X):
     return MLP, {"module__hidden_sizes": (128,)}
 
 
+def _net_for(net, selector_name):
+    return clone(net).set_params(dynamic_weight=1.0 if selector_name == "disal" else 0.0)
+
+
 def simulate(args, out=sys.stdout):
     """Run the campaigns described by ``args``; return the ActiveLearningCurve."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -155,8 +169,12 @@ def simulate(args, out=sys.stdout):
     net = ActiveNet(module, max_epochs=args.epochs, batch_size=32, optimizer=torch.optim.SGD,
                     lr=0.05, optimizer__momentum=0.9, optimizer__weight_decay=5e-4,
                     device=args.device, verbose=0, **module_params)
-    learners = {name: ActiveLearner(net, selector=SELECTORS[name](), classes=np.unique(y))
-                for name in args.selectors}
+    # Each method trains as its paper does: only DISAL adds the dynamic loss, so
+    # "random" is plain random sampling (DISAL's "w/o S" ablation is random + the loss).
+    learners = {
+        name: ActiveLearner(_net_for(net, name), selector=SELECTORS[name](), classes=np.unique(y))
+        for name in args.selectors
+    }
     if not args.quiet:
         print(f"skal simulate: {args.dataset}, pool {len(y)}, test {len(y_test)}, "
               f"selectors {', '.join(args.selectors)}, {args.repeats} repeat(s)", file=out, flush=True)

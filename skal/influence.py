@@ -21,6 +21,7 @@ left on any parameter. Parameter collections (``v``, ``s``, HVPs) are plain
 """
 
 import contextlib
+import numbers
 import warnings
 from collections.abc import Mapping
 
@@ -346,7 +347,7 @@ def lissa(module, params, v, batches, *, damping=0.01, scale=1e4, depth=250, rep
     if not scale > 0:
         raise ValueError(f"scale must be > 0; got {scale!r}.")
     for name, value in (("depth", depth), ("repeats", repeats)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"{name} must be a positive int; got {value!r}.")
     primals, fixed = _split(module, params)
     v = {n: v[n] for n in primals}
@@ -394,7 +395,7 @@ _PSEUDO_LABELS = ("hard", "expected")
 def _check_scoring_args(pseudo_label, top_k):
     if pseudo_label not in _PSEUDO_LABELS:
         raise ValueError(f"pseudo_label must be 'hard' or 'expected'; got {pseudo_label!r}.")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
         raise ValueError(f"top_k must be a positive int; got {top_k!r}.")
 
 

@@ -89,8 +89,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     >>> learner = learner.fit(X[:20], y[:20])
     >>> idx = learner.query(X[20:], n=5)
     >>> learner = learner.teach(X[20:][idx], y[20:][idx])
-    >>> learner.X_labeled_.shape, learner.labeled_cycle_.max()
-    ((25, 2), np.int64(1))
+    >>> learner.X_labeled_.shape, int(learner.labeled_cycle_.max())
+    ((25, 2), 1)
     """
 
     _parameter_constraints = {
@@ -133,6 +133,19 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             )
         if is_dataset(X):
             X = materialize(X)
+        previous = {k: getattr(self, k) for k in ("n_features_in_", "feature_names_in_") if hasattr(self, k)}
+        try:
+            return self._fit(X, y)
+        except BaseException:
+            # validate_data sets these first; a failed refit must not leave them changed
+            for key in ("n_features_in_", "feature_names_in_"):
+                if key in previous:
+                    setattr(self, key, previous[key])
+                elif hasattr(self, key):
+                    delattr(self, key)
+            raise
+
+    def _fit(self, X, y):
         X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32, copy=True)
         check_classification_targets(y)
         classes = self._resolve_classes(y)
@@ -265,7 +278,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     def _labeled_data(self):
         y = np.searchsorted(self.classes_, self.y_labeled_)
         train, ref = ~self._reference_mask, self._reference_mask
-        return LabeledData(self.X_labeled_[train], y[train], self.X_labeled_[ref], y[ref])
+        return LabeledData(self.X_labeled_[train], y[train], self.X_labeled_[ref], y[ref], self.classes_)
 
     # --- prediction -----------------------------------------------------------
 
@@ -371,7 +384,7 @@ def _derive_seed(seed, cycle, purpose):
 @contextmanager
 def _torch_seeded(seed, device):
     """Seed torch for one training run and restore its global state afterwards."""
-    device = torch.device(device)
+    device = torch.device(device or "cpu")
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.random.default_generator.manual_seed(seed)

@@ -39,8 +39,10 @@ def dynamic_kl_loss(logits, target_probs):
 def running_mean_update(mean, value, epoch):
     """Eq. 12 of DISAL: fold ``value`` into a running mean over epochs.
 
-    ``epoch`` is the 0-based epoch within the current fit, so epoch 0 returns
-    ``value`` itself (old values are overwritten when a new fit starts).
+    ``epoch`` is the number of values already in the mean: the 0-based epoch
+    within the current fit when every sample is seen once per epoch, so
+    epoch 0 returns ``value`` itself (old values are overwritten when a new
+    fit starts). ActiveNet passes each sample's visit count.
 
     Parameters
     ----------
@@ -48,8 +50,8 @@ def running_mean_update(mean, value, epoch):
         Mean over epochs ``0 .. epoch-1``.
     value : torch.Tensor
         Observation of epoch ``epoch``, same shape as ``mean``.
-    epoch : int
-        0-based epoch index.
+    epoch : int or torch.Tensor
+        Count of values already folded in (broadcast against ``mean``).
 
     Returns
     -------

@@ -1,6 +1,7 @@
 """ActiveNet: a skorch classifier that knows its samples and their training dynamics."""
 
 import inspect
+import numbers
 import re
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -57,6 +58,11 @@ def _split_index(X):
     if _X_KEY in X:
         return X[_X_KEY], index
     return {k: v for k, v in X.items() if k != _INDEX_KEY}, index
+
+
+def _index_on(index, device):
+    """The batch's sample indices as a tensor on ``device`` (copied without blocking)."""
+    return torch.as_tensor(index).to(device, non_blocking=True)
 
 
 def _first_output(out):
@@ -164,10 +170,10 @@ class ActiveNet(NeuralNetClassifier):
         the module's last ``torch.nn.Linear``; a name takes that submodule's
         output, flattened.
     loss_head_weight : float, default=0.0
-        Weight of LL4AL's loss-prediction head ``loss_head_`` and its ranking
+        Weight of LL4AL's loss-prediction head ``loss_predictor_`` and its ranking
         loss; 0 builds no head. Set by the learner for
         :class:`~skal.selectors.LL4AL`; the head's own parameters are
-        ``loss_head__hidden`` etc.
+        ``loss_predictor__hidden`` etc.
     loss_head_margin : float, default=1.0
         Margin of the ranking hinge (LL4AL's xi).
     loss_head_stop_epoch : int, float or None, default=0.6
@@ -176,13 +182,14 @@ class ActiveNet(NeuralNetClassifier):
         a fraction of ``max_epochs`` (0.6 = LL4AL's epoch 120 of 200), None
         never stops it.
     dynamics_head_weight : float, default=0.0
-        Weight of TiDAL's training-dynamics head ``dynamics_head_`` and its
+        Weight of TiDAL's training-dynamics head ``dynamics_predictor_`` and its
         loss ``KL(p_bar || q)`` against ``training_dynamics_``; 0 builds no
         head. Set by the learner for :class:`~skal.selectors.TiDAL`.
     train_transform : callable or None, default=None
         Applied to each training sample (as a tensor) when it is loaded for
         training only, e.g. :func:`skal.transforms.cifar_augmentation`;
-        prediction and pool scoring never see it.
+        prediction and pool scoring never see it. Not applied to dict inputs
+        (transform those in your Dataset).
     *args, **kwargs
         Everything else of :class:`skorch.NeuralNetClassifier`. Training
         batches are shuffled by default (``iterator_train__shuffle=True``).
@@ -196,10 +203,11 @@ class ActiveNet(NeuralNetClassifier):
         training call starts, allocated at its first batch.
     snapshot_ : dict of str to torch.Tensor or None
         Module state (weights and buffers) at the start of the last training
-        epoch, i.e. the end of epoch ``T-1``. ``None`` unless ``snapshot=True``.
+        epoch, i.e. the end of epoch ``T-1``. Set by training; ``None`` unless
+        ``snapshot=True``.
     feature_layers_ : tuple of str
         The resolved ``feature_layers``.
-    loss_head_, dynamics_head_ : torch.nn.Module
+    loss_predictor_, dynamics_predictor_ : torch.nn.Module
         The auxiliary heads, when their weights are positive; registered with
         skorch, so they are trained by the optimizer, moved, saved and loaded
         with the net.
@@ -276,15 +284,19 @@ class ActiveNet(NeuralNetClassifier):
         self.feature_layers_ = self._resolve_feature_layers()
         if self.embedding_layer != "auto":
             self._embedding_tap()  # a named layer that does not exist fails at fit
+        for name, weight in (("loss_predictor_", self.loss_head_weight),
+                             ("dynamics_predictor_", self.dynamics_head_weight)):
+            if not weight and hasattr(self, name):
+                delattr(self, name)  # a head switched off is no longer trained or saved
         if self.loss_head_weight:
-            self.loss_head_ = LossPredictionHead(
-                n_levels=len(self.feature_layers_), **self.get_params_for("loss_head"))
+            self.loss_predictor_ = LossPredictionHead(
+                n_levels=len(self.feature_layers_), **self.get_params_for("loss_predictor"))
         if self.dynamics_head_weight:
             if self.classes is None:
                 raise ValueError("dynamics_head_weight > 0 needs `classes` to size the head.")
-            self.dynamics_head_ = TrainingDynamicsHead(
+            self.dynamics_predictor_ = TrainingDynamicsHead(
                 num_classes=len(self.classes), n_levels=len(self.feature_layers_),
-                **self.get_params_for("dynamics_head"))
+                **self.get_params_for("dynamics_predictor"))
         return self
 
     def _resolve_feature_layers(self):
@@ -346,9 +358,9 @@ class ActiveNet(NeuralNetClassifier):
         # the epochs of the current training cycle.
         super().on_train_begin(net, X=X, y=y, **kwargs)
         self.training_dynamics_ = None
+        self.dynamics_visits_ = None
         self.dynamics_epoch_ = 0
-        if not self.snapshot:
-            self.snapshot_ = None
+        self.snapshot_ = None
 
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         super().on_epoch_begin(net, dataset_train=dataset_train, dataset_valid=dataset_valid, **kwargs)
@@ -363,11 +375,11 @@ class ActiveNet(NeuralNetClassifier):
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         logits = _first_output(y_pred)
-        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        loss = super().get_loss(logits, y_true, X=X, training=training)
         _, index = _split_index(X)
         if not training or index is None:
             return loss
-        f_bar = self._update_dynamics(logits, index)
+        f_bar = self._update_dynamics(logits, _index_on(index, logits.device))
         if self.dynamic_weight:
             loss = loss + self.dynamic_weight * dynamic_kl_loss(logits, f_bar)
         return loss
@@ -382,36 +394,42 @@ class ActiveNet(NeuralNetClassifier):
             y_pred = self.infer(Xi, **fit_params)
         loss = self.get_loss(y_pred, yi, X=Xi, training=True)
         features = [tapped[name] for name in self.feature_layers_]
-        loss = loss + self._head_loss(_first_output(y_pred), yi, features, _split_index(Xi)[1])
+        logits = _first_output(y_pred)
+        index = _index_on(_split_index(Xi)[1], logits.device)
+        loss = loss + self._head_loss(logits, yi, features, index)
         loss.backward()
         return {"loss": loss, "y_pred": y_pred}
 
     def _head_loss(self, logits, y_true, features, index):
         loss = 0.0
         if self.loss_head_weight:
-            if self._loss_head_stopped():
+            if self._loss_predictor_stopped():
                 features_for_loss = [f.detach() for f in features]
             else:
                 features_for_loss = features
             per_sample = F.cross_entropy(logits, to_tensor(y_true, device=logits.device), reduction="none")
-            predicted = self.loss_head_(features_for_loss)
+            predicted = self.loss_predictor_(features_for_loss)
             loss = loss + self.loss_head_weight * loss_ranking_loss(predicted, per_sample, self.loss_head_margin)
         if self.dynamics_head_weight:
-            target = self.training_dynamics_[torch.as_tensor(index, device=logits.device)]
-            loss = loss + self.dynamics_head_weight * dynamics_prediction_loss(self.dynamics_head_(features), target)
+            target = self.training_dynamics_[index]
+            loss = loss + self.dynamics_head_weight * dynamics_prediction_loss(self.dynamics_predictor_(features), target)
         return loss
 
-    def _loss_head_stopped(self):
+    def _loss_predictor_stopped(self):
         stop = self.loss_head_stop_epoch
         if stop is None:
             return False
-        if isinstance(stop, float) and 0 < stop < 1:
+        if not isinstance(stop, numbers.Integral) and 0 < stop < 1:
             stop = round(stop * self.max_epochs)
         return self.dynamics_epoch_ >= stop
 
     def _update_dynamics(self, logits, index):
-        """Fold this batch's softmax into ``training_dynamics_``; return its rows."""
-        index = torch.as_tensor(index, device=logits.device)
+        """Fold this batch's softmax into ``training_dynamics_``; return its rows.
+
+        Each row is the mean over the visits of its sample in this fit: one per
+        epoch with the default loaders (eq. 12's 1/t), and still a proper mean
+        when a sampler or ``drop_last`` skips or repeats samples.
+        """
         if self.training_dynamics_ is None:
             n_classes = logits.shape[1]
             if self.classes is not None and n_classes != len(self.classes):
@@ -422,10 +440,13 @@ class ActiveNet(NeuralNetClassifier):
             self.training_dynamics_ = torch.zeros(
                 self._train_size_, n_classes, dtype=torch.float32, device=logits.device
             )
+            self.dynamics_visits_ = torch.zeros(self._train_size_, dtype=torch.float32, device=logits.device)
         with torch.no_grad():
             probs = torch.softmax(logits.detach().float(), dim=1)
-            rows = running_mean_update(self.training_dynamics_[index], probs, self.dynamics_epoch_)
+            visits = self.dynamics_visits_[index].unsqueeze(1)
+            rows = running_mean_update(self.training_dynamics_[index], probs, visits)
             self.training_dynamics_[index] = rows
+            self.dynamics_visits_[index] += 1
         return rows
 
     def _take_snapshot(self):
@@ -436,6 +457,7 @@ class ActiveNet(NeuralNetClassifier):
             return
         with torch.no_grad():
             if getattr(self, "snapshot_", None) is not None and self.snapshot_.keys() == state.keys():
+                # reused across the epochs of one fit (reset when a fit starts)
                 for key, value in state.items():
                     self.snapshot_[key].copy_(value)
             else:
@@ -466,6 +488,9 @@ class ActiveNet(NeuralNetClassifier):
 
     def logits(self, Xb, state=None):
         """Logits of one batch in eval mode under :func:`torch.inference_mode`.
+
+        Like skorch's prediction methods, this leaves the net's modules in eval
+        mode; training switches them back.
 
         Parameters
         ----------

@@ -50,7 +50,7 @@ def _n_params(module):
 # --- heads --------------------------------------------------------------------------
 
 
-def test_loss_head_has_ll4al_parameter_count_on_resnet18_levels():
+def test_loss_predictor_has_ll4al_parameter_count_on_resnet18_levels():
     torch.manual_seed(0)
     head = LossPredictionHead(n_levels=4, hidden=128)
     levels = _resnet18_levels(3)
@@ -63,7 +63,7 @@ def test_loss_head_has_ll4al_parameter_count_on_resnet18_levels():
     assert head.out.in_features == 512 and head.out.out_features == 1
 
 
-def test_loss_head_equals_hand_computation():
+def test_loss_predictor_equals_hand_computation():
     torch.manual_seed(1)
     head = LossPredictionHead(n_levels=4, hidden=128)
     levels = _resnet18_levels(5, seed=1)
@@ -75,7 +75,7 @@ def test_loss_head_equals_hand_computation():
     assert np.ptp(ref) > 1e-4
 
 
-def test_dynamics_head_shape_params_and_hand_computation():
+def test_dynamics_predictor_shape_params_and_hand_computation():
     torch.manual_seed(2)
     head = TrainingDynamicsHead(num_classes=10, n_levels=4, hidden=128)
     levels = _resnet18_levels(4, seed=2)

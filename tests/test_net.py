@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
 from torch import nn
 
 from skal import ActiveNet
@@ -96,6 +97,7 @@ def test_get_loss_value_and_gradient_match_hand_computation():
     net = ActiveNet(MLP, module__num_classes=C, dynamic_weight=weight, verbose=0).initialize()
     old = rng.dirichlet(np.ones(C), size=N)
     net.training_dynamics_ = torch.tensor(old, dtype=torch.float32)
+    net.dynamics_visits_ = torch.full((N,), float(epoch))
     net.dynamics_epoch_ = epoch
     net._train_size_ = N
     index = np.array([7, 0, 3, 8, 2])
@@ -190,12 +192,53 @@ def test_snapshot_equals_weights_of_a_run_stopped_one_epoch_earlier(dynamic_weig
     assert short.snapshot_ is None
 
 
-def test_snapshot_storage_is_reused_across_epochs_and_fits():
+class _SnapshotPointers(Callback):
+    def initialize(self):
+        self.pointers = []
+        return self
+
+    def on_epoch_end(self, net, **kwargs):
+        self.pointers.append({k: v.data_ptr() for k, v in net.snapshot_.items()})
+
+
+def test_snapshot_storage_is_reused_across_epochs_and_renewed_per_fit():
     X, y = _data()
-    net = ActiveNet(MLP, module__num_classes=3, max_epochs=2, snapshot=True, verbose=0).fit(X, y)
-    pointers = {k: v.data_ptr() for k, v in net.snapshot_.items()}
-    net.partial_fit(X, y)
-    assert {k: v.data_ptr() for k, v in net.snapshot_.items()} == pointers
+    recorder = _SnapshotPointers()
+    net = ActiveNet(MLP, module__num_classes=3, module__in_features=4, max_epochs=4, snapshot=True,
+                    callbacks=[("pointers", recorder)], verbose=0).fit(X, y)
+    assert all(p == recorder.pointers[0] for p in recorder.pointers)  # copied in place
+    # a new fit may change the architecture: fresh buffers, no shape clash
+    net.set_params(module__hidden_sizes=(32,)).fit(X, y)
+    assert net.snapshot_["layers.1.weight"].shape == (32, 4)
+
+
+def test_modules_returning_a_tuple_train_on_its_first_element():
+    class TwoOutputs(nn.Module):
+        def __init__(self, num_classes=3):
+            super().__init__()
+            self.fc = nn.Linear(4, num_classes)
+
+        def forward(self, x):
+            z = self.fc(x)
+            return z, z.detach() * 0
+
+    X, y = _data()
+    net = ActiveNet(TwoOutputs, max_epochs=2, classes=np.arange(3), verbose=0).fit(X, y)
+    assert net.training_dynamics_.shape == (30, 3)
+    np.testing.assert_allclose(net.predict_proba(X).sum(1), 1, rtol=1e-6)
+
+
+def test_running_mean_counts_visits_so_drop_last_keeps_a_proper_mean():
+    X, y = _data(n=10)
+    net = ActiveNet(MLP, module__num_classes=3, max_epochs=3, batch_size=4, lr=0.0, verbose=0,
+                    iterator_train__drop_last=True).fit(X, y)
+    visits = net.dynamics_visits_.numpy()
+    assert visits.sum() == 3 * 8  # 2 full batches of 4 per epoch
+    seen = visits > 0
+    # lr=0: every visit sees the same softmax, so each visited row is exactly it
+    np.testing.assert_allclose(net.training_dynamics_.numpy()[seen], net.predict_proba(X)[seen],
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(net.training_dynamics_.numpy()[~seen], 0)
 
 
 class _TwoInputs(nn.Module):

@@ -227,7 +227,7 @@ def test_levels_of_smallcnn_and_explicit_layers(cnn_net):
 
 
 def test_no_hooks_left_after_training_with_heads_and_forward_tapped(cnn_net):
-    _assert_no_hooks(cnn_net.module_, cnn_net.loss_head_, cnn_net.dynamics_head_)
+    _assert_no_hooks(cnn_net.module_, cnn_net.loss_predictor_, cnn_net.dynamics_predictor_)
     x = torch.as_tensor(_images(n=3)[0])
     cnn_net.forward_tapped(x, levels=True, embedding=True)
     _assert_no_hooks(cnn_net.module_)
@@ -249,7 +249,7 @@ def test_taps_survive_clone_pickle_and_reinitialize(cnn_net):
 
     restored = pickle.loads(pickle.dumps(cnn_net))
     assert restored.feature_layers_ == ("layer1", "layer2")
-    _assert_no_hooks(restored.module_, restored.loss_head_, restored.dynamics_head_)
+    _assert_no_hooks(restored.module_, restored.loss_predictor_, restored.dynamics_predictor_)
     logits2, feats2 = restored.forward_tapped(x, levels=True, embedding=True)
     assert torch.equal(logits2, logits)
     assert torch.equal(feats2["embedding"], feats["embedding"])
@@ -258,7 +258,7 @@ def test_taps_survive_clone_pickle_and_reinitialize(cnn_net):
     # the unpickled net still trains with its heads, and leaves no hooks
     X, y = _images(n=8, seed=4)
     restored.partial_fit(X, y)
-    _assert_no_hooks(restored.module_, restored.loss_head_, restored.dynamics_head_)
+    _assert_no_hooks(restored.module_, restored.loss_predictor_, restored.dynamics_predictor_)
 
     explicit = _small_cnn_net(feature_layers=("layer2.0", "layer1"), embedding_layer="pool")
     cloned = clone(explicit)

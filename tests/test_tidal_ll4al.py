@@ -87,8 +87,8 @@ def fitted():
 
 
 @pytest.mark.parametrize("selector, head, other", [
-    (LL4AL(), "loss_head_", "dynamics_head_"),
-    (TiDAL(), "dynamics_head_", "loss_head_"),
+    (LL4AL(), "loss_predictor_", "dynamics_predictor_"),
+    (TiDAL(), "dynamics_predictor_", "loss_predictor_"),
 ])
 def test_heads_are_registered_trained_and_pickled(selector, head, other):
     X, y = _images(16, seed=1)
@@ -111,7 +111,7 @@ def test_heads_are_registered_trained_and_pickled(selector, head, other):
     after = _head_state(getattr(learner.estimator_, head))
     assert before.keys() == after.keys()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    if head == "loss_head_":
+    if head == "loss_predictor_":
         # the ranking loss depends on differences of predictions only, so the
         # output bias gets exactly zero gradient; every other tensor learns
         assert changed == set(before) - {"out.bias"}
@@ -129,30 +129,30 @@ def test_head_output_layer_changes_during_fit():
     X, y = _images(16, seed=1)
     torch.manual_seed(0)
     net = _net(loss_head_weight=1.0, dynamics_head_weight=1.0).initialize()
-    out_loss = net.loss_head_.out.weight.detach().clone()
-    out_dyn = net.dynamics_head_.out.weight.detach().clone()
+    out_loss = net.loss_predictor_.out.weight.detach().clone()
+    out_dyn = net.dynamics_predictor_.out.weight.detach().clone()
     net.partial_fit(X, y)
-    assert not torch.equal(net.loss_head_.out.weight, out_loss)
-    assert not torch.equal(net.dynamics_head_.out.weight, out_dyn)
+    assert not torch.equal(net.loss_predictor_.out.weight, out_loss)
+    assert not torch.equal(net.dynamics_predictor_.out.weight, out_dyn)
 
 
 def test_head_params_are_net_params():
-    net = _net(loss_head_weight=1.0, loss_head__hidden=16, dynamics_head_weight=1.0, dynamics_head__hidden=8)
+    net = _net(loss_head_weight=1.0, loss_predictor__hidden=16, dynamics_head_weight=1.0, dynamics_predictor__hidden=8)
     params = net.get_params()
-    assert params["loss_head__hidden"] == 16
-    assert params["dynamics_head__hidden"] == 8
+    assert params["loss_predictor__hidden"] == 16
+    assert params["dynamics_predictor__hidden"] == 8
     net.initialize()
-    assert net.loss_head_.hidden == 16
-    assert [level[0].out_features for level in net.loss_head_.levels] == [16, 16]
-    assert net.loss_head_.out.in_features == 32
-    assert net.dynamics_head_.hidden == 8 and net.dynamics_head_.out.in_features == 16
-    assert net.dynamics_head_.out.out_features == 3
+    assert net.loss_predictor_.hidden == 16
+    assert [level[0].out_features for level in net.loss_predictor_.levels] == [16, 16]
+    assert net.loss_predictor_.out.in_features == 32
+    assert net.dynamics_predictor_.hidden == 8 and net.dynamics_predictor_.out.in_features == 16
+    assert net.dynamics_predictor_.out.out_features == 3
 
     # through the learner (which clones the net) the setting is kept
     X, y = _images(8, seed=1)
-    learner = ActiveLearner(_net(loss_head__hidden=16, max_epochs=1), selector=LL4AL(), random_state=0).fit(X, y)
-    assert learner.estimator_.loss_head_.hidden == 16
-    assert learner.estimator_.loss_head_.out.in_features == 32
+    learner = ActiveLearner(_net(loss_predictor__hidden=16, max_epochs=1), selector=LL4AL(), random_state=0).fit(X, y)
+    assert learner.estimator_.loss_predictor_.hidden == 16
+    assert learner.estimator_.loss_predictor_.out.in_features == 32
 
 
 # --- LL4AL's stop-gradient ------------------------------------------------------------------
@@ -164,7 +164,7 @@ def _backbone_grad_of_head_loss(net, epoch, X, y):
     net.dynamics_epoch_ = epoch
     loss = net._head_loss(logits, y, features, np.arange(len(y)))
     backbone = net.module_.layer1[0].weight
-    head_param = net.loss_head_.out.weight
+    head_param = net.loss_predictor_.out.weight
     g_backbone, g_head = torch.autograd.grad(loss, (backbone, head_param), allow_unused=True)
     return loss.item(), g_backbone, g_head
 
@@ -234,7 +234,7 @@ def test_tidal_head_loss_targets_the_training_dynamics_buffer():
     logits, features = _train_forward(net, X[index])
     loss = net._head_loss(logits, y[index], features, index)
 
-    q = _head_reference(net.dynamics_head_, [f.detach() for f in features])
+    q = _head_reference(net.dynamics_predictor_, [f.detach() for f in features])
     log_q = np.log(_softmax64(q))
     target = p_bar[index].astype(np.float64)
     ref = w * (target * (np.log(target) - log_q)).sum() / len(index)
@@ -244,7 +244,7 @@ def test_tidal_head_loss_targets_the_training_dynamics_buffer():
     other = net._head_loss(logits, y[index], features, np.array([0, 1, 2, 3]))
     assert abs(other.item() - loss.item()) > 1e-4
     # the gradient reaches the backbone and the head
-    g_backbone, g_head = torch.autograd.grad(loss, (net.module_.layer1[0].weight, net.dynamics_head_.out.weight))
+    g_backbone, g_head = torch.autograd.grad(loss, (net.module_.layer1[0].weight, net.dynamics_predictor_.out.weight))
     assert g_backbone.abs().sum() > 0 and g_head.abs().sum() > 0
 
 
@@ -259,7 +259,7 @@ def _pool_outputs(net, pool):
 def test_tidal_entropy_scores_match_numpy(fitted):
     net, pool = fitted
     logits, levels = _pool_outputs(net, pool)
-    q = _softmax64(_head_reference(net.dynamics_head_, levels))
+    q = _softmax64(_head_reference(net.dynamics_predictor_, levels))
     ref = -(q * np.log(q)).sum(axis=1)
     scores = TiDAL(subset=None).score_pool(net, pool)
     assert scores.shape == (100,)
@@ -272,7 +272,7 @@ def test_tidal_entropy_scores_match_numpy(fitted):
 def test_tidal_margin_scores_match_numpy(fitted):
     net, pool = fitted
     logits, levels = _pool_outputs(net, pool)
-    q = _softmax64(_head_reference(net.dynamics_head_, levels))
+    q = _softmax64(_head_reference(net.dynamics_predictor_, levels))
     y_hat = logits.argmax(axis=1)
     own = q[np.arange(len(q)), y_hat]
     rivals = q.copy()
@@ -298,7 +298,7 @@ class _StubNet:
     def forward_tapped(self, Xb, *, levels=False, embedding=False, state=None):
         return self._logits[Xb.long()], {"levels": [Xb]}
 
-    def dynamics_head_(self, levels):
+    def dynamics_predictor_(self, levels):
         return self._q[levels[0].long()]
 
 
@@ -314,10 +314,10 @@ def test_tidal_margin_uses_the_backbones_class_not_the_heads():
     np.testing.assert_allclose(ent, [-(p * np.log(p)).sum()] * 2, atol=1e-6)
 
 
-def test_ll4al_scores_are_loss_head_outputs(fitted):
+def test_ll4al_scores_are_loss_predictor_outputs(fitted):
     net, pool = fitted
     _, levels = _pool_outputs(net, pool)
-    ref = _head_reference(net.loss_head_, levels)[:, 0]
+    ref = _head_reference(net.loss_predictor_, levels)[:, 0]
     scores = LL4AL(subset=None).score_pool(net, pool)
     assert scores.shape == (100,)
     np.testing.assert_allclose(scores.double().numpy(), ref, rtol=1e-5, atol=1e-5)

@@ -32,15 +32,17 @@ class LabeledData(NamedTuple):
     """The labeled set as a selector sees it at query time.
 
     ``X`` / ``y`` are the samples the net was trained on (``y`` encoded as
-    ``0 .. n_classes-1``, rows in the order of ``net.training_dynamics_``);
-    ``X_reference`` / ``y_reference`` the held-out reference split
-    (empty unless a selector asked for one with ``TrainingNeeds.reference``).
+    ``0 .. n_classes-1``); ``X_reference`` / ``y_reference`` the held-out
+    reference split (empty unless a selector asked for one with
+    ``TrainingNeeds.reference``); ``classes`` the learner's ``classes_``, to
+    encode labels a selector receives from elsewhere.
     """
 
     X: object
     y: np.ndarray
     X_reference: object
     y_reference: np.ndarray
+    classes: np.ndarray
 
 
 @dataclass(frozen=True)

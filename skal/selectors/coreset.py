@@ -32,8 +32,9 @@ class CoreSet(BaseSelector):
         code uses 10,000); None uses the whole pool, as ISAL's and the
         original code do.
     chunk_size : int, default=8192
-        Rows per block of the pool-to-center distance computation; bounds the
-        temporary memory at ``n_pool x chunk_size`` floats.
+        Rows per tile of the pool-to-labeled distance computation: temporary
+        memory is one ``chunk_size x min(chunk_size, n_labeled)`` tile plus
+        ``O(chunk_size d)``.
 
     See Also
     --------

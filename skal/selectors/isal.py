@@ -98,7 +98,9 @@ class ISAL(ScoreSelector):
         self.pseudo_label = pseudo_label
 
     def training_needs(self):
-        return TrainingNeeds(reference=self.reference if isinstance(self.reference, float) else None)
+        if isinstance(self.reference, Real) and not isinstance(self.reference, bool):
+            return TrainingNeeds(reference=float(self.reference))
+        return TrainingNeeds()
 
     def score_pool(self, net, X_pool, *, random_state=None, labeled=None):
         if labeled is None or len(labeled.y) == 0:
@@ -112,7 +114,8 @@ class ISAL(ScoreSelector):
         with warnings.catch_warnings():
             warnings.simplefilter("always", RuntimeWarning)
             s = lissa(module, params, v, _single_samples(net, labeled.X, labeled.y, draws),
-                      damping=self.damping, scale=self.scale, depth=self.depth, repeats=self.repeats)
+                      damping=float(self.damping), scale=float(self.scale), depth=int(self.depth),
+                      repeats=int(self.repeats))
         parts = [-influence_scores(module, params, Xb, s, pseudo_label=self.pseudo_label)
                  for Xb in net.iter_pool(X_pool)]
         return torch.cat(parts)
@@ -121,8 +124,16 @@ class ISAL(ScoreSelector):
         if isinstance(self.reference, tuple):
             if len(self.reference) != 2:
                 raise ValueError("reference must be a fraction or a tuple (X_ref, y_ref).")
-            X_ref, y_ref = self.reference
-            return np.asarray(X_ref, dtype=np.float32), np.asarray(y_ref)
+            X_ref, y_ref = np.asarray(self.reference[0], dtype=np.float32), np.asarray(self.reference[1])
+            if X_ref.shape[1:] != np.shape(labeled.X)[1:] or len(X_ref) != len(y_ref) or len(y_ref) == 0:
+                raise ValueError(
+                    f"reference: X_ref of shape {X_ref.shape} and y_ref of length {len(y_ref)} do "
+                    f"not match each other or the samples' shape {np.shape(labeled.X)[1:]}."
+                )
+            unknown = set(y_ref.tolist()) - set(labeled.classes.tolist())
+            if unknown:
+                raise ValueError(f"reference: y_ref has labels not in classes_: {sorted(map(repr, unknown))}.")
+            return X_ref, np.searchsorted(labeled.classes, y_ref)
         if len(labeled.y_reference) == 0:
             raise ValueError(
                 "ISAL has no reference set: fit the learner with this selector so that it "

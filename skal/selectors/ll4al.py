@@ -69,4 +69,4 @@ class LL4AL(ScoreSelector):
     def _score_batch(self, net, X_batch):
         _, features = net.forward_tapped(X_batch, levels=True)
         with torch.inference_mode():
-            return net.loss_head_(features["levels"]).float()
+            return net.loss_predictor_(features["levels"]).float()

@@ -68,7 +68,7 @@ class TiDAL(ScoreSelector):
     def _score_batch(self, net, X_batch):
         logits, features = net.forward_tapped(X_batch, levels=True)
         with torch.inference_mode():
-            q_logits = net.dynamics_head_(features["levels"])
+            q_logits = net.dynamics_predictor_(features["levels"])
             if self.score == "entropy":
                 return scores.entropy(q_logits)
             return -scores.margin_at(q_logits, logits.argmax(dim=1))
