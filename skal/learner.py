@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
 from sklearn.utils import check_array, check_consistent_length, check_random_state, column_or_1d
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
@@ -21,6 +22,7 @@ from .selectors.base import LabeledData
 __all__ = ["ActiveLearner"]
 
 _TRAIN, _QUERY = 0, 1
+_TRANSFORM_CHUNK = 65536  # pool rows per Pipeline transform call
 
 
 class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
@@ -34,10 +36,12 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
     Parameters
     ----------
-    estimator : skal.ActiveNet
+    estimator : skal.ActiveNet or Pipeline ending in one
         The net to train; never modified (``fit`` trains a clone, configured
         with what the selector needs and with ``classes`` set to the encoded
-        labels ``0 .. n_classes-1``).
+        labels ``0 .. n_classes-1``). With a Pipeline, ``query`` passes the
+        pool through its transformers first (once, in chunks), and selectors
+        see the transformed samples.
     selector : selector, default=DISAL()
         The query strategy, from :mod:`skal.selectors`; cloned at ``fit``.
     classes : array-like or None, default=None
@@ -54,8 +58,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
     Attributes
     ----------
-    estimator_ : skal.ActiveNet
-        The net trained on the current labeled set.
+    estimator_ : skal.ActiveNet or Pipeline
+        The net (or pipeline) trained on the current labeled set.
     selector_ : selector
         The fitted clone of ``selector``.
     classes_ : ndarray of shape (n_classes,)
@@ -127,9 +131,10 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             The fitted learner; any previous labeled set is replaced.
         """
         self._validate_params()
-        if not isinstance(self.estimator, ActiveNet):
+        if not isinstance(_final_net(self.estimator), ActiveNet):
             raise TypeError(
-                f"estimator must be a skal.ActiveNet, got {type(self.estimator).__name__}."
+                "estimator must be a skal.ActiveNet or a Pipeline ending in one, got "
+                f"{type(self.estimator).__name__}."
             )
         if is_dataset(X):
             X = materialize(X)
@@ -149,15 +154,14 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32, copy=True)
         check_classification_targets(y)
         classes = self._resolve_classes(y)
-        selector = clone(self.selector)
-        if hasattr(selector, "_parameter_constraints"):
-            selector._validate_params()
+        selector = self._clone_selector()
 
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         reference = _reference_mask(y, selector.training_needs().reference, seed)
         net = self._configured_net(selector, classes)
         train = ~reference
-        _fit_seeded(net.fit, X[train], np.searchsorted(classes, y[train]), _derive_seed(seed, 0, _TRAIN), net.device)
+        _fit_seeded(net.fit, X[train], np.searchsorted(classes, y[train]), _derive_seed(seed, 0, _TRAIN),
+                    _final_net(net).device)
 
         self._seed = seed
         self._reference_mask = reference
@@ -191,8 +195,11 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             )
 
     def _configured_net(self, selector, classes):
-        net = clone(self.estimator)
-        return net.set_params(classes=np.arange(len(classes)), **selector.training_needs().net_params())
+        """A clone of ``estimator`` whose net is set up for ``selector`` and ``classes``."""
+        estimator = clone(self.estimator)
+        _final_net(estimator).set_params(classes=np.arange(len(classes)),
+                                         **selector.training_needs().net_params())
+        return estimator
 
     def _retrain(self, X, y, cycle):
         """A net trained on ``(X, y)``; the current one is untouched until it succeeds."""
@@ -200,11 +207,17 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         X, y = X[train], y[train]
         if self.warm_start:
             net = copy.deepcopy(self.estimator_)
-            fit = net.partial_fit
+            if isinstance(net, Pipeline):
+                # the fitted transformers stay; the net continues on their output
+                def fit(X, y):
+                    _final_net(net).partial_fit(_as_float32(net[:-1].transform(X)), y)
+            else:
+                fit = net.partial_fit
         else:
             net = self._configured_net(self.selector_, self.classes_)
             fit = net.fit
-        _fit_seeded(fit, X, np.searchsorted(self.classes_, y), _derive_seed(self._seed, cycle, _TRAIN), net.device)
+        _fit_seeded(fit, X, np.searchsorted(self.classes_, y), _derive_seed(self._seed, cycle, _TRAIN),
+                    _final_net(net).device)
         return net
 
     # --- the active-learning loop --------------------------------------------
@@ -236,8 +249,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         n = _check_n(n, len(X_pool))
         cycle = int(self.labeled_cycle_[-1])
         indices, scores = self.selector_.select(
-            self.estimator_, X_pool, n, random_state=_derive_seed(self._seed, cycle, _QUERY),
-            labeled=self._labeled_data(),
+            _final_net(self.estimator_), self._transform(X_pool, "X_pool"), n,
+            random_state=_derive_seed(self._seed, cycle, _QUERY), labeled=self._labeled_data(),
         )
         indices = np.asarray(indices, dtype=np.int64)
         return (indices, np.asarray(scores)) if return_scores else indices
@@ -278,7 +291,103 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     def _labeled_data(self):
         y = np.searchsorted(self.classes_, self.y_labeled_)
         train, ref = ~self._reference_mask, self._reference_mask
-        return LabeledData(self.X_labeled_[train], y[train], self.X_labeled_[ref], y[ref], self.classes_)
+        X = self._transform(self.X_labeled_, "X_labeled_")
+        return LabeledData(X[train], y[train], X[ref], y[ref], self.classes_)
+
+    def _transform(self, X, name):
+        """X as the net sees it: through a Pipeline's transformers, once, in chunks."""
+        if not isinstance(self.estimator_, Pipeline):
+            return X
+        if is_dataset(X):
+            raise TypeError(f"{name}: a torch Dataset cannot go through a Pipeline's transformers; "
+                            "pass an array, or use an ActiveNet as the estimator.")
+        transformers = self.estimator_[:-1]
+        parts = [transformers.transform(X[start:start + _TRANSFORM_CHUNK])
+                 for start in range(0, len(X), _TRANSFORM_CHUNK)]
+        return _as_float32(np.concatenate(parts))
+
+    # --- persistence ----------------------------------------------------------
+
+    def save(self, path):
+        """Save the fitted learner to one file, without pickle.
+
+        Parameters are stored as JSON (classes and functions by import
+        path), the labeled set as ``.npy`` arrays, the net's weights, heads,
+        optimizer state, snapshot and training dynamics as tensors. The file
+        is written to a temporary name and moved into place when complete, so
+        an interrupted save leaves the previous one intact.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Target file (conventionally ``*.skal``).
+
+        Raises
+        ------
+        TypeError
+            If a parameter cannot be stored without pickle (a Pipeline
+            estimator, a lambda, an object without ``get_params``); the
+            message names it. ``joblib.dump`` works for those.
+
+        See Also
+        --------
+        load : the inverse.
+        """
+        from ._persistence import save
+
+        check_is_fitted(self)
+        save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Load a learner written by :meth:`save`; runs no pickled code.
+
+        Only classes that are torch modules, optimizers or data classes,
+        skorch, scikit-learn or skal classes, and functions from skal, torch
+        or torchvision are imported by the names in the file; tensors are
+        read with ``torch.load(weights_only=True)`` and arrays without pickle.
+
+        Parameters
+        ----------
+        path : str or path-like
+
+        Returns
+        -------
+        ActiveLearner
+            Fitted, with the same labeled set, cycles, seed and weights: a
+            campaign resumed from it continues exactly as if uninterrupted.
+
+        Raises
+        ------
+        ValueError
+            If the file is truncated, corrupted, carries anything but tensors
+            where tensors belong, or names a class outside those above.
+
+        Examples
+        --------
+        >>> import numpy as np, tempfile, os
+        >>> from skal import ActiveLearner, ActiveNet
+        >>> from skal.models import MLP
+        >>> from skal.selectors import Entropy
+        >>> X = np.random.default_rng(0).normal(size=(30, 3)).astype(np.float32)
+        >>> y = (X[:, 0] > 0).astype(int)
+        >>> learner = ActiveLearner(ActiveNet(MLP, max_epochs=2, verbose=0), Entropy(),
+        ...                         random_state=0).fit(X, y)
+        >>> path = os.path.join(tempfile.mkdtemp(), "campaign.skal")
+        >>> learner.save(path)
+        >>> loaded = ActiveLearner.load(path)
+        >>> bool(np.array_equal(loaded.predict_proba(X), learner.predict_proba(X)))
+        True
+        """
+        from ._persistence import load
+
+        return load(cls, path)
+
+    def _clone_selector(self):
+        selector = clone(self.selector)
+        if hasattr(selector, "_parameter_constraints"):
+            selector._validate_params()
+        return selector
 
     # --- prediction -----------------------------------------------------------
 
@@ -342,6 +451,16 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                 f"{name} has samples of shape {shape[1:]}, but the learner was fitted on "
                 f"samples of shape {expected}."
             )
+
+
+def _final_net(estimator):
+    """The net: ``estimator`` itself, or a Pipeline's last step."""
+    return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+
+
+def _as_float32(X):
+    X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+    return X.astype(np.float32, copy=False)
 
 
 def _reference_mask(y, fraction, seed):

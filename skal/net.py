@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from skorch import NeuralNetClassifier
@@ -338,6 +339,12 @@ class ActiveNet(NeuralNetClassifier):
                 f"available: {available}."
             ) from None
         return (self.embedding_layer,), ()
+
+    def get_dataset(self, X, y=None):
+        # float64 arrays (e.g. from a scikit-learn transformer) to torch's float32
+        if isinstance(X, np.ndarray) and X.dtype == np.float64:
+            X = X.astype(np.float32)
+        return super().get_dataset(X, y)
 
     # --- sample indices -------------------------------------------------------
 

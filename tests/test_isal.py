@@ -112,3 +112,42 @@ def test_bad_parameters_fail_at_fit(kwargs, match):
     X, y = _data()
     with pytest.raises(ValueError, match=match):
         ActiveLearner(_net(), selector=ISAL(**kwargs)).fit(X, y)
+
+
+def test_warnings_for_a_single_class_reference_and_reused_lissa_samples():
+    X, y = _data()
+    X_ref = _data(n=9, seed=2)[0]
+    learner = ActiveLearner(_net(), selector=ISAL(reference=(X_ref, np.zeros(9, dtype=int)),
+                                                  depth=40, repeats=2), random_state=0).fit(X, y)
+    before = learner.X_labeled_.copy()
+    with pytest.warns(UserWarning, match=r"reference set has a single class \(9 samples\)"):
+        with pytest.warns(UserWarning, match=r"depth \* repeats = 80 labeled samples but only 60"):
+            learner.query(X[:10], 3)
+    np.testing.assert_array_equal(learner.X_labeled_, before)
+
+
+def test_user_reference_with_unknown_labels_or_shape_is_refused():
+    X, y = _data()
+    X_ref, _ = _data(n=9, seed=2)
+    bad_labels = ActiveLearner(_net(), selector=ISAL(reference=(X_ref, np.full(9, 7)), depth=2,
+                                                     repeats=1), random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match=r"reference: y_ref has labels not in classes_: \['7'\]"):
+        bad_labels.query(X[:5], 2)
+    bad_shape = ActiveLearner(_net(), selector=ISAL(reference=(X_ref[:, :2], np.zeros(9, int)), depth=2,
+                                                    repeats=1), random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match=r"reference: X_ref of shape \(9, 2\)"):
+        bad_shape.query(X[:5], 2)
+
+
+def test_user_reference_labels_are_encoded_like_the_learners():
+    # classes_ = [10, 20, 30]: the reference's label 30 must mean output 2
+    X, y = _data()
+    X_ref, y_ref = _data(n=9, seed=2)
+    learners = [
+        ActiveLearner(_net(), selector=ISAL(reference=(X_ref, labels), depth=3, repeats=1),
+                      random_state=0).fit(X, (y + 1) * 10 if shifted else y)
+        for labels, shifted in [((y_ref + 1) * 10, True), (y_ref, False)]
+    ]
+    pool = _data(n=12, seed=5)[0]
+    np.testing.assert_allclose(learners[0].query(pool, 12, return_scores=True)[1],
+                               learners[1].query(pool, 12, return_scores=True)[1], rtol=1e-5)

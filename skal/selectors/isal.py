@@ -106,6 +106,20 @@ class ISAL(ScoreSelector):
         if labeled is None or len(labeled.y) == 0:
             raise ValueError("ISAL needs the labeled set; query it through ActiveLearner.")
         X_ref, y_ref = self._reference(labeled)
+        if len(np.unique(y_ref)) < 2:
+            warnings.warn(
+                f"ISAL's reference set has a single class ({len(y_ref)} samples): influence then "
+                "measures the loss of that class alone; use a reference set with every class.",
+                UserWarning, stacklevel=3,
+            )
+        steps = self.depth * self.repeats
+        if len(labeled.y) < steps:
+            warnings.warn(
+                f"ISAL's LiSSA recursion takes depth * repeats = {steps} labeled samples but only "
+                f"{len(labeled.y)} are trained on; samples are drawn with replacement, so some "
+                "are reused (lower depth or repeats to avoid it).",
+                UserWarning, stacklevel=3,
+            )
         module = net.module_
         params = select_params(module, self.params)
         v = reference_gradient(module, params, _batches(net, X_ref, y_ref))

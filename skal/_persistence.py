@@ -1,0 +1,255 @@
+"""Saving and loading an ActiveLearner without pickle.
+
+A save is one zip file:
+
+- ``learner.json``: the learner's parameters, nested (the net, the selector,
+  skorch callbacks), with classes and functions named by import path, and the
+  small fitted state (classes, seed, feature count);
+- ``*.npy``: the labeled set, its labels, cycles and reference mask
+  (``allow_pickle=False``);
+- ``tensors.pt``: the net's weights, heads, optimizer state, snapshot and
+  training dynamics, read back with ``torch.load(weights_only=True)``.
+
+Loading imports the named classes (only torch modules, optimizers and data
+classes, skorch and scikit-learn classes, and functions from skal, torch and
+torchvision) and never unpickles anything. Writes go to a temporary file that
+replaces the target only once it is complete.
+"""
+
+import importlib
+import inspect
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+
+FORMAT = 1
+_TENSOR_ATTRIBUTES = ("snapshot_", "training_dynamics_", "dynamics_visits_")
+_MODULE_ATTRIBUTES = ("module_", "loss_predictor_", "dynamics_predictor_")
+_FUNCTION_PACKAGES = ("skal", "torch", "torchvision")
+
+
+# --- parameters <-> JSON -------------------------------------------------------
+
+
+def _import_path(obj):
+    module, name = obj.__module__, obj.__qualname__
+    if "<locals>" in name or module == "__main__":
+        raise TypeError(f"{obj!r} is not importable (defined in a function or in __main__)")
+    return f"{module}:{name}"
+
+
+def encode(value, where):
+    """JSON-able form of a parameter value; ``where`` names it in errors."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise TypeError(f"cannot save {where}: an object array")
+        return {"__array__": value.tolist(), "dtype": value.dtype.str}
+    if isinstance(value, tuple):
+        return {"__tuple__": [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {"__dict__": {str(k): encode(v, f"{where}[{k!r}]") for k, v in value.items()}}
+    if inspect.isclass(value) or inspect.isfunction(value):
+        return {"__import__": _import_path(value)}
+    if hasattr(value, "get_params"):
+        # skorch's get_params also lists private bookkeeping (``_params_to_validate``),
+        # which its __init__ rebuilds
+        params = {k: v for k, v in value.get_params(deep=False).items() if not k.startswith("_")}
+        return {"__object__": _import_path(type(value)),
+                "params": {k: encode(v, f"{where}.{k}") for k, v in params.items()}}
+    raise TypeError(
+        f"cannot save {where} of type {type(value).__name__}: only numbers, strings, arrays, "
+        "containers, importable classes and functions, and objects with get_params can be saved "
+        "without pickle (use joblib.dump for anything else)"
+    )
+
+
+def _allowed(target):
+    if inspect.isclass(target):
+        allowed_bases = (torch.nn.Module, torch.optim.Optimizer, torch.utils.data.Dataset,
+                         torch.utils.data.DataLoader, BaseEstimator)
+        module = target.__module__
+        return issubclass(target, allowed_bases) or module.startswith(("skorch", "sklearn", "skal"))
+    if inspect.isfunction(target) or inspect.isbuiltin(target):
+        return target.__module__.split(".")[0] in _FUNCTION_PACKAGES
+    return False
+
+
+def _resolve(path):
+    module_name, _, qualname = path.partition(":")
+    target = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    if not _allowed(target):
+        raise ValueError(f"refusing to load {path}: not a torch, skorch, scikit-learn or skal "
+                         "class, nor a function from skal, torch or torchvision")
+    return target
+
+
+def decode(value):
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__array__" in value:
+        return np.array(value["__array__"], dtype=np.dtype(value["dtype"]))
+    if "__tuple__" in value:
+        return tuple(decode(v) for v in value["__tuple__"])
+    if "__dict__" in value:
+        return {k: decode(v) for k, v in value["__dict__"].items()}
+    if "__import__" in value:
+        return _resolve(value["__import__"])
+    if "__object__" in value:
+        cls = _resolve(value["__object__"])
+        return cls(**{k: decode(v) for k, v in value["params"].items()})
+    raise ValueError(f"unknown entry in the saved parameters: {sorted(value)}")
+
+
+# --- arrays and tensors ----------------------------------------------------------
+
+
+def _npy(array):
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _read_npy(archive, name):
+    return np.load(io.BytesIO(archive.read(name)), allow_pickle=False).copy()  # writable
+
+
+def _net_tensors(net):
+    state = {}
+    for name in _MODULE_ATTRIBUTES:
+        if getattr(net, name, None) is not None:
+            state[name] = net.__dict__[name].state_dict()
+    if getattr(net, "optimizer_", None) is not None:
+        state["optimizer_"] = net.optimizer_.state_dict()
+    for name in _TENSOR_ATTRIBUTES:
+        if getattr(net, name, None) is not None:
+            state[name] = getattr(net, name)
+    state["dynamics_epoch_"] = int(getattr(net, "dynamics_epoch_", 0))
+    return state
+
+
+def _restore_net(net, state):
+    device = torch.device(net.device or "cpu")
+    for name in _MODULE_ATTRIBUTES:
+        if name in state:
+            getattr(net, name).load_state_dict(state[name])
+    if "optimizer_" in state:
+        net.optimizer_.load_state_dict(state["optimizer_"])
+    for name in _TENSOR_ATTRIBUTES:
+        value = state.get(name)
+        if isinstance(value, dict):
+            value = {k: v.to(device) for k, v in value.items()}
+        elif value is not None:
+            value = value.to(device)
+        setattr(net, name, value)
+    net.dynamics_epoch_ = state.get("dynamics_epoch_", 0)
+
+
+# --- save / load ---------------------------------------------------------------------
+
+
+def save(learner, path):
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(learner.estimator_, Pipeline):
+        raise TypeError("ActiveLearner.save does not support Pipeline estimators (their fitted "
+                        "transformers would need pickle); use joblib.dump for those.")
+    learner_json = {
+        "format": FORMAT,
+        "params": {k: encode(v, k) for k, v in learner.get_params(deep=False).items()},
+        "fitted": {
+            "seed": int(learner._seed),
+            "n_features_in_": int(learner.n_features_in_),
+            "feature_names_in_": (learner.feature_names_in_.tolist()
+                                  if hasattr(learner, "feature_names_in_") else None),
+            "history": learner.estimator_.history.to_list(),
+        },
+    }
+    buffer = io.BytesIO()
+    torch.save(_net_tensors(learner.estimator_), buffer)
+    members = {
+        "learner.json": json.dumps(learner_json).encode(),
+        "classes.npy": _npy(learner.classes_),
+        "X_labeled.npy": _npy(learner.X_labeled_),
+        "y_labeled.npy": _npy(learner.y_labeled_),
+        "labeled_cycle.npy": _npy(learner.labeled_cycle_),
+        "reference_mask.npy": _npy(learner._reference_mask),
+        "tensors.pt": buffer.getvalue(),
+    }
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=".skal-save-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                for name, data in members.items():
+                    archive.writestr(name, data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)  # atomic: the old save stays until the new one is whole
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def load(cls, path):
+    from .selectors.base import BaseSelector  # noqa: F401  (selectors importable for _resolve)
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                raise ValueError(f"member {bad} fails its checksum")
+            meta = json.loads(archive.read("learner.json"))
+            if meta.get("format") != FORMAT:
+                raise ValueError(f"unsupported save format {meta.get('format')!r}")
+            arrays = {name: _read_npy(archive, f"{name}.npy")
+                      for name in ("classes", "X_labeled", "y_labeled", "labeled_cycle", "reference_mask")}
+            tensors = torch.load(io.BytesIO(archive.read("tensors.pt")), weights_only=True,
+                                 map_location="cpu")
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError, RuntimeError,
+            json.JSONDecodeError, __import__("pickle").UnpicklingError) as error:
+        raise ValueError(f"{os.fspath(path)} is not a valid skal save: {error}") from error
+
+    learner = cls(**{k: decode(v) for k, v in meta["params"].items()})
+    learner._validate_params()
+    fitted = meta["fitted"]
+    learner.selector_ = learner._clone_selector()
+    learner.classes_ = arrays["classes"]
+    learner._seed = fitted["seed"]
+    learner._reference_mask = arrays["reference_mask"].astype(bool)
+    learner.n_features_in_ = fitted["n_features_in_"]
+    if fitted["feature_names_in_"] is not None:
+        learner.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
+    net = learner._configured_net(learner.selector_, learner.classes_)
+    net.initialize()
+    try:
+        _restore_net(net, tensors)
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise ValueError(f"{os.fspath(path)} does not match its own parameters: {error}") from error
+    from skorch.history import History
+
+    net.history_ = History(fitted["history"])
+    learner.estimator_ = net
+    learner.X_labeled_ = arrays["X_labeled"]
+    learner.y_labeled_ = arrays["y_labeled"]
+    learner.labeled_cycle_ = arrays["labeled_cycle"]
+    return learner
