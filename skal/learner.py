@@ -2,6 +2,7 @@
 
 import copy
 import numbers
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -500,9 +501,22 @@ def _derive_seed(seed, cycle, purpose):
     return int(np.random.SeedSequence([seed, cycle, purpose]).generate_state(1)[0] >> 1)
 
 
+# torch draws weight initialisation, shuffling and dropout from one random state
+# per process; two threads training at once (joblib's threading or Dask's thread
+# workers) would interleave their draws, so seeded training is serialised.
+_TORCH_RNG_LOCK = threading.RLock()
+
+
 @contextmanager
 def _torch_seeded(seed, device):
     """Seed torch for one training run and restore its global state afterwards."""
+    with _TORCH_RNG_LOCK:
+        with _forked_and_seeded(seed, device):
+            yield
+
+
+@contextmanager
+def _forked_and_seeded(seed, device):
     device = torch.device(device or "cpu")
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -11,6 +12,7 @@ from sklearn.base import clone
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
+from tqdm.auto import tqdm
 
 from ._data import take
 
@@ -165,7 +167,8 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
     random_state : int, RandomState instance or None, default=None
         Seeds the test split, the initial sets and the learners.
     verbose : int, default=0
-        ``>= 1`` prints one line per trained model.
+        ``>= 1`` shows a progress bar over the campaigns (on stderr) and, when
+        campaigns run in this process, one line per trained model.
 
     Returns
     -------
@@ -216,7 +219,7 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
                     for seed in seeds]
     classes = np.unique(y)
     tasks = [(name, r) for name in learners for r in range(n_repeats)]
-    runs = Parallel(n_jobs=n_jobs)(
+    jobs = (
         delayed(_campaign)(
             _configured(learners[name], int(seeds[r][1]), classes),
             X, y, X_test, y_test, initial_idx=initial_sets[r], query_size=query_size,
@@ -226,11 +229,16 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
     )
     shape = (len(learners), n_repeats, n_cycles + 1)
     scores, fit_times, query_times = np.empty(shape), np.empty(shape), np.empty(shape)
-    for (name, r), records in zip(tasks, runs):
-        i = list(learners).index(name)
-        scores[i, r] = [rec["score"] for rec in records]
-        fit_times[i, r] = [rec["fit_time"] for rec in records]
-        query_times[i, r] = [rec["query_time"] for rec in records]
+    # results stream back as campaigns finish, so the bar moves under any backend
+    progress = tqdm(total=len(tasks), desc="campaigns", unit="campaign", disable=verbose < 1,
+                    file=sys.stderr, leave=False, mininterval=0)
+    with progress:
+        for (name, r), records in zip(tasks, Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
+            i = list(learners).index(name)
+            scores[i, r] = [rec["score"] for rec in records]
+            fit_times[i, r] = [rec["fit_time"] for rec in records]
+            query_times[i, r] = [rec["query_time"] for rec in records]
+            progress.update(1)
     n_labeled = np.array([initial_size + c * query_size for c in range(n_cycles + 1)])
     scorer_name = scoring if isinstance(scoring, str) else getattr(scoring, "__name__", "score")
     return ActiveLearningCurve(list(learners), n_labeled, scores, fit_times, query_times,

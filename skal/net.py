@@ -355,8 +355,17 @@ class ActiveNet(NeuralNetClassifier):
         return super().get_iterator(dataset, training=training)
 
     def infer(self, x, **fit_params):
-        x, _ = _split_index(x)
-        return super().infer(x, **fit_params)
+        x, index = _split_index(x)
+        if index is None or not (self.loss_head_weight or self.dynamics_head_weight):
+            return super().infer(x, **fit_params)
+        # A training forward (only training batches carry indices): tap the
+        # feature maps for the heads, whose losses get_loss adds. Living in
+        # infer/get_loss, this works with any train_step (skorch's own,
+        # AccelerateMixin's).
+        with _tap(self.module_, self.feature_layers_) as tapped:
+            out = super().infer(x, **fit_params)
+        self._head_features_ = [tapped[name] for name in self.feature_layers_]
+        return out
 
     # --- training dynamics and the dynamic loss ------------------------------
 
@@ -368,6 +377,7 @@ class ActiveNet(NeuralNetClassifier):
         self.dynamics_visits_ = None
         self.dynamics_epoch_ = 0
         self.snapshot_ = None
+        self._head_features_ = None
 
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         super().on_epoch_begin(net, dataset_train=dataset_train, dataset_valid=dataset_valid, **kwargs)
@@ -386,26 +396,15 @@ class ActiveNet(NeuralNetClassifier):
         _, index = _split_index(X)
         if not training or index is None:
             return loss
-        f_bar = self._update_dynamics(logits, _index_on(index, logits.device))
+        index = _index_on(index, logits.device)
+        f_bar = self._update_dynamics(logits, index)
         if self.dynamic_weight:
             loss = loss + self.dynamic_weight * dynamic_kl_loss(logits, f_bar)
+        features = getattr(self, "_head_features_", None)
+        if features is not None:
+            self._head_features_ = None  # consumed; never kept past the step
+            loss = loss + self._head_loss(logits, y_true, features, index)
         return loss
-
-    def train_step_single(self, batch, **fit_params):
-        if not (self.loss_head_weight or self.dynamics_head_weight):
-            return super().train_step_single(batch, **fit_params)
-        # skorch's step, with the feature maps tapped for the auxiliary heads
-        self._set_training(True)
-        Xi, yi = unpack_data(batch)
-        with _tap(self.module_, self.feature_layers_) as tapped:
-            y_pred = self.infer(Xi, **fit_params)
-        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
-        features = [tapped[name] for name in self.feature_layers_]
-        logits = _first_output(y_pred)
-        index = _index_on(_split_index(Xi)[1], logits.device)
-        loss = loss + self._head_loss(logits, yi, features, index)
-        loss.backward()
-        return {"loss": loss, "y_pred": y_pred}
 
     def _head_loss(self, logits, y_true, features, index):
         loss = 0.0
