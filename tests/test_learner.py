@@ -315,7 +315,7 @@ def test_fit_rejects_a_plain_skorch_net():
     from skorch import NeuralNetClassifier
 
     X, y = _data(n=20)
-    with pytest.raises(TypeError, match=r"estimator must be a skal.ActiveNet, got NeuralNetClassifier"):
+    with pytest.raises(TypeError, match=r"estimator must be a skal.ActiveNet or a Pipeline ending in one, got NeuralNetClassifier"):
         ActiveLearner(NeuralNetClassifier(MLP)).fit(X, y)
 
 
