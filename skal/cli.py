@@ -11,6 +11,7 @@ from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 
 from . import __version__
+from .callbacks import ProgressBars
 from .datasets import load_digits_images, load_fashion_mnist
 from .learner import ActiveLearner
 from .model_selection import active_learning_curve
@@ -166,9 +167,10 @@ def simulate(args, out=sys.stdout):
             f"{args.cycles} * {args.query} = {needed} exceeds the pool of {len(y)} samples"
         )
     module, module_params = _module_for(X)
+    callbacks = None if args.quiet else [("progress", ProgressBars())]
     net = ActiveNet(module, max_epochs=args.epochs, batch_size=32, optimizer=torch.optim.SGD,
                     lr=0.05, optimizer__momentum=0.9, optimizer__weight_decay=5e-4,
-                    device=args.device, verbose=0, **module_params)
+                    device=args.device, callbacks=callbacks, verbose=0, **module_params)
     # Each method trains as its paper does: only DISAL adds the dynamic loss, so
     # "random" is plain random sampling (DISAL's "w/o S" ablation is random + the loss).
     learners = {

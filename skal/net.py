@@ -475,7 +475,8 @@ class ActiveNet(NeuralNetClassifier):
         """Yield the pool's input batches, moved to the net's device.
 
         Batches have skorch's validation batch size (``iterator_valid__batch_size``,
-        else ``batch_size``); only one batch is on the device at a time.
+        else ``batch_size``); only one batch is on the device at a time. With a
+        :class:`skal.callbacks.ProgressBars` callback, a bar shows the pass.
 
         Parameters
         ----------
@@ -488,7 +489,11 @@ class ActiveNet(NeuralNetClassifier):
             One input batch on ``self.device``.
         """
         dataset = self.get_dataset(X)
-        for batch in self.get_iterator(dataset, training=False):
+        batches = self.get_iterator(dataset, training=False)
+        progress = [cb for _, cb in getattr(self, "callbacks_", []) if hasattr(cb, "pool_bar")]
+        if progress:
+            batches = progress[0].pool_bar(batches, total=len(batches))
+        for batch in batches:
             Xi, _ = unpack_data(batch)
             yield to_tensor(Xi, device=self.device)
 

@@ -161,3 +161,25 @@ def test_simulate_on_fashion_mnist_with_small_settings(tmp_path):
                          "--epochs", "10", "--quiet"], tmp_path)
     assert result.n_labeled.tolist() == [50, 100]
     assert np.all(result.scores[:, :, -1] > 0.2)  # 10 classes: above chance with 100 labels
+
+
+def test_progress_bars_for_epochs_and_pool_passes_and_quiet_has_none(tmp_path, capsys):
+    from skal import ActiveNet
+    from skal.callbacks import ProgressBars
+    from skal.models import MLP
+
+    X = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    stream = io.StringIO()
+    net = ActiveNet(MLP, max_epochs=3, batch_size=16, iterator_valid__batch_size=10, verbose=0,
+                    callbacks=[("progress", ProgressBars(file=stream))]).fit(X, y)
+    assert "training: 100%" in stream.getvalue() and "3/3" in stream.getvalue()
+    list(net.iter_logits(X))
+    assert "scoring pool: 100%" in stream.getvalue() and "5/5" in stream.getvalue()
+    import pickle
+    pickle.loads(pickle.dumps(net))  # the live bar is not pickled
+    _run(["simulate", "--initial", "20", "--query", "10", "--cycles", "1", "--epochs", "2"], tmp_path)
+    assert "training" in capsys.readouterr().err
+    _run(["simulate", "--initial", "20", "--query", "10", "--cycles", "1", "--epochs", "2", "--quiet"],
+         tmp_path)
+    assert capsys.readouterr().err == ""
