@@ -488,13 +488,23 @@ class ActiveNet(NeuralNetClassifier):
         torch.Tensor or dict of torch.Tensor
             One input batch on ``self.device``.
         """
-        dataset = self.get_dataset(X)
-        batches = self.get_iterator(dataset, training=False)
+        if isinstance(X, (np.ndarray, torch.Tensor)):
+            # Arrays are sliced, a contiguous chunk at a time: the same batches as
+            # skorch's loader without collating them row by row.
+            size = self.get_params_for("iterator_valid").get("batch_size", self.batch_size)
+            size = len(X) if size == -1 else size
+            batches = (X[start:start + size] for start in range(0, len(X), size))
+            total = -(-len(X) // size)
+        else:
+            batches = (unpack_data(batch)[0]
+                       for batch in self.get_iterator(self.get_dataset(X), training=False))
+            total = None
         progress = [cb for _, cb in getattr(self, "callbacks_", []) if hasattr(cb, "pool_bar")]
         if progress:
-            batches = progress[0].pool_bar(batches, total=len(batches))
-        for batch in batches:
-            Xi, _ = unpack_data(batch)
+            batches = progress[0].pool_bar(batches, total=total)
+        for Xi in batches:
+            if isinstance(Xi, np.ndarray) and Xi.dtype == np.float64:
+                Xi = Xi.astype(np.float32)
             yield to_tensor(Xi, device=self.device)
 
     def logits(self, Xb, state=None):
