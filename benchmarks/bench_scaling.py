@@ -1,9 +1,9 @@
 """Query time and peak memory against pool size: linear time, memory bounded by the chunk size.
 
 For each pool size a fresh subprocess builds the pool (float32, 784 features), fits an MLP
-learner on 1,000 samples, and times `query(pool, 1000)` with Entropy and with DISAL; peak RSS is
-read before the query (pool already allocated) and after, so the rise is what querying costs
-beyond the pool itself.
+learner on 1,000 samples, and times `query(pool, 1000)` with Entropy and with DISAL; the resident
+memory is sampled every millisecond during the query, and its peak minus the RSS just before
+(pool already allocated) is what querying costs beyond the pool itself.
 
     python benchmarks/bench_scaling.py             # pools of 10,000, 100,000 and 1,000,000
     python benchmarks/bench_scaling.py --quick     # 10,000 and 50,000
@@ -15,18 +15,32 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 
-def _maxrss():
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib * 1024 if sys.platform != "darwin" else kib
+def _rss():
+    """Current resident set size in bytes (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _PeakSampler(threading.Thread):
+    """Polls the RSS every millisecond while the measured call runs."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak, self.running = _rss(), True
+
+    def run(self):
+        while self.running:
+            self.peak = max(self.peak, _rss())
+            time.sleep(0.001)
 
 
 def child(n_pool, selector_name):
@@ -49,12 +63,16 @@ def child(n_pool, selector_name):
         stop = min(start + 100_000, n_pool)
         pool[start:stop] = rng.random((stop - start, 784), dtype=np.float32)
     learner.query(pool[:5_000], 10)  # warm-up
-    before = _maxrss()
+    before = _rss()
+    sampler = _PeakSampler()
+    sampler.start()
     start = time.perf_counter()
     learner.query(pool, 1_000)
     seconds = time.perf_counter() - start
+    sampler.running = False
+    sampler.join()
     print(json.dumps({"n_pool": n_pool, "selector": selector_name, "seconds": seconds,
-                      "pool_bytes": pool.nbytes, "peak_rise_bytes": _maxrss() - before}))
+                      "pool_bytes": pool.nbytes, "peak_rise_bytes": max(sampler.peak, _rss()) - before}))
 
 
 def main():
