@@ -7,8 +7,10 @@ baal's `Entropy()` on `net.predict_proba(pool)`. Each peer's time includes its f
     python benchmarks/bench_entropy_peers.py            # MLP on 784 features, pool 100,000, n=1,000
     python benchmarks/bench_entropy_peers.py --quick    # pool 20,000
 
-modAL comes with the `bench` extra; baal's full dependency list pulls in Jupyter, so it is skipped
-unless importable (`pip install --no-deps baal structlog torchmetrics lightning-utilities`).
+Install the peers without their dependencies, which would downgrade skorch (modAL pins
+skorch==0.9) or pull in Jupyter (baal): `pip install --no-deps modAL-python` and
+`pip install --no-deps baal structlog torchmetrics lightning-utilities`. A peer that is not
+importable is skipped.
 Writes benchmarks/results/entropy_peers[_quick].json.
 """
 
