@@ -240,9 +240,10 @@ def hvp(module, params, x, y, vec):
     >>> _ = nn.init.zeros_(net.weight), nn.init.zeros_(net.bias)
     >>> x, y = torch.tensor([[1.0, 0.0]]), torch.tensor([0])
     >>> # d2 CE / d logits2 = diag(p) - p p^T = [[.25, -.25], [-.25, .25]] at p = (.5, .5)
-    >>> hvp(net, "all weights", x, y, {"weight": torch.tensor([[1.0, 0.0], [0.0, 0.0]])})
-    {'weight': tensor([[ 0.2500,  0.0000],
-            [-0.2500,  0.0000]])}
+    >>> out = hvp(net, "all weights", x, y, {"weight": torch.tensor([[1.0, 0.0], [0.0, 0.0]])})
+    >>> out["weight"] + 0.0  # + 0.0 turns a -0.0 into 0.0
+    tensor([[ 0.2500,  0.0000],
+            [-0.2500,  0.0000]])
     """
     primals, fixed = _split(module, params)
     return _hvp(module, primals, fixed, x, y, vec)
