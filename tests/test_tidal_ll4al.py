@@ -427,3 +427,28 @@ def test_end_to_end_resnet18(selector):
     proba = learner.predict_proba(pool[:3])
     assert proba.shape == (3, 4)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("selector", [TiDAL(subset=None), TiDAL(score="margin", subset=None), LL4AL(subset=None)],
+                         ids=repr)
+def test_heads_buffers_and_scores_stay_on_the_cuda_device(selector):
+    from skal import ActiveLearner, ActiveNet
+    from skal.models import SmallCNN
+
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 1, 8, 8), dtype=np.float32)
+    y = np.arange(40) % 3
+    net = ActiveNet(SmallCNN, module__width=4, max_epochs=2, batch_size=8, device="cuda", verbose=0)
+    learner = ActiveLearner(net, selector=selector, classes=np.arange(3), random_state=0).fit(X, y)
+    trained = learner.estimator_
+    head = trained.loss_predictor_ if isinstance(selector, LL4AL) else trained.dynamics_predictor_
+    assert all(p.is_cuda for p in head.parameters())
+    assert trained.training_dynamics_.is_cuda
+    scores = selector.score_pool(trained, X)
+    assert scores.is_cuda and scores.shape == (40,)
+    # the taps follow a move between devices: the same net on the CPU gives the same scores
+    trained.set_params(device="cpu")
+    trained.module_.cpu()
+    head.cpu()
+    np.testing.assert_allclose(selector.score_pool(trained, X).numpy(), scores.cpu().numpy(), rtol=1e-4, atol=1e-5)
