@@ -246,6 +246,11 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             the same order, higher = more informative.
         """
         check_is_fitted(self)
+        if getattr(self, "_stale", False):
+            raise RuntimeError(
+                "The model is stale: training on the labels of the last teach failed, so "
+                "estimator_ is the previous model. Fix the cause and call refit() before querying."
+            )
         X_pool = self._check_samples(X_pool, "X_pool", stream=True)
         n = _check_n(n, len(X_pool))
         cycle = int(self.labeled_cycle_[-1])
@@ -286,7 +291,26 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.y_labeled_ = np.concatenate([self.y_labeled_, y])
         self.labeled_cycle_ = np.concatenate([self.labeled_cycle_, np.full(len(y), cycle, dtype=np.int64)])
         self._reference_mask = np.concatenate([self._reference_mask, np.zeros(len(y), dtype=bool)])
+        return self.refit()
+
+    def refit(self):
+        """Retrain on the whole labeled set, as the last :meth:`teach` would have.
+
+        :meth:`teach` calls it. If training raises (a callback, a diverged
+        loss, an interrupt), the labels stay, the previous model is kept in
+        ``estimator_`` but marked stale, and :meth:`query` refuses to run on
+        it; call ``refit()`` (after fixing the cause, e.g. ``set_params``) to
+        train again with the same seed the failed attempt used.
+
+        Returns
+        -------
+        self : ActiveLearner
+        """
+        check_is_fitted(self)
+        cycle = int(self.labeled_cycle_[-1])
+        self._stale = True
         self.estimator_ = self._retrain(self.X_labeled_, self.y_labeled_, cycle)
+        self._stale = False
         return self
 
     def _labeled_data(self):

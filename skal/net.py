@@ -389,6 +389,14 @@ class ActiveNet(NeuralNetClassifier):
     def on_epoch_end(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         super().on_epoch_end(net, dataset_train=dataset_train, dataset_valid=dataset_valid, **kwargs)
         self.dynamics_epoch_ += 1
+        # skorch already recorded each batch's loss on the host: checking them costs no sync
+        losses = [batch.get("train_loss") for batch in self.history[-1].get("batches", [])]
+        bad = [loss for loss in losses if loss is not None and not np.isfinite(loss)]
+        if bad:
+            raise FloatingPointError(
+                f"Training diverged: the training loss is {bad[0]} in epoch {len(self.history)}. "
+                "Lower the learning rate (lr) or check the data for extreme values."
+            )
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         logits = _first_output(y_pred)

@@ -354,3 +354,39 @@ def test_fit_does_not_modify_the_estimator_or_selector():
     assert selector.get_params() == selector_params
     assert set(net.get_params()) == set(net_params)
     assert not hasattr(net, "module_")
+
+
+def test_a_failed_teach_marks_the_model_stale_until_refit_recovers_it():
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=Entropy(), random_state=0).fit(X[:20], y[:20])
+    old_proba = learner.predict_proba(X)
+    good_params = learner.get_params()["estimator__callbacks"]
+    learner.set_params(estimator__callbacks=[("boom", _Boom())])
+    with pytest.raises(RuntimeError, match="boom"):
+        learner.teach(X[20:25], y[20:25])
+    with pytest.raises(RuntimeError, match=r"The model is stale: .* call refit\(\) before querying"):
+        learner.query(X[30:], 3)
+    np.testing.assert_array_equal(learner.predict_proba(X), old_proba)  # previous model kept
+    np.testing.assert_array_equal(learner.y_labeled_, y[:25])  # labels kept
+    learner.set_params(estimator__callbacks=good_params)
+    learner.refit()
+    assert learner.query(X[30:], 3).shape == (3,)
+    # the recovered model is the one an uninterrupted teach would have trained
+    reference = ActiveLearner(_net(), selector=Entropy(), random_state=0).fit(X[:20], y[:20])
+    reference.teach(X[20:25], y[20:25])
+    np.testing.assert_array_equal(learner.predict_proba(X), reference.predict_proba(X))
+
+
+def test_a_diverging_loss_stops_training_with_an_error_that_says_so():
+    X, y = _data()
+    with pytest.raises(FloatingPointError, match=r"Training diverged: the training loss is nan in "
+                                                 r"epoch 1\. Lower the learning rate"):
+        ActiveLearner(_net(lr=float("inf")), selector=Entropy(), random_state=0).fit(X[:40], y[:40])
+    learner = ActiveLearner(_net(), selector=Entropy(), random_state=0).fit(X[:20], y[:20])
+    learner.set_params(estimator__lr=float("inf"))
+    with pytest.raises(FloatingPointError, match="Training diverged"):
+        learner.teach(X[20:25], y[20:25])
+    with pytest.raises(RuntimeError, match="The model is stale"):
+        learner.query(X[30:], 3)
+    learner.set_params(estimator__lr=0.1).refit()
+    assert np.isfinite(learner.predict_proba(X)).all()

@@ -113,5 +113,6 @@ def test_cross_validate_and_searches_over_nested_params_in_parallel():
     assert grid.best_estimator_.estimator_[-1].dynamic_weight in (0.0, 1.0)
     search = RandomizedSearchCV(ActiveLearner(_net(), selector=CoreSet(), random_state=0),
                                 {"estimator__lr": [0.01, 0.1, 0.3], "selector__subset": [None, 20]},
-                                n_iter=3, cv=2, random_state=0, n_jobs=2).fit(X.astype(np.float32), y)
+                                n_iter=3, cv=2, random_state=0, n_jobs=2,
+                                error_score="raise").fit(StandardScaler().fit_transform(X), y)
     assert len(search.cv_results_["params"]) == 3
