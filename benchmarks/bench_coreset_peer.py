@@ -68,7 +68,7 @@ def main():
           f"{peer_time:.2f} s | {result['speedup']:.1f}x | {result['same_picks']} |")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "coreset_peer.json").write_text(json.dumps(result, indent=2))
+    (out / ("coreset_peer_quick.json" if args.quick else "coreset_peer.json")).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -179,8 +179,9 @@ def main(argv=None):
         "timing": timing,
         "memory": memory,
     }
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nwrote {RESULTS}")
+    path = RESULTS.with_name("kcenter_quick.json") if args.quick else RESULTS
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

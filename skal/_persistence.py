@@ -21,6 +21,7 @@ import inspect
 import io
 import json
 import os
+import pickle
 import tempfile
 import zipfile
 
@@ -61,7 +62,10 @@ def encode(value, where):
     if isinstance(value, dict):
         return {"__dict__": {str(k): encode(v, f"{where}[{k!r}]") for k, v in value.items()}}
     if inspect.isclass(value) or inspect.isfunction(value):
-        return {"__import__": _import_path(value)}
+        try:
+            return {"__import__": _import_path(value)}
+        except TypeError as error:
+            raise TypeError(f"cannot save {where}: {error}; use joblib.dump") from None
     if hasattr(value, "get_params"):
         # skorch's get_params also lists private bookkeeping (``_params_to_validate``),
         # which its __init__ rebuilds
@@ -209,8 +213,6 @@ def save(learner, path):
 
 
 def load(cls, path):
-    from .selectors.base import BaseSelector  # noqa: F401  (selectors importable for _resolve)
-
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
@@ -226,7 +228,7 @@ def load(cls, path):
     except FileNotFoundError:
         raise
     except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError, RuntimeError,
-            json.JSONDecodeError, __import__("pickle").UnpicklingError) as error:
+            json.JSONDecodeError, pickle.UnpicklingError) as error:
         raise ValueError(f"{os.fspath(path)} is not a valid skal save: {error}") from error
 
     learner = cls(**{k: decode(v) for k, v in meta["params"].items()})

@@ -268,13 +268,6 @@ def _campaign(learner, X, y, X_test, y_test, *, initial_idx, query_size, n_cycle
                          query_size=query_size, n_cycles=n_cycles, scorer=scorer, callback=report)
 
 
-def _initial_indices(n_samples, initial_size, random_state):
-    """A seeded random initial labeled set, shared by every selector compared."""
-    if not 1 <= initial_size < n_samples:
-        raise ValueError(f"initial_size must be in [1, {n_samples - 1}], got {initial_size}.")
-    return check_random_state(random_state).choice(n_samples, initial_size, replace=False)
-
-
 def _run_campaign(learner, X, y, X_test, y_test, *, initial_idx, query_size, n_cycles,
                   callback=None, scorer=None):
     """Simulate one campaign: fit on ``initial_idx``, then query/teach ``n_cycles`` times.
