@@ -311,10 +311,11 @@ def test_training_needs():
 @pytest.mark.parametrize("selector_cls", [Entropy, Margin, LeastConfidence, Random])
 def test_parameterless_selectors_sklearn_contract(selector_cls):
     selector = selector_cls()
-    assert selector.get_params() == {}
+    expected = {} if selector_cls is Random else {"batch": "topk"}
+    assert selector.get_params() == expected
     cloned = clone(selector)
     assert type(cloned) is selector_cls and cloned is not selector
-    assert cloned.get_params() == {}
+    assert cloned.get_params() == expected
     assert selector.set_params() is selector
     with pytest.raises(ValueError, match="Invalid parameter"):
         selector.set_params(bogus=1)
@@ -322,11 +323,11 @@ def test_parameterless_selectors_sklearn_contract(selector_cls):
 
 def test_disal_sklearn_contract():
     selector = DISAL(mode="literal")
-    assert selector.get_params() == {"mode": "literal"}
+    assert selector.get_params() == {"mode": "literal", "batch": "topk"}
     cloned = clone(selector)
     assert type(cloned) is DISAL and cloned is not selector
-    assert cloned.get_params() == {"mode": "literal"}
-    assert DISAL().get_params() == {"mode": "kl"}
+    assert cloned.get_params() == {"mode": "literal", "batch": "topk"}
+    assert DISAL().get_params() == {"mode": "kl", "batch": "topk"}
     assert selector.set_params(mode="kl") is selector
     assert selector.mode == "kl"
     assert repr(DISAL(mode="literal")) == "DISAL(mode='literal')"

@@ -1,6 +1,7 @@
 """Selectors: strategies that choose which pool samples to label next."""
 
 from .base import BaseSelector, LabeledData, ScoreSelector, TrainingNeeds
+from .batch import BatchRule, ClusterBatch, StochasticBatch, TopK
 from .baselines import Entropy, LeastConfidence, Margin, Random
 from .coreset import CoreSet
 from .disal import DISAL
@@ -22,4 +23,8 @@ __all__ = [
     "Entropy",
     "Margin",
     "LeastConfidence",
+    "BatchRule",
+    "TopK",
+    "StochasticBatch",
+    "ClusterBatch",
 ]

@@ -24,6 +24,7 @@ from sklearn.base import BaseEstimator
 
 from .._data import take
 from ..scores import top_n
+from .batch import TopK, resolve_batch
 
 __all__ = ["TrainingNeeds", "LabeledData", "BaseSelector", "ScoreSelector"]
 
@@ -197,11 +198,26 @@ class ScoreSelector(BaseSelector):
                 "finite (did training diverge?)."
             )
         generator = _generator(scores.device, random_state)
-        order = top_n(scores, n, generator=generator)
+        rule = resolve_batch(getattr(self, "batch", "topk"))
+        if isinstance(rule, TopK):
+            order = top_n(scores, n, generator=generator)
+        else:
+            def embed(positions):
+                return embeddings(net, take(X_pool, positions.cpu().numpy()))
+
+            order = rule.pick(scores, n, generator=generator, embed=embed)
+            # a batch is a set: report it best score first, like top-k
+            order = order[torch.sort(scores[order], descending=True, stable=True).indices]
         indices = order.cpu().numpy().astype(np.int64)
         if candidates is not None:
             indices = candidates[indices]
         return indices, scores[order].cpu().numpy()
+
+
+def embeddings(net, X):
+    """Penultimate embeddings of ``X``, shape (n_samples, d), on the net's device."""
+    parts = [net.forward_tapped(Xb, embedding=True)[1]["embedding"] for Xb in net.iter_pool(X)]
+    return torch.cat(parts).float()
 
 
 def _generator(device, random_state):

@@ -35,12 +35,23 @@ class Entropy(ScoreSelector):
 
     Score: ``H(p) = -sum_c p_c log p_c`` of the net's softmax, in eval mode.
 
+    Parameters
+    ----------
+    batch : {"topk", "stochastic", "cluster"} or BatchRule, default="topk"
+        How the scores become a batch of ``n``: the ``n`` highest (the
+        papers' rule), a score-weighted random sample
+        (:class:`~skal.selectors.StochasticBatch`) or the best of clustered
+        candidates (:class:`~skal.selectors.ClusterBatch`).
+
     Examples
     --------
     >>> from skal.selectors import Entropy
     >>> Entropy()
     Entropy()
     """
+
+    def __init__(self, batch="topk"):
+        self.batch = batch
 
     def _score_batch(self, net, X_batch):
         return scores.entropy(net.logits(X_batch))
@@ -51,12 +62,23 @@ class Margin(ScoreSelector):
 
     Score: ``-(p_(1) - p_(2))``, so that higher is more informative.
 
+    Parameters
+    ----------
+    batch : {"topk", "stochastic", "cluster"} or BatchRule, default="topk"
+        How the scores become a batch of ``n``: the ``n`` highest (the
+        papers' rule), a score-weighted random sample
+        (:class:`~skal.selectors.StochasticBatch`) or the best of clustered
+        candidates (:class:`~skal.selectors.ClusterBatch`).
+
     Examples
     --------
     >>> from skal.selectors import Margin
     >>> Margin()
     Margin()
     """
+
+    def __init__(self, batch="topk"):
+        self.batch = batch
 
     def _score_batch(self, net, X_batch):
         return -scores.margin(net.logits(X_batch))
@@ -67,12 +89,23 @@ class LeastConfidence(ScoreSelector):
 
     Score: ``1 - max_c p_c``.
 
+    Parameters
+    ----------
+    batch : {"topk", "stochastic", "cluster"} or BatchRule, default="topk"
+        How the scores become a batch of ``n``: the ``n`` highest (the
+        papers' rule), a score-weighted random sample
+        (:class:`~skal.selectors.StochasticBatch`) or the best of clustered
+        candidates (:class:`~skal.selectors.ClusterBatch`).
+
     Examples
     --------
     >>> from skal.selectors import LeastConfidence
     >>> LeastConfidence()
     LeastConfidence()
     """
+
+    def __init__(self, batch="topk"):
+        self.batch = batch
 
     def _score_batch(self, net, X_batch):
         return scores.least_confidence(net.logits(X_batch))

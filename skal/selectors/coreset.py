@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import Interval
 
 from .._data import take
 from ..kcenter import kcenter_greedy
-from .base import BaseSelector, _generator
+from .base import BaseSelector, _generator, embeddings
 
 __all__ = ["CoreSet"]
 
@@ -79,8 +79,3 @@ class CoreSet(BaseSelector):
             indices = candidates[indices]
         return indices, distances.cpu().numpy()
 
-
-def embeddings(net, X):
-    """Penultimate embeddings of ``X``, shape (n_samples, d), on the net's device."""
-    parts = [net.forward_tapped(Xb, embedding=True)[1]["embedding"] for Xb in net.iter_pool(X)]
-    return torch.cat(parts).float()

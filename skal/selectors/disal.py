@@ -26,6 +26,11 @@ class DISAL(ScoreSelector):
         cancel, and its text and Fig. 6 describe picking uncertain boundary
         samples). ``"literal"`` keeps eq. 15's literal ordering, the largest
         ``-KL`` (smallest divergence first), for ablations.
+    batch : {"topk", "stochastic", "cluster"} or BatchRule, default="topk"
+        How the scores become a batch of ``n``: the ``n`` highest (the
+        papers' rule), a score-weighted random sample
+        (:class:`~skal.selectors.StochasticBatch`) or the best of clustered
+        candidates (:class:`~skal.selectors.ClusterBatch`).
 
     See Also
     --------
@@ -42,13 +47,14 @@ class DISAL(ScoreSelector):
     >>> DISAL().training_needs().net_params()
     {'snapshot': True}
     >>> DISAL(mode="literal").get_params()
-    {'mode': 'literal'}
+    {'batch': 'topk', 'mode': 'literal'}
     """
 
     _parameter_constraints = {"mode": [StrOptions({"kl", "literal"})]}
 
-    def __init__(self, mode="kl"):
+    def __init__(self, mode="kl", batch="topk"):
         self.mode = mode
+        self.batch = batch
 
     def training_needs(self):
         return TrainingNeeds(snapshot=True)

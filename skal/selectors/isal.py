@@ -59,6 +59,11 @@ class ISAL(ScoreSelector):
         the loss weighted by the predicted probabilities of the top 10
         classes (the reference code's unused variant; identically zero when
         there are at most 10 classes).
+    batch : {"topk", "stochastic", "cluster"} or BatchRule, default="topk"
+        How the scores become a batch of ``n``: the ``n`` highest (the
+        papers' rule), a score-weighted random sample
+        (:class:`~skal.selectors.StochasticBatch`) or the best of clustered
+        candidates (:class:`~skal.selectors.ClusterBatch`).
 
     See Also
     --------
@@ -88,7 +93,7 @@ class ISAL(ScoreSelector):
     }
 
     def __init__(self, reference=0.1, params="all weights", damping=0.01, scale=1e4, depth=250,
-                 repeats=4, pseudo_label="hard"):
+                 repeats=4, pseudo_label="hard", batch="topk"):
         self.reference = reference
         self.params = params
         self.damping = damping
@@ -96,6 +101,7 @@ class ISAL(ScoreSelector):
         self.depth = depth
         self.repeats = repeats
         self.pseudo_label = pseudo_label
+        self.batch = batch
 
     def training_needs(self):
         if isinstance(self.reference, Real) and not isinstance(self.reference, bool):

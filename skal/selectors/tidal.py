@@ -33,6 +33,11 @@ class TiDAL(ScoreSelector):
     subset : int or None, default=10000
         Score a fresh random subset of this many pool samples per query (the
         paper's 10,000); None scores the whole pool.
+    batch : {"topk", "stochastic", "cluster"} or BatchRule, default="topk"
+        How the scores become a batch of ``n``: the ``n`` highest (the
+        papers' rule), a score-weighted random sample
+        (:class:`~skal.selectors.StochasticBatch`) or the best of clustered
+        candidates (:class:`~skal.selectors.ClusterBatch`).
 
     See Also
     --------
@@ -57,10 +62,12 @@ class TiDAL(ScoreSelector):
         "subset": [Interval(Integral, 1, None, closed="left"), None],
     }
 
-    def __init__(self, weight=1.0, score="entropy", subset=10000):
+    def __init__(self, weight=1.0, score="entropy", subset=10000,
+                 batch="topk"):
         self.weight = weight
         self.score = score
         self.subset = subset
+        self.batch = batch
 
     def training_needs(self):
         return TrainingNeeds(dynamics_head=self.weight)

@@ -1,0 +1,87 @@
+"""Seeded k-means on the device, for clustering a few thousand embeddings."""
+
+import torch
+
+__all__ = ["kmeans"]
+
+
+def _sq_distances(X, C, X_sq):
+    """Squared Euclidean distances ``(n, k)`` by the matmul expansion, clamped at 0."""
+    return (X_sq[:, None] - 2 * X @ C.T + (C * C).sum(1)[None, :]).clamp_min_(0)
+
+
+def kmeans(X, k, *, max_iter=20, generator=None, chunk_size=4096):
+    """Cluster the rows of ``X`` into ``k`` groups: k-means++ seeding, then Lloyd's iterations.
+
+    Everything runs on ``X.device``; memory is ``O(chunk_size k)`` beyond the
+    inputs and outputs (distances are computed ``chunk_size`` rows at a time),
+    so it suits the ``10 n`` candidates of a batch rule, not a whole pool.
+    Seeding draws each new center with probability proportional to its
+    squared distance to the nearest chosen one (Arthur and Vassilvitskii,
+    2007); a cluster left empty by an iteration keeps its center.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+        Floating-point rows.
+    k : int
+        Number of clusters, ``1 <= k <= n_samples``.
+    max_iter : int, default=20
+        Lloyd's iterations at most; stops early when no label changes.
+    generator : torch.Generator, default=None
+        Source of the seeding draws; must live on ``X.device``.
+    chunk_size : int, default=4096
+        Rows per distance computation.
+
+    Returns
+    -------
+    labels : torch.Tensor of shape (n_samples,), dtype int64
+        Each row's cluster in ``0 .. k-1``.
+    centers : torch.Tensor of shape (k, n_features)
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skal.kmeans import kmeans
+    >>> X = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]])
+    >>> labels, centers = kmeans(X, 2, generator=torch.Generator().manual_seed(0))
+    >>> bool(labels[0] == labels[1]), bool(labels[2] == labels[3]), bool(labels[0] != labels[2])
+    (True, True, True)
+    """
+    if X.ndim != 2 or not X.is_floating_point():
+        raise ValueError(f"X must be a 2-D floating-point tensor, got shape {tuple(X.shape)}, "
+                         f"dtype {X.dtype}.")
+    n = X.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}] (the number of rows), got {k}.")
+    X_sq = (X * X).sum(1)
+    centers = torch.empty((k, X.shape[1]), dtype=X.dtype, device=X.device)
+    first = torch.randint(n, (1,), generator=generator, device=X.device)
+    centers[0] = X[first[0]]
+    closest = (X_sq - 2 * X @ centers[0] + X_sq[first[0]]).clamp_min_(0)
+    for j in range(1, k):
+        total = closest.sum()
+        if total > 0:
+            pick = torch.multinomial(closest / total, 1, generator=generator)[0]
+        else:  # fewer distinct rows than k: any row will do
+            pick = torch.randint(n, (1,), generator=generator, device=X.device)[0]
+        centers[j] = X[pick]
+        closest = torch.minimum(closest, (X_sq - 2 * X @ centers[j] + X_sq[pick]).clamp_min_(0))
+    labels = _assign(X, centers, X_sq, chunk_size)
+    for _ in range(max_iter):
+        sums = torch.zeros_like(centers).index_add_(0, labels, X)
+        counts = torch.bincount(labels, minlength=k).to(X.dtype)
+        filled = counts > 0
+        centers[filled] = sums[filled] / counts[filled, None]
+        new = _assign(X, centers, X_sq, chunk_size)
+        if torch.equal(new, labels):
+            break
+        labels = new
+    return labels, centers
+
+
+def _assign(X, centers, X_sq, chunk_size):
+    return torch.cat([
+        _sq_distances(X[s:s + chunk_size], centers, X_sq[s:s + chunk_size]).argmin(1)
+        for s in range(0, X.shape[0], chunk_size)
+    ])
