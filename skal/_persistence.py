@@ -24,6 +24,7 @@ import os
 import pickle
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ FORMAT = 1
 _TENSOR_ATTRIBUTES = ("snapshot_", "training_dynamics_", "dynamics_visits_")
 _MODULE_ATTRIBUTES = ("module_", "loss_predictor_", "dynamics_predictor_")
 _FUNCTION_PACKAGES = ("skal", "torch", "torchvision")
+_FITTED_KEYS = {"seed", "n_features_in_", "feature_names_in_", "history"}
 
 
 # --- parameters <-> JSON -------------------------------------------------------
@@ -182,6 +184,7 @@ def save(learner, path):
             "feature_names_in_": (learner.feature_names_in_.tolist()
                                   if hasattr(learner, "feature_names_in_") else None),
             "history": learner.estimator_.history.to_list(),
+            "stale": bool(getattr(learner, "_stale", False)),  # a failed teach stays failed
         },
     }
     buffer = io.BytesIO()
@@ -219,33 +222,46 @@ def load(cls, path):
             if bad is not None:
                 raise ValueError(f"member {bad} fails its checksum")
             meta = json.loads(archive.read("learner.json"))
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"unsupported save format {meta.get('format')!r}")
+            version = meta.get("format") if isinstance(meta, dict) else None
+            if version != FORMAT:
+                raise ValueError(f"unsupported save format {version!r}")
+            if not (isinstance(meta.get("params"), dict) and isinstance(meta.get("fitted"), dict)
+                    and _FITTED_KEYS <= meta["fitted"].keys()):
+                raise ValueError("learner.json lacks the parameters or the fitted state")
             arrays = {name: _read_npy(archive, f"{name}.npy")
                       for name in ("classes", "X_labeled", "y_labeled", "labeled_cycle", "reference_mask")}
             tensors = torch.load(io.BytesIO(archive.read("tensors.pt")), weights_only=True,
                                  map_location="cpu")
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError, RuntimeError,
+    except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, EOFError, OSError, RuntimeError,
             json.JSONDecodeError, pickle.UnpicklingError) as error:
+        # zlib.error: a damaged deflate stream can fail before the checksum is compared
         raise ValueError(f"{os.fspath(path)} is not a valid skal save: {error}") from error
+    lengths = {name: arrays[name].shape[:1] for name in ("X_labeled", "y_labeled", "labeled_cycle", "reference_mask")}
+    if len(set(lengths.values())) != 1 or () in lengths.values():
+        raise ValueError(f"{os.fspath(path)} is not a valid skal save: the labeled-set arrays "
+                         f"have different lengths {lengths}")
 
-    learner = cls(**{k: decode(v) for k, v in meta["params"].items()})
-    learner._validate_params()
+    try:
+        learner = cls(**{k: decode(v) for k, v in meta["params"].items()})
+        learner._validate_params()
+        learner.selector_ = learner._clone_selector()
+        net = learner._configured_net(learner.selector_, arrays["classes"])
+        net.initialize()
+    except (ImportError, AttributeError, TypeError, ValueError) as error:
+        raise ValueError(f"{os.fspath(path)}: cannot restore the saved parameters: {error}") from error
     fitted = meta["fitted"]
-    learner.selector_ = learner._clone_selector()
     learner.classes_ = arrays["classes"]
     learner._seed = fitted["seed"]
+    learner._stale = bool(fitted.get("stale", False))
     learner._reference_mask = arrays["reference_mask"].astype(bool)
     learner.n_features_in_ = fitted["n_features_in_"]
     if fitted["feature_names_in_"] is not None:
         learner.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
-    net = learner._configured_net(learner.selector_, learner.classes_)
-    net.initialize()
     try:
         _restore_net(net, tensors)
-    except (RuntimeError, KeyError, ValueError) as error:
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:
         raise ValueError(f"{os.fspath(path)} does not match its own parameters: {error}") from error
     from skorch.history import History
 

@@ -43,7 +43,20 @@ class ProgressBars(Callback):
         self.bar_.close()
 
     def pool_bar(self, iterable, total):
-        """Wrap a pool pass's batches in a bar."""
+        """Wrap a pool pass's batches in a bar.
+
+        Parameters
+        ----------
+        iterable : iterable
+            The batches of the pass.
+        total : int
+            Their number.
+
+        Returns
+        -------
+        iterable
+            The same batches, advancing the bar as they are consumed.
+        """
         return tqdm(iterable, total=total, desc="scoring pool", unit="batch", leave=False,
                     file=self.file or sys.stderr, mininterval=0)
 

@@ -44,18 +44,48 @@ def _selector_list(text):
     return names
 
 
+# argparse reports a ValueError from a type function as "invalid <function name> value",
+# so each one raises ArgumentTypeError with its own message instead.
+
+
 def _positive_int(text):
-    value = int(text)
-    if value < 1:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
 def _fraction(text):
-    value = float(text)
-    if not 0 < value < 1:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text}")
     return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32 - 1], got {text}")
+    return value
+
+
+def _device(text):
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}; use a torch device such as cpu, cuda or cuda:1"
+        ) from None
+    return text
 
 
 def _dataset(text):
@@ -102,8 +132,9 @@ def build_parser():
                      help="held-out test fraction when the data has no test split (default: 0.3)")
     sim.add_argument("--test-limit", type=_positive_int, default=None,
                      help="evaluate on a random subset of this many test samples")
-    sim.add_argument("--device", default="cpu", help="torch device for training and queries (default: cpu)")
-    sim.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sim.add_argument("--device", type=_device, default="cpu",
+                     help="torch device for training and queries (default: cpu)")
+    sim.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     sim.add_argument("--out", default="skal-results", metavar="DIR",
                      help="directory for results.csv, results.json, curve.png (default: skal-results)")
     sim.add_argument("--quiet", action="store_true", help="print only the final table")
@@ -132,9 +163,19 @@ def _load(args):
                 y_test = data["y_test"] if "y_test" in data else None
         except (OSError, KeyError, ValueError) as error:
             raise SystemExit(f"skal simulate: error: cannot read {args.dataset}: {error}") from None
+        _check_arrays(args.dataset, X, y, "X", "y")
+        if X_test is not None:
+            _check_arrays(args.dataset, X_test, y_test, "X_test", "y_test")
+            if X_test.shape[1:] != X.shape[1:]:
+                raise SystemExit(f"skal simulate: error: {args.dataset}: X_test has samples of shape "
+                                 f"{X_test.shape[1:]}, but X has samples of shape {X.shape[1:]}")
     if X_test is None:
-        X, X_test, y, y_test = train_test_split(X, y, test_size=args.test_size, stratify=y,
-                                                random_state=args.seed)
+        try:
+            X, X_test, y, y_test = train_test_split(X, y, test_size=args.test_size, stratify=y,
+                                                    random_state=args.seed)
+        except ValueError as error:
+            raise SystemExit(f"skal simulate: error: --test-size {args.test_size}: cannot split off "
+                             f"a stratified test set: {error}") from None
     if args.pool_size is not None and args.pool_size < len(y):
         keep = np.sort(rng.choice(len(y), args.pool_size, replace=False))
         X, y = X[keep], y[keep]
@@ -142,6 +183,21 @@ def _load(args):
         keep = np.sort(rng.choice(len(y_test), args.test_limit, replace=False))
         X_test, y_test = X_test[keep], y_test[keep]
     return X, y, X_test, y_test
+
+
+def _check_arrays(path, X, y, x_name, y_name):
+    """Refuse an .npz file's arrays that no campaign can run on, naming the array."""
+    problem = None
+    if X.ndim < 2 or 0 in X.shape:
+        problem = f"{x_name} must have shape (n_samples, n_features) or (n_samples, C, H, W), got {X.shape}"
+    elif y.ndim != 1:
+        problem = f"{y_name} must have shape (n_samples,), got {y.shape}"
+    elif len(X) != len(y):
+        problem = f"{x_name} and {y_name} have different lengths: {len(X)} and {len(y)}"
+    elif not np.isfinite(X).all():
+        problem = f"{x_name} contains NaN or infinity"
+    if problem:
+        raise SystemExit(f"skal simulate: error: {path}: {problem}")
 
 
 def _module_for(X):
@@ -159,6 +215,10 @@ def simulate(args, out=sys.stdout):
     """Run the campaigns described by ``args``; return the ActiveLearningCurve."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("skal simulate: error: --device cuda requested but CUDA is not available")
+    index = torch.device(args.device).index
+    if args.device.startswith("cuda") and index is not None and index >= torch.cuda.device_count():
+        raise SystemExit(f"skal simulate: error: --device {args.device}: this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
     X, y, X_test, y_test = _load(args)
     needed = args.initial + args.cycles * args.query
     if needed > len(y):
@@ -167,6 +227,11 @@ def simulate(args, out=sys.stdout):
             f"{args.cycles} * {args.query} = {needed} exceeds the pool of {len(y)} samples"
         )
     module, module_params = _module_for(X)
+    if module is MLP and "disal" in args.selectors and args.epochs < 2:
+        # the MLP's layers are lazy: no weights exist before epoch 1, so one epoch leaves
+        # DISAL no epoch T-1 snapshot and its first query would fail after training
+        raise SystemExit("skal simulate: error: --epochs must be at least 2 with the disal selector "
+                         "on tabular data (it compares the weights of the last two epochs)")
     callbacks = None if args.quiet else [("progress", ProgressBars())]
     net = ActiveNet(module, max_epochs=args.epochs, batch_size=32, optimizer=torch.optim.SGD,
                     lr=0.05, optimizer__momentum=0.9, optimizer__weight_decay=5e-4,

@@ -1,6 +1,6 @@
 """Auxiliary heads that read multi-level features: LL4AL's loss prediction, TiDAL's TD head.
 
-Both have the LossNet architecture of LL4AL (METHODS.md sections 1 and 2): for
+Both have the LossNet architecture of LL4AL (Yoo and Kweon, CVPR 2019): for
 each tapped level, global average pooling, ``Linear(C_i, hidden)`` and ReLU;
 the levels concatenated; a final linear layer. The per-level layers are lazy,
 so the heads adapt to any backbone's channel counts at their first forward

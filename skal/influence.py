@@ -1,6 +1,6 @@
 """The math of ISAL (Influence Selection for Active Learning) as pure functions.
 
-ISAL (METHODS.md section 4) scores an unlabeled sample ``z'`` by the first-order
+ISAL (Liu et al., ICCV 2021) scores an unlabeled sample ``z'`` by the first-order
 change of the loss on a reference set ``R`` if ``z'`` were added to training:
 
 1. ``v = sum_{z in R} grad_P CE(z)`` over selected parameters ``P``
@@ -46,6 +46,7 @@ def select_params(module, params="all weights"):
     Parameters
     ----------
     module : torch.nn.Module
+        The classifier whose parameters are selected.
     params : {"all weights", "last layer"} or callable, default="all weights"
         - ``"all weights"``: every parameter with ``ndim > 1``, i.e. all conv
           and linear weights; biases and normalisation parameters are left
@@ -219,10 +220,13 @@ def hvp(module, params, x, y, vec):
     Parameters
     ----------
     module : torch.nn.Module
+        Classifier returning logits of shape (n, n_classes); run in eval mode.
     params : dict of str to torch.nn.Parameter, or str or callable
         The output of :func:`select_params`, or its ``params`` argument.
     x : torch.Tensor of shape (n, ...)
-    y : torch.Tensor of shape (n,), integer class labels
+        The samples whose loss Hessian is taken (one sample in LiSSA).
+    y : torch.Tensor of shape (n,), dtype int64
+        Their class labels.
     vec : dict of str to torch.Tensor
         Same keys, shapes and dtypes as the selected parameters.
 
@@ -303,6 +307,7 @@ def lissa(module, params, v, batches, *, damping=0.01, scale=1e4, depth=250, rep
     Parameters
     ----------
     module : torch.nn.Module
+        Classifier returning logits of shape (n, n_classes); run in eval mode.
     params : dict of str to torch.nn.Parameter, or str or callable
         The output of :func:`select_params`, or its ``params`` argument.
     v : dict of str to torch.Tensor
@@ -445,7 +450,7 @@ def influence_scores(module, params, x, s, *, pseudo_label="hard", top_k=10):
 
     **Ranking: the most negative score first.** A negative ``I_i`` means that
     training on ``x_i`` is expected to lower the reference loss; ISAL selects
-    the smallest scores (METHODS.md section 4 step 4). The reference divides
+    the smallest scores (the paper's selection step). The reference divides
     by ``|U|``; that constant is left out so scores do not depend on chunking.
 
     If some operation of the module has no forward-mode derivative, use
@@ -462,6 +467,7 @@ def influence_scores(module, params, x, s, *, pseudo_label="hard", top_k=10):
     s : dict of str to torch.Tensor
         Inverse-HVP from :func:`lissa`, keyed like ``params``.
     pseudo_label : {"hard", "expected"}, default="hard"
+        Which pseudo-label's loss is differentiated, as described above.
     top_k : int, default=10
         Classes summed over by ``"expected"``; 10 in the reference code.
 
@@ -510,7 +516,17 @@ def influence_scores_vmap(module, params, x, s, *, pseudo_label="hard", top_k=10
 
     Parameters
     ----------
-    module, params, x, s, pseudo_label, top_k
+    module : torch.nn.Module
+        As in :func:`influence_scores`.
+    params : dict of str to torch.nn.Parameter, or str or callable
+        As in :func:`influence_scores`.
+    x : torch.Tensor of shape (n, ...)
+        As in :func:`influence_scores`.
+    s : dict of str to torch.Tensor
+        As in :func:`influence_scores`.
+    pseudo_label : {"hard", "expected"}, default="hard"
+        As in :func:`influence_scores`.
+    top_k : int, default=10
         As in :func:`influence_scores`.
     chunk_size : int, default=None
         Passed to :func:`torch.func.vmap`; ``None`` maps the whole batch at once.

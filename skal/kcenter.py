@@ -1,4 +1,4 @@
-"""k-center greedy, the selection step of CoreSet (METHODS.md section 5).
+"""k-center greedy, the selection step of CoreSet (Sener and Savarese, ICLR 2018).
 
 Pure tensor functions: every one takes tensors on any device, works on the
 device of ``X`` and returns tensors there. No ``N x N`` matrix is ever built
@@ -139,6 +139,7 @@ def min_distances(X, centers, *, chunk_size=8192):
     Parameters
     ----------
     X : torch.Tensor of shape (n_samples, n_features)
+        The points whose nearest-center distance is wanted.
     centers : torch.Tensor of shape (n_centers, n_features)
         Moved to ``X.device``; ``n_centers`` may be 0.
     chunk_size : int, default=8192
@@ -191,7 +192,7 @@ def kcenter_greedy(X, n, *, centers=None, chunk_size=8192, generator=None):
     Parameters
     ----------
     X : torch.Tensor of shape (n_samples, n_features)
-        Pool embeddings (penultimate-layer features, METHODS.md section 5).
+        Pool embeddings (penultimate-layer features).
     n : int
         Number of rows to choose, ``1 <= n <= n_samples``.
     centers : torch.Tensor of shape (n_centers, n_features), default=None

@@ -2,6 +2,7 @@
 
 import copy
 import numbers
+import os
 import threading
 from contextlib import contextmanager
 
@@ -10,12 +11,22 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
-from sklearn.utils import check_array, check_consistent_length, check_random_state, column_or_1d
+from sklearn.metrics import accuracy_score
+from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from ._data import FeaturesDataset, is_dataset, materialize, sample_shape
+from ._data import (
+    FeaturesDataset,
+    check_array_like,
+    check_same_length,
+    check_targets,
+    is_dataset,
+    materialize,
+    named_errors,
+    sample_shape,
+)
 from .net import ActiveNet
 from .selectors import DISAL
 from .selectors.base import LabeledData
@@ -77,8 +88,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
     See Also
     --------
-    skal.ActiveNet : the skorch net it drives.
-    skal.selectors : the query strategies.
+    skal.ActiveNet : The skorch net it drives.
+    skal.selectors : The query strategies.
 
     Examples
     --------
@@ -137,7 +148,10 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                 "estimator must be a skal.ActiveNet or a Pipeline ending in one, got "
                 f"{type(self.estimator).__name__}."
             )
+        check_array_like(X, "X")
         if is_dataset(X):
+            if len(X) == 0:
+                raise ValueError("X is empty: it needs at least one sample.")
             X = materialize(X)
         previous = {k: getattr(self, k) for k in ("n_features_in_", "feature_names_in_") if hasattr(self, k)}
         try:
@@ -152,8 +166,13 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             raise
 
     def _fit(self, X, y):
-        X, y = validate_data(self, X, y, allow_nd=True, dtype=np.float32, copy=True)
-        check_classification_targets(y)
+        # X and y are checked one at a time so that every message names its argument
+        with named_errors("X"):
+            X = validate_data(self, X, allow_nd=True, dtype=np.float32, order="C", copy=True)
+        y = check_targets(y)
+        check_same_length(X, y)
+        with named_errors("y"):
+            check_classification_targets(y)
         classes = self._resolve_classes(y)
         selector = self._clone_selector()
 
@@ -163,6 +182,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         train = ~reference
         _fit_seeded(net.fit, X[train], np.searchsorted(classes, y[train]), _derive_seed(seed, 0, _TRAIN),
                     _final_net(net).device)
+        _check_completed(net, "the learner was not fitted")
 
         self._seed = seed
         self._reference_mask = reference
@@ -208,6 +228,10 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         X, y = X[train], y[train]
         if self.warm_start:
             net = copy.deepcopy(self.estimator_)
+            # Nothing reads the per-batch records of earlier cycles, and kept they would
+            # grow with every cycle of a long campaign (and be deep-copied each teach).
+            for epoch in _final_net(net).history:
+                epoch["batches"] = []
             if isinstance(net, Pipeline):
                 # the fitted transformers stay; the net continues on their output
                 def fit(X, y):
@@ -219,6 +243,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             fit = net.fit
         _fit_seeded(fit, X, np.searchsorted(self.classes_, y), _derive_seed(self._seed, cycle, _TRAIN),
                     _final_net(net).device)
+        _check_completed(net, "the previous model is kept, marked stale; call refit() to train again")
         return net
 
     # --- the active-learning loop --------------------------------------------
@@ -253,6 +278,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             )
         X_pool = self._check_samples(X_pool, "X_pool", stream=True)
         n = _check_n(n, len(X_pool))
+        if not isinstance(return_scores, (bool, np.bool_)):
+            raise TypeError(f"return_scores must be a bool, got {type(return_scores).__name__}.")
         cycle = int(self.labeled_cycle_[-1])
         indices, scores = self.selector_.select(
             _final_net(self.estimator_), self._transform(X_pool, "X_pool"), n,
@@ -282,8 +309,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = self._check_samples(X, "X")
-        y = column_or_1d(y, warn=True)
-        check_consistent_length(X, y)
+        y = check_targets(y)
+        check_same_length(X, y)
         self._check_labels(y, self.classes_)
 
         cycle = int(self.labeled_cycle_[-1]) + 1
@@ -356,11 +383,18 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
         See Also
         --------
-        load : the inverse.
+        load : The inverse.
         """
         from ._persistence import save
 
         check_is_fitted(self)
+        path = _check_path(path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"path {path!r} is a directory; give a file name, e.g. "
+                                    f"{os.path.join(path, 'learner.skal')!r}.")
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"path {path!r}: the directory {directory!r} does not exist.")
         save(self, path)
 
     @classmethod
@@ -406,7 +440,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         """
         from ._persistence import load
 
-        return load(cls, path)
+        return load(cls, _check_path(path))
 
     def _clone_selector(self):
         selector = clone(self.selector)
@@ -429,10 +463,12 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             Columns in the order of ``classes_``.
         """
         check_is_fitted(self)
+        check_array_like(X, "X")
         if is_dataset(X):
             X = self._check_samples(X, "X", stream=True)
         else:
-            X = validate_data(self, X, reset=False, allow_nd=True, dtype=np.float32)
+            with named_errors("X"):
+                X = validate_data(self, X, reset=False, allow_nd=True, dtype=np.float32)
             self._check_feature_shape(X.shape, "X")
         return self.estimator_.predict_proba(X).astype(np.float64)
 
@@ -451,18 +487,44 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
+    def score(self, X, y, sample_weight=None):
+        """Accuracy of :meth:`predict` on ``X`` against ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, ...) or torch Dataset
+        y : array-like of shape (n_samples,)
+            True labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        float
+            The (weighted) fraction of correct predictions.
+        """
+        check_is_fitted(self)
+        y = check_targets(y)
+        y_pred = self.predict(X)
+        check_same_length(y_pred, y)
+        if sample_weight is not None:
+            with named_errors("sample_weight"):
+                sample_weight = _check_sample_weight(sample_weight, y_pred)
+        return float(accuracy_score(y, y_pred, sample_weight=sample_weight))
+
     # --- validation helpers ---------------------------------------------------
 
     def _check_samples(self, X, name, stream=False):
         """Validated samples: a float32 array, or for ``stream`` a Dataset left unread."""
+        check_array_like(X, name)
         if is_dataset(X):
             if len(X) == 0:
                 raise ValueError(f"{name} is empty: it needs at least one sample.")
             self._check_feature_shape((len(X), *sample_shape(X)), name)
             if stream:
-                return FeaturesDataset(X)
+                return FeaturesDataset(X, name=name)
             X = materialize(X)
-        X = check_array(X, allow_nd=True, dtype=np.float32, ensure_min_samples=0, input_name=name)
+        with named_errors(name):
+            X = check_array(X, allow_nd=True, dtype=np.float32, ensure_min_samples=0, input_name=name)
         if X.shape[0] == 0:
             raise ValueError(f"{name} is empty: it needs at least one sample.")
         self._check_feature_shape(X.shape, name)
@@ -512,6 +574,14 @@ def _reference_mask(y, fraction, seed):
     return mask
 
 
+def _check_path(path):
+    """``path`` as a str; a TypeError names it when it is not a path."""
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"path must be a str or path-like, got {type(path).__name__}.") from None
+
+
 def _check_n(n, n_pool):
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"n must be an integer, got {type(n).__name__}.")
@@ -554,3 +624,10 @@ def _forked_and_seeded(seed, device):
 def _fit_seeded(fit, X, y, seed, device):
     with _torch_seeded(seed, device):
         fit(X, y)
+
+
+def _check_completed(net, consequence):
+    # skorch swallows a KeyboardInterrupt during training and returns the partly
+    # trained net; a learner must not take that for a finished one.
+    if getattr(_final_net(net), "_interrupted", False):
+        raise KeyboardInterrupt(f"Training was interrupted (KeyboardInterrupt); {consequence}.")

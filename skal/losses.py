@@ -119,6 +119,25 @@ def dynamics_prediction_loss(head_logits, target_probs):
     The same form as :func:`dynamic_kl_loss`, with the TD head's output in
     place of the backbone's; ``p_bar`` is the net's training-dynamics buffer.
 
+    Parameters
+    ----------
+    head_logits : torch.Tensor of shape (batch_size, n_classes)
+        The training-dynamics head's output for the batch.
+    target_probs : torch.Tensor of shape (batch_size, n_classes)
+        The batch's rows of the training-dynamics buffer ``p_bar``; treated
+        as constants (no gradient flows into them).
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss, ``sum_c p_bar_c (log p_bar_c - log q_c)`` averaged over
+        the batch.
+
+    References
+    ----------
+    .. [1] Kye et al., "TiDAL: Learning Training Dynamics for Active
+       Learning", ICCV 2023.
+
     Examples
     --------
     >>> import torch

@@ -3,6 +3,7 @@
 import inspect
 import numbers
 import re
+import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
 
@@ -215,7 +216,7 @@ class ActiveNet(NeuralNetClassifier):
 
     See Also
     --------
-    skal.ActiveLearner : the active-learning meta-estimator that drives it.
+    skal.ActiveLearner : The active-learning meta-estimator that drives it.
 
     References
     ----------
@@ -378,6 +379,16 @@ class ActiveNet(NeuralNetClassifier):
         self.dynamics_epoch_ = 0
         self.snapshot_ = None
         self._head_features_ = None
+        self._interrupted = False
+
+    def fit_loop(self, X, y=None, **fit_params):
+        # skorch ends training quietly on KeyboardInterrupt (Ctrl-C) and keeps the
+        # partly trained net; note it, so that ActiveLearner can treat it as a failure.
+        try:
+            return super().fit_loop(X, y, **fit_params)
+        except KeyboardInterrupt:
+            self._interrupted = True
+            raise
 
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         super().on_epoch_begin(net, dataset_train=dataset_train, dataset_valid=dataset_valid, **kwargs)
@@ -396,6 +407,20 @@ class ActiveNet(NeuralNetClassifier):
             raise FloatingPointError(
                 f"Training diverged: the training loss is {bad[0]} in epoch {len(self.history)}. "
                 "Lower the learning rate (lr) or check the data for extreme values."
+            )
+
+    def on_train_end(self, net, X=None, y=None, **kwargs):
+        super().on_train_end(net, X=X, y=y, **kwargs)
+        # Each recorded loss comes before its step, so the last step can still leave
+        # non-finite weights behind a finite loss; one check (one sync) per fit.
+        params = [(f"{name}.{key}", value) for name in ("module_", "loss_predictor_", "dynamics_predictor_")
+                  if getattr(self, name, None) is not None
+                  for key, value in getattr(self, name).named_parameters() if not is_lazy(value)]
+        if params and not torch.stack([torch.isfinite(value).all() for _, value in params]).all():
+            first = next(key for key, value in params if not torch.isfinite(value).all())
+            raise FloatingPointError(
+                f"Training diverged: the weights {first} are NaN or infinite after the last "
+                "step. Lower the learning rate (lr) or check the data for extreme values."
             )
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
@@ -515,6 +540,62 @@ class ActiveNet(NeuralNetClassifier):
                 Xi = Xi.astype(np.float32)
             yield to_tensor(Xi, device=self.device)
 
+    def map_pool(self, fn, X):
+        """Apply ``fn`` to every pool batch and concatenate its outputs.
+
+        Batches come from :meth:`iter_pool`. If ``fn`` runs out of CUDA
+        memory on a batch, the batch is split in two and retried (and the
+        rest of the pass keeps the smaller pieces), down to single samples,
+        with one ``RuntimeWarning`` per pass; a campaign is not lost to a pool
+        batch that was too large for the device at that moment. Only
+        :class:`torch.cuda.OutOfMemoryError` is caught.
+
+        Parameters
+        ----------
+        fn : callable
+            ``fn(Xb) -> torch.Tensor`` with one leading row per sample of the
+            batch ``Xb``.
+        X : array-like, dict of arrays or torch Dataset
+            The pool.
+
+        Returns
+        -------
+        torch.Tensor
+            ``fn``'s outputs concatenated along dimension 0 (empty for an
+            empty pool).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skal import ActiveNet
+        >>> from skal.models import MLP
+        >>> net = ActiveNet(MLP, module__num_classes=2, batch_size=4).initialize()
+        >>> net.map_pool(lambda Xb: Xb.sum(1), np.ones((10, 3), dtype=np.float32)).tolist()
+        [3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]
+        """
+        parts, rows, warned = [], None, False  # rows: piece size that fits, once one failed
+        for Xb in self.iter_pool(X):
+            size = _batch_len(Xb)
+            while True:
+                piece = size if rows is None else min(rows, size)
+                try:
+                    parts.extend([fn(p) for p in _split_batch(Xb, -(-size // piece))])
+                    break
+                except torch.cuda.OutOfMemoryError:
+                    if piece == 1:
+                        raise
+                # outside the handler, so that the failed attempt's tensors are released
+                rows = -(-piece // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if not warned:
+                    warnings.warn(
+                        f"CUDA ran out of memory on a pool batch of {size} samples; retrying in "
+                        f"pieces of {rows}. Lower iterator_valid__batch_size to avoid the "
+                        "retries.", RuntimeWarning, stacklevel=2)
+                    warned = True
+        return torch.cat(parts) if parts else torch.empty(0, device=self.device)
+
     def logits(self, Xb, state=None):
         """Logits of one batch in eval mode under :func:`torch.inference_mode`.
 
@@ -593,6 +674,20 @@ class ActiveNet(NeuralNetClassifier):
         """
         for Xb in self.iter_pool(X):
             yield self.logits(Xb, state=state)
+
+
+def _batch_len(Xb):
+    return len(next(iter(Xb.values()))) if isinstance(Xb, Mapping) else len(Xb)
+
+
+def _split_batch(Xb, pieces):
+    """``Xb`` (a tensor or a dict of tensors) in ``pieces`` consecutive row blocks."""
+    if pieces == 1:
+        return [Xb]
+    if isinstance(Xb, Mapping):
+        split = {key: torch.tensor_split(value, pieces) for key, value in Xb.items()}
+        return [{key: split[key][i] for key in Xb} for i in range(pieces)]
+    return list(torch.tensor_split(Xb, pieces))
 
 
 def _accepts_num_classes(module):

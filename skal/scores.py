@@ -23,6 +23,7 @@ def entropy(logits):
     Parameters
     ----------
     logits : torch.Tensor of shape (n_samples, n_classes)
+        Unnormalised class scores; the softmax is taken here.
 
     Returns
     -------
@@ -49,6 +50,7 @@ def margin(logits):
     Parameters
     ----------
     logits : torch.Tensor of shape (n_samples, n_classes)
+        Unnormalised class scores; the softmax is taken here.
 
     Returns
     -------
@@ -75,6 +77,7 @@ def least_confidence(logits):
     Parameters
     ----------
     logits : torch.Tensor of shape (n_samples, n_classes)
+        Unnormalised class scores; the softmax is taken here.
 
     Returns
     -------
@@ -95,7 +98,7 @@ def kl_divergence(logits_p, logits_q):
     """Per-row ``KL(softmax(logits_p) || softmax(logits_q))``, accurate when tiny.
 
     DISAL compares the predictions of two consecutive epochs at a low learning
-    rate (METHODS.md section 3), where the divergence can be 1e-7 or less. The
+    rate, where the divergence can be 1e-7 or less. The
     textbook ``sum_c p_c (log p_c - log q_c)`` then subtracts two nearly equal
     log-probabilities of size ~1 and float32 rounding (~1e-7) swamps the
     result. This function works with the logit difference instead: with
@@ -111,6 +114,7 @@ def kl_divergence(logits_p, logits_q):
     Parameters
     ----------
     logits_p, logits_q : torch.Tensor of shape (n_samples, n_classes)
+        Unnormalised class scores of the two distributions ``p`` and ``q``.
 
     Returns
     -------
@@ -146,6 +150,7 @@ def top_n(scores, n, *, generator=None):
     Parameters
     ----------
     scores : torch.Tensor of shape (n_samples,)
+        Scores to rank, highest first.
     n : int
         Number of positions to return, ``1 <= n <= n_samples``.
     generator : torch.Generator, default=None
@@ -178,7 +183,9 @@ def margin_at(logits, labels):
     Parameters
     ----------
     logits : torch.Tensor of shape (n_samples, n_classes)
-    labels : torch.Tensor of shape (n_samples,), integer
+        Unnormalised class scores; the softmax is taken here.
+    labels : torch.Tensor of shape (n_samples,), dtype int64
+        The class ``label`` of each row at which the margin is taken.
 
     Returns
     -------

@@ -84,7 +84,7 @@ def test_table_csv_and_json(tmp_path):
     assert table[4].startswith("| AUC |")
     result.to_csv(tmp_path / "r.csv")
     lines = (tmp_path / "r.csv").read_text().splitlines()
-    assert lines[0] == "selector,repeat,cycle,n_labeled,accuracy,fit_time,query_time"
+    assert lines[0] == "selector,repeat,cycle,n_labeled,accuracy,fit_time,query_time,pick_entropy"
     assert len(lines) == 1 + 3 * 2 * 2
 
 
@@ -150,3 +150,45 @@ def test_training_through_skorchs_accelerate_mixin_trains_the_heads():
     assert trained.dynamics_predictor_.out.weight.grad.abs().sum() > 0
     idx = learner.query(X, 5)
     assert len(set(idx.tolist())) == 5
+
+
+class _FirstRows(Random):
+    """Picks the first ``n`` pool rows (the unlabeled rows in their original order)."""
+
+    def select(self, net, X_pool, n, *, random_state=None, labeled=None):
+        return np.arange(n, dtype=np.int64), np.zeros(n)
+
+
+def test_class_counts_record_each_cycles_picks_and_their_spread():
+    X, y = _data(n=150)
+    order = np.argsort(y, kind="stable")  # class 0 rows first: _FirstRows picks only class 0
+    X, y = X[order], y[order]
+    assert (y == 0).sum() > 40
+    net = ActiveNet(MLP, module__hidden_sizes=(8,), max_epochs=1, lr=0.1, verbose=0)
+    learners = {"first": ActiveLearner(net, _FirstRows()), "random": ActiveLearner(net, Random())}
+    result = active_learning_curve(learners, X, y, X_test=X, y_test=y, initial_size=10,
+                                   query_size=5, n_cycles=3, n_repeats=2, random_state=0)
+    assert result.classes.tolist() == [0, 1]
+    assert result.class_counts.shape == (2, 2, 4, 2)
+    np.testing.assert_array_equal(result.class_counts.sum(-1)[..., 0], 10)
+    np.testing.assert_array_equal(result.class_counts.sum(-1)[..., 1:], 5)
+    # the initial set is shared by both learners of a repeat
+    np.testing.assert_array_equal(result.class_counts[0, :, 0], result.class_counts[1, :, 0])
+    np.testing.assert_array_equal(result.class_counts[0, :, 1:], [[[5, 0]] * 3] * 2)
+    np.testing.assert_array_equal(result.pick_entropy[0, :, 1:], 0.0)
+    counts = result.class_counts.astype(np.float64)
+    p = counts / counts.sum(-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = -np.nansum(p * np.log(p), axis=-1) / np.log(2)
+    np.testing.assert_allclose(result.pick_entropy, expected, rtol=1e-12)
+    records = result.to_records()
+    assert [r["pick_entropy"] for r in records[:4]] == result.pick_entropy[0, 0].tolist()
+    table = result.table().splitlines()
+    assert table[-1].startswith("| pick spread | | 0.0000 ± 0.0000 | ")
+
+
+def test_pick_entropy_hand_values():
+    result = ActiveLearningCurve(["a"], np.array([0, 6]), np.zeros((1, 1, 2)), np.zeros((1, 1, 2)),
+                                 np.zeros((1, 1, 2)), class_counts=np.array([[[[2, 2, 2], [3, 3, 0]]]]),
+                                 classes=np.arange(3))
+    np.testing.assert_allclose(result.pick_entropy[0, 0], [1.0, np.log(2) / np.log(3)], rtol=1e-12)

@@ -295,6 +295,9 @@ class _StubNet:
     def iter_pool(self, X):
         yield torch.as_tensor(X)
 
+    def map_pool(self, fn, X):
+        return torch.cat([fn(Xb) for Xb in self.iter_pool(X)])
+
     def forward_tapped(self, Xb, *, levels=False, embedding=False, state=None):
         return self._logits[Xb.long()], {"levels": [Xb]}
 

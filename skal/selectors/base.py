@@ -37,6 +37,29 @@ class LabeledData(NamedTuple):
     reference split (empty unless a selector asked for one with
     ``TrainingNeeds.reference``); ``classes`` the learner's ``classes_``, to
     encode labels a selector receives from elsewhere.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_train, ...)
+        The labeled samples the net was trained on, as the net takes them
+        (through a Pipeline's transformers when the estimator is one).
+    y : ndarray of shape (n_train,), dtype int64
+        Their labels, encoded as positions into ``classes``.
+    X_reference : ndarray of shape (n_reference, ...)
+        The held-out reference samples (``n_reference`` may be 0).
+    y_reference : ndarray of shape (n_reference,), dtype int64
+        Their encoded labels.
+    classes : ndarray of shape (n_classes,)
+        The learner's ``classes_``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skal.selectors import LabeledData
+    >>> labeled = LabeledData(np.zeros((4, 2)), np.array([0, 1, 1, 0]), np.zeros((0, 2)),
+    ...                       np.zeros(0, dtype=int), np.array(["cat", "dog"]))
+    >>> len(labeled.y), len(labeled.y_reference), str(labeled.classes[labeled.y[1]])
+    (4, 0, 'dog')
     """
 
     X: object
@@ -62,6 +85,18 @@ class TrainingNeeds:
     reference : float or None, default=None
         Hold this fraction of the initial labeled set out of training, as a
         reference set passed to the selector (ISAL); stratified and seeded.
+
+    See Also
+    --------
+    BaseSelector.training_needs : Where a selector returns it.
+
+    Examples
+    --------
+    >>> from skal.selectors import TrainingNeeds
+    >>> TrainingNeeds(snapshot=True, dynamics_head=1.0).net_params()
+    {'snapshot': True, 'dynamics_head_weight': 1.0}
+    >>> TrainingNeeds(reference=0.1).net_params()  # handled by the learner, not the net
+    {}
     """
 
     snapshot: bool = False
@@ -95,7 +130,27 @@ class BaseSelector(BaseEstimator):
 
     Subclasses store their parameters in ``__init__`` and implement
     :meth:`select`; those that need more than plain training override
-    :meth:`training_needs`.
+    :meth:`training_needs`. Set-based strategies (such as
+    :class:`~skal.selectors.CoreSet`) derive from it directly; score-based
+    ones from :class:`ScoreSelector`.
+
+    See Also
+    --------
+    ScoreSelector : Base class of selectors that rank by a per-sample score.
+
+    Examples
+    --------
+    A set-based selector that takes the first ``n`` pool samples:
+
+    >>> import numpy as np
+    >>> from skal.selectors import BaseSelector
+    >>> class FirstN(BaseSelector):
+    ...     def select(self, net, X_pool, n, *, random_state=None, labeled=None):
+    ...         return np.arange(n), np.zeros(n)
+    >>> FirstN().select(None, np.zeros((5, 2)), 2)
+    (array([0, 1]), array([0., 0.]))
+    >>> FirstN().training_needs()
+    TrainingNeeds(snapshot=False, loss_head=None, dynamics_head=None, reference=None)
     """
 
     def training_needs(self):
@@ -155,6 +210,30 @@ class ScoreSelector(BaseSelector):
     :meth:`score_pool` when the score does not come batch by batch. A
     subclass with a ``subset`` parameter scores only a random subset of that
     many pool samples per query (drawn from the query seed; ``None`` = all).
+
+    See Also
+    --------
+    BaseSelector : The contract every selector keeps.
+
+    Examples
+    --------
+    A selector that queries the samples whose largest logit is smallest:
+
+    >>> import numpy as np
+    >>> from skal import ActiveLearner, ActiveNet
+    >>> from skal.models import MLP
+    >>> from skal.selectors import ScoreSelector
+    >>> class SmallestMaxLogit(ScoreSelector):
+    ...     def _score_batch(self, net, X_batch):
+    ...         return -net.logits(X_batch).max(dim=1).values
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(60, 3)).astype(np.float32)
+    >>> y = (X[:, 0] > 0).astype(int)
+    >>> net = ActiveNet(MLP, max_epochs=2, verbose=0)
+    >>> learner = ActiveLearner(net, SmallestMaxLogit(), random_state=0).fit(X[:20], y[:20])
+    >>> idx, scores = learner.query(X[20:], n=3, return_scores=True)
+    >>> len(set(idx.tolist())), bool(scores[0] >= scores[-1])
+    (3, True)
     """
 
     def score_pool(self, net, X_pool, *, random_state=None, labeled=None):
@@ -176,8 +255,7 @@ class ScoreSelector(BaseSelector):
         torch.Tensor of shape (n_pool,)
             Scores on ``net.device``, higher = more informative.
         """
-        parts = [self._score_batch(net, Xb) for Xb in net.iter_pool(X_pool)]
-        return torch.cat(parts) if parts else torch.empty(0, device=net.device)
+        return net.map_pool(lambda Xb: self._score_batch(net, Xb), X_pool)
 
     def _score_batch(self, net, X_batch):
         raise NotImplementedError
@@ -216,8 +294,8 @@ class ScoreSelector(BaseSelector):
 
 def embeddings(net, X):
     """Penultimate embeddings of ``X``, shape (n_samples, d), on the net's device."""
-    parts = [net.forward_tapped(Xb, embedding=True)[1]["embedding"] for Xb in net.iter_pool(X)]
-    return torch.cat(parts).float()
+    return net.map_pool(lambda Xb: net.forward_tapped(Xb, embedding=True)[1]["embedding"],
+                        X).float()
 
 
 def _generator(device, random_state):

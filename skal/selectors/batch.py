@@ -34,6 +34,25 @@ class BatchRule(BaseEstimator):
     Subclasses implement :meth:`pick`. A rule is a scikit-learn-style object:
     ``__init__`` only stores parameters, so selectors holding one clone,
     compare and grid-search (``selector__batch__beta``).
+
+    See Also
+    --------
+    TopK, StochasticBatch, ClusterBatch : The rules skal provides.
+
+    Examples
+    --------
+    A rule that takes every other position of the top ``2 n``, passed to a
+    selector as its ``batch``:
+
+    >>> import torch
+    >>> from skal.selectors import BatchRule, Entropy
+    >>> from skal.scores import top_n
+    >>> class EveryOther(BatchRule):
+    ...     def pick(self, scores, n, *, generator=None, embed=None):
+    ...         return top_n(scores, min(2 * n, len(scores)), generator=generator)[::2][:n]
+    >>> EveryOther().pick(torch.tensor([0.9, 0.8, 0.7, 0.6]), 2)
+    tensor([0, 2])
+    >>> selector = Entropy(batch=EveryOther())
     """
 
     #: whether :meth:`pick` needs the candidates' embeddings

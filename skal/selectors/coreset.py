@@ -38,7 +38,7 @@ class CoreSet(BaseSelector):
 
     See Also
     --------
-    skal.kcenter.kcenter_greedy : the greedy selection itself.
+    skal.kcenter.kcenter_greedy : The greedy selection itself.
 
     References
     ----------
@@ -70,6 +70,12 @@ class CoreSet(BaseSelector):
         if labeled is not None:
             parts = [embeddings(net, X) for X in (labeled.X, labeled.X_reference) if len(X)]
             centers = torch.cat(parts) if parts else None
+        for name, values in (("pool", pool), ("labeled set", centers)):
+            if values is not None and not torch.isfinite(values).all():
+                raise ValueError(
+                    f"CoreSet: the net's embeddings of the {name} are NaN or infinite; the "
+                    "net's outputs are not finite (did training diverge?)."
+                )
         indices, distances = kcenter_greedy(
             pool, n, centers=centers, chunk_size=self.chunk_size,
             generator=_generator(pool.device, random_state),

@@ -22,10 +22,11 @@ class DISAL(ScoreSelector):
     ----------
     mode : {"kl", "literal"}, default="kl"
         ``"kl"`` picks the largest KL divergence, the reading of the paper
-        argued in METHODS.md (Q1c: its eq. 9-10 carry two sign slips that
-        cancel, and its text and Fig. 6 describe picking uncertain boundary
-        samples). ``"literal"`` keeps eq. 15's literal ordering, the largest
-        ``-KL`` (smallest divergence first), for ablations.
+        argued on the DISAL page of the documentation (its eq. 9-10 carry two
+        sign slips that cancel, and its text and Fig. 6 describe picking
+        uncertain boundary samples). ``"literal"`` keeps eq. 15's literal
+        ordering, the largest ``-KL`` (smallest divergence first), for
+        ablations.
     batch : {"topk", "stochastic", "cluster"} or BatchRule, default="topk"
         How the scores become a batch of ``n``: the ``n`` highest (the
         papers' rule), a score-weighted random sample
@@ -34,7 +35,7 @@ class DISAL(ScoreSelector):
 
     See Also
     --------
-    skal.ActiveNet : keeps the snapshot and adds the dynamic loss.
+    skal.ActiveNet : Keeps the snapshot and adds the dynamic loss.
 
     References
     ----------

@@ -67,7 +67,7 @@ class ISAL(ScoreSelector):
 
     See Also
     --------
-    skal.influence : the pure functions behind it.
+    skal.influence : The pure functions behind it.
 
     References
     ----------
@@ -136,9 +136,9 @@ class ISAL(ScoreSelector):
             s = lissa(module, params, v, _single_samples(net, labeled.X, labeled.y, draws),
                       damping=float(self.damping), scale=float(self.scale), depth=int(self.depth),
                       repeats=int(self.repeats))
-        parts = [-influence_scores(module, params, Xb, s, pseudo_label=self.pseudo_label)
-                 for Xb in net.iter_pool(X_pool)]
-        return torch.cat(parts)
+        return net.map_pool(
+            lambda Xb: -influence_scores(module, params, Xb, s, pseudo_label=self.pseudo_label),
+            X_pool)
 
     def _reference(self, labeled):
         if isinstance(self.reference, tuple):

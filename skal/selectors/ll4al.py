@@ -41,7 +41,7 @@ class LL4AL(ScoreSelector):
 
     See Also
     --------
-    TiDAL : the same head architecture predicting training dynamics.
+    TiDAL : The same head architecture predicting training dynamics.
 
     References
     ----------

@@ -41,8 +41,8 @@ class TiDAL(ScoreSelector):
 
     See Also
     --------
-    LL4AL : the same head architecture predicting the loss.
-    DISAL : reads the same training-dynamics buffer through the dynamic loss.
+    LL4AL : The same head architecture predicting the loss.
+    DISAL : Reads the same training-dynamics buffer through the dynamic loss.
 
     References
     ----------

@@ -1,0 +1,51 @@
+"""The Fashion-MNIST comparison script's recipe: the learning-rate decay and the table."""
+
+import importlib.util
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skal.model_selection import ActiveLearningCurve
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "compare_fashion_mnist.py"
+
+
+@pytest.fixture(scope="module")
+def compare():
+    spec = importlib.util.spec_from_file_location("compare_fashion_mnist", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_learning_rate_drops_tenfold_at_80_percent_of_training(compare):
+    args = types.SimpleNamespace(epochs=5, lr=0.05, model="smallcnn", device="cpu")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(32, 1, 14, 14)).astype(np.float32)
+    y = np.arange(32) % 10
+    net = compare.make_net(args).fit(X, y)
+    np.testing.assert_allclose(net.history[:, "event_lr"], [0.05] * 4 + [0.005])
+
+
+def test_every_variant_trains_as_documented(compare):
+    dynamic = {name for name, (_, loss) in compare.VARIANTS.items() if loss}
+    assert dynamic == {"disal", "disal w/o S", "disal + stochastic", "disal + cluster"}
+    assert type(compare.VARIANTS["disal w/o S"][0]).__name__ == "Random"
+    assert type(compare.VARIANTS["disal w/o D"][0]).__name__ == "DISAL"
+    assert {type(s).__name__ for s, _ in compare.VARIANTS.values()} >= {
+        "Random", "Entropy", "Margin", "LeastConfidence", "CoreSet", "LL4AL", "TiDAL", "ISAL", "DISAL"}
+
+
+def test_table_rows_are_percentages_with_spread_and_ceiling(compare):
+    scores = np.array([[[0.5, 0.6], [0.7, 0.8]]])
+    result = ActiveLearningCurve(["a"], np.array([10, 20]), scores, np.ones((1, 2, 2)),
+                                 np.full((1, 2, 2), 0.5), class_counts=np.array([[[[5, 5], [10, 0]],
+                                                                                 [[5, 5], [5, 5]]]]),
+                                 classes=np.arange(2))
+    lines = compare.table(result, [0.9, 0.92], 12.0).splitlines()
+    assert lines[0] == "| method | 10 | 20 | AUC | pick spread | s / cycle |"
+    # accuracy 60 ± 10 at 10 labels; AUC = mean of (0.55, 0.75); spread = mean of (0, 1); 1.5 s
+    assert lines[2] == "| a | 60.0 ± 10.0 | 70.0 ± 10.0 | 65.0 ± 10.0 | 0.500 | 1.5 |"
+    assert lines[3] == "| full data (2 runs) | 91.0 ± 1.0 | 91.0 ± 1.0 | | | 12 (training) |"
