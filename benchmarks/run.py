@@ -3,6 +3,7 @@
     python benchmarks/run.py                  # full CPU numbers (about 15 minutes on 2 cores)
     python benchmarks/run.py --quick          # smoke run (CI runs this; times are not asserted)
     python benchmarks/run.py --device cuda    # where the scripts support it, on the GPU
+    python benchmarks/run.py --all            # also the Fashion-MNIST comparison (~1 h more)
 
 Each script also runs on its own (see its docstring) and writes benchmarks/results/<name>.json;
 this runner prints their tables in order and writes benchmarks/results/summary[_quick].md.
@@ -23,7 +24,10 @@ SCRIPTS = [
     ("bench_scaling.py", False),
     ("bench_kcenter.py", True),
     ("bench_coreset_peer.py", False),
+    ("compare_fashion_mnist.py", True),
 ]
+# full runs of these take an hour: included in --quick runs, in full runs only with --all / --only
+LONG = {"compare_fashion_mnist.py"}
 
 
 def main():
@@ -31,10 +35,13 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--device", default="cpu", help="torch device for the scripts that take one")
     parser.add_argument("--only", nargs="*", help="run only these scripts (file names)")
+    parser.add_argument("--all", action="store_true", help="full runs include " + ", ".join(LONG))
     args = parser.parse_args()
     sections, failed = [], []
     for script, takes_device in SCRIPTS:
         if args.only and script not in args.only:
+            continue
+        if script in LONG and not (args.quick or args.all or args.only):
             continue
         command = [sys.executable, str(HERE / script)] + (["--quick"] if args.quick else [])
         if takes_device and args.device != "cpu":
