@@ -497,7 +497,11 @@ def influence_scores(module, params, x, s, *, pseudo_label="hard", top_k=10):
     primals, fixed = _split(module, params)
     f = _forward(module, fixed)
     tangent = {n: s[n] for n in primals}
-    with _eval_mode(module):
+    with _eval_mode(module), warnings.catch_warnings():
+        # torch loads its forward-AD decompositions through torch.jit.script on first use
+        # and warns that jit.script is deprecated: torch's own business, not the caller's
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated",
+                                category=FutureWarning)
         logits, dlogits = jvp(lambda p: f(p, x), (primals,), (tangent,))
     classes, weights = _pseudo_targets(logits, pseudo_label, top_k)
     # d/dz of -sum_c w_c log softmax(z)_c is (sum_c w_c) softmax(z) - w scattered on c.

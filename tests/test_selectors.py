@@ -358,3 +358,18 @@ def test_scores_use_eval_mode(pool):
     np.testing.assert_allclose(a, ref_entropy(_probs64(net, pool)), rtol=0, atol=1e-5)
     disal = DISAL().score_pool(net, pool).cpu().numpy()
     np.testing.assert_allclose(disal, _ref_disal(net, pool), rtol=1e-4, atol=1e-6)
+
+
+def test_disal_after_one_epoch_of_a_lazy_module_says_why():
+    from skal import ActiveLearner
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    net = ActiveNet(MLP, max_epochs=1, verbose=0)  # MLP's first layer is lazy
+    learner = ActiveLearner(net, DISAL(), random_state=0).fit(X, y)
+    with pytest.raises(ValueError, match="at least two when the module has lazy layers"):
+        learner.query(X, 2)
+    # two epochs: the snapshot is the weights after the first
+    learner = ActiveLearner(net.set_params(max_epochs=2), DISAL(), random_state=0).fit(X, y)
+    assert len(learner.query(X, 2)) == 2

@@ -65,7 +65,9 @@ class DISAL(ScoreSelector):
         if getattr(net, "snapshot_", None) is None:
             raise ValueError(
                 "DISAL needs the weights of epoch T-1: train the net with snapshot=True "
-                "(ActiveLearner does this) and at least one epoch."
+                "(ActiveLearner does this) for at least one epoch, or at least two when the "
+                "module has lazy layers (such as skal.models.MLP's), whose weights do not "
+                "exist before the first batch."
             )
         return super().score_pool(net, X_pool, random_state=random_state, labeled=labeled)
 
