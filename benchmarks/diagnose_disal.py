@@ -1,17 +1,20 @@
 """Why does a selector lose to random? Checks on one trained model of the Fashion-MNIST recipe.
 
-Trains one learner per batch rule exactly as `compare_fashion_mnist.py` does (same data, recipe,
-initial set and seed as its repeat 0), then, on the pool:
+Trains the DISAL learner of `compare_fashion_mnist.py`'s repeat 0 exactly as the comparison does
+(same data, recipe, initial set and seed, one torch thread as in its worker processes; the script
+checks its test accuracy against the comparison's results when they are there), then, on its
+pool, with that one model:
 
 * the implementation checks: the snapshot equals the weights of a run stopped one epoch earlier
   (same seed), the learning rate of the last epoch is 1/10 of the first, the net is in eval mode
   with BatchNorm's running statistics at query time (scores unchanged by a second pass);
-* what the scores pick: rank correlation of DISAL's KL with entropy and with the margin score,
+* what the scores pick (every selector and rule scored on the same DISAL-trained model, with
+  the query seed the learner derives for its first query): rank correlation of DISAL's KL with entropy and with the margin score,
   the accuracy of the model on each selector's picks (low = informative, hard samples), the
   class histogram of the picks and its normalised entropy, and how many picks are near-duplicates
   of other picks (nearest pick's embedding closer than the median pool nearest-neighbour distance).
 
-    python benchmarks/diagnose_disal.py            # ~2 min on 2 cores
+    python benchmarks/diagnose_disal.py            # ~30 s on 2 cores
     python benchmarks/diagnose_disal.py --quick    # smoke run
 
 Writes benchmarks/results/diagnose_disal[_quick].json and prints a markdown table.
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import compare_fashion_mnist as compare  # noqa: E402
 
 from skal import ActiveLearner  # noqa: E402
+from skal.learner import _QUERY, _derive_seed  # noqa: E402
 from skal.selectors import (  # noqa: E402
     DISAL,
     ClusterBatch,
@@ -55,6 +59,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # as in the comparison's worker processes: same float sums
     size, pool_size, initial, query, epochs = 14, 10000, 500, 250, 15
     if args.quick:
         pool_size, initial, query, epochs = 1000, 100, 50, 3
@@ -76,6 +81,14 @@ def main(argv=None):
     learner.fit(X[first], y[first])
     fitted = learner.estimator_
     report = {"test_accuracy": float(learner.score(X_test, y_test))}
+    results = Path(__file__).parent / "results" / "fashion_mnist.json"
+    if not args.quick and results.exists():
+        compared = json.loads(results.read_text())
+        expected = compared["scores"][compared["names"].index("disal")][0][0]
+        report["same_model_as_comparison"] = report["test_accuracy"] == expected
+        print(f"test accuracy {report['test_accuracy']:.4f}; the comparison's DISAL repeat 0, "
+              f"cycle 0: {expected:.4f}", file=sys.stderr)
+    query_seed = _derive_seed(learner._seed, 0, _QUERY)  # what learner.query uses at cycle 0
 
     # 1. implementation checks
     lrs = fitted.history[:, "event_lr"]
@@ -123,7 +136,7 @@ def main(argv=None):
         "disal + stochastic": DISAL(batch=StochasticBatch()),
         "disal + cluster": DISAL(batch=ClusterBatch()),
     }.items():
-        picks, _ = selector.select(fitted, X_pool, query, random_state=args.seed)
+        picks, _ = selector.select(fitted, X_pool, query, random_state=query_seed)
         spread, counts = _spread(y_pool[picks])
         dist = torch.cdist(emb[picks], emb[picks])
         dist.fill_diagonal_(float("inf"))
@@ -133,6 +146,9 @@ def main(argv=None):
             "near_duplicates": float((dist.min(1).values < near).float().mean()),
             "mean_kl": float(kl[picks].mean()), "mean_entropy": float(entropy[picks].mean()),
         }
+    report["disal_picks_equal_learner_query"] = bool(
+        set(learner.query(X_pool, query).tolist())
+        == set(DISAL().select(fitted, X_pool, query, random_state=query_seed)[0].tolist()))
     report["picks"] = rows
     report["median_pool_nn_distance"] = near
 

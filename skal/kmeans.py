@@ -69,8 +69,7 @@ def kmeans(X, k, *, max_iter=20, generator=None, chunk_size=4096):
         closest = torch.minimum(closest, (X_sq - 2 * X @ centers[j] + X_sq[pick]).clamp_min_(0))
     labels = _assign(X, centers, X_sq, chunk_size)
     for _ in range(max_iter):
-        sums = torch.zeros_like(centers).index_add_(0, labels, X)
-        counts = torch.bincount(labels, minlength=k).to(X.dtype)
+        sums, counts = _cluster_sums(X, labels, k, chunk_size)
         filled = counts > 0
         centers[filled] = sums[filled] / counts[filled, None]
         new = _assign(X, centers, X_sq, chunk_size)
@@ -78,6 +77,18 @@ def kmeans(X, k, *, max_iter=20, generator=None, chunk_size=4096):
             break
         labels = new
     return labels, centers
+
+
+def _cluster_sums(X, labels, k, chunk_size):
+    """Per-cluster sums and counts by one-hot matrix products: deterministic on CUDA too
+    (``index_add_`` accumulates with atomics there, so its float sums vary from run to run)."""
+    sums = torch.zeros((k, X.shape[1]), dtype=X.dtype, device=X.device)
+    counts = torch.zeros(k, dtype=X.dtype, device=X.device)
+    for s in range(0, X.shape[0], chunk_size):
+        onehot = torch.nn.functional.one_hot(labels[s:s + chunk_size], k).to(X.dtype)
+        sums += onehot.T @ X[s:s + chunk_size]
+        counts += onehot.sum(0)
+    return sums, counts
 
 
 def _assign(X, centers, X_sq, chunk_size):

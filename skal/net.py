@@ -677,16 +677,20 @@ class ActiveNet(NeuralNetClassifier):
 
 
 def _batch_len(Xb):
-    return len(next(iter(Xb.values()))) if isinstance(Xb, Mapping) else len(Xb)
+    if isinstance(Xb, Mapping):
+        return len(next(iter(Xb.values())))
+    return len(Xb[0]) if isinstance(Xb, (tuple, list)) else len(Xb)
 
 
 def _split_batch(Xb, pieces):
-    """``Xb`` (a tensor or a dict of tensors) in ``pieces`` consecutive row blocks."""
+    """``Xb`` (a tensor, or a dict, tuple or list of tensors) in ``pieces`` row blocks."""
     if pieces == 1:
         return [Xb]
     if isinstance(Xb, Mapping):
         split = {key: torch.tensor_split(value, pieces) for key, value in Xb.items()}
         return [{key: split[key][i] for key in Xb} for i in range(pieces)]
+    if isinstance(Xb, (tuple, list)):
+        return [type(Xb)(parts) for parts in zip(*(torch.tensor_split(x, pieces) for x in Xb))]
     return list(torch.tensor_split(Xb, pieces))
 
 

@@ -294,3 +294,35 @@ def test_cluster_rule_picks_among_the_top_candidates(data):
     np.testing.assert_allclose(scores, kl.numpy()[idx], rtol=1e-6)
     topk = _learner(DISAL()).fit(X, y).query(pool, 10)
     assert set(idx.tolist()) != set(topk.tolist())
+
+
+class _Duplicates(TopK):
+    def pick(self, scores, n, *, generator=None, embed=None):
+        return torch.zeros(n, dtype=torch.int64)
+
+
+class _Bottom(TopK):
+    """A TopK subclass with its own pick: must be used, not bypassed."""
+
+    def pick(self, scores, n, *, generator=None, embed=None):
+        return torch.argsort(scores)[:n]
+
+
+def test_custom_rules_are_used_and_checked(data):
+    X, y, pool = data
+    learner = _learner(Entropy(batch=_Bottom())).fit(X, y)
+    idx = learner.query(pool, 5)
+    entropy = Entropy().score_pool(learner.estimator_, pool).numpy()
+    assert set(idx.tolist()) == set(np.argsort(entropy)[:5].tolist())
+    learner = _learner(Entropy(batch=_Duplicates())).fit(X, y)
+    with pytest.raises(RuntimeError, match=r"_Duplicates\(\)\.pick must return 5 distinct integer "
+                                           r"positions in \[0, 200\)"):
+        learner.query(pool, 5)
+
+
+def test_stochastic_refuses_infinite_scores_and_ranks_low_precision_in_float32():
+    with pytest.raises(ValueError, match="StochasticBatch needs finite scores"):
+        StochasticBatch("softmax", beta=0.0).pick(torch.tensor([1.0, float("inf")]), 1)
+    scores = torch.linspace(0, 1, 1000).to(torch.bfloat16)
+    log_w = StochasticBatch().log_weights(scores, generator=_gen(0))
+    assert log_w.dtype == torch.float32 and len(torch.unique(log_w)) == 1000

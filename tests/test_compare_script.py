@@ -48,4 +48,4 @@ def test_table_rows_are_percentages_with_spread_and_ceiling(compare):
     assert lines[0] == "| method | 10 | 20 | AUC | pick spread | s / cycle |"
     # accuracy 60 ± 10 at 10 labels; AUC = mean of (0.55, 0.75); spread = mean of (0, 1); 1.5 s
     assert lines[2] == "| a | 60.0 ± 10.0 | 70.0 ± 10.0 | 65.0 ± 10.0 | 0.500 | 1.5 |"
-    assert lines[3] == "| full data (2 runs) | 91.0 ± 1.0 | 91.0 ± 1.0 | | | 12 (training) |"
+    assert lines[3] == "| full data (2 runs, 60,000 labels) | 91.0 ± 1.0 | | | | 12 (training) |"

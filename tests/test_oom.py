@@ -112,7 +112,37 @@ def test_coreset_embeddings_go_through_the_retrying_pass(monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
         return original(self, Xb, **kwargs)
 
+    expected_scores = learner.query(pool, 5, return_scores=True)[1]
     monkeypatch.setattr(ActiveNet, "forward_tapped", fragile)
     with pytest.warns(RuntimeWarning, match="CUDA ran out of memory"):
-        got = learner.query(pool, 5)
+        got, scores = learner.query(pool, 5, return_scores=True)
     np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
+
+
+def test_results_of_a_failed_attempt_are_not_kept():
+    # the first half of the batch succeeds, the second runs out of memory: the retry must
+    # not keep the first half's result twice
+    X = np.arange(60, dtype=np.float32).reshape(20, 3)
+    calls = []
+
+    def fn(Xb):
+        calls.append(len(Xb))
+        if len(Xb) > 2 and Xb[:, 0].max() >= 12:  # rows 4.. of the pool, in pieces above 2
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+        return Xb[:, 0] / 3
+
+    with pytest.warns(RuntimeWarning):
+        out = _net().map_pool(fn, X)
+    np.testing.assert_array_equal(out.numpy(), np.arange(20))
+    assert calls[:4] == [8, 4, 4, 2]  # whole batch, then 4 (ok) + 4 (fails), then 2s
+
+
+def test_tuple_batches_are_split_element_wise():
+    from skal.net import _batch_len, _split_batch
+
+    a, b = torch.arange(10).reshape(5, 2), torch.arange(5)
+    pieces = _split_batch((a, b), 2)
+    assert _batch_len((a, b)) == 5 and [len(p[0]) for p in pieces] == [3, 2]
+    assert all(isinstance(p, tuple) for p in pieces)
+    torch.testing.assert_close(torch.cat([p[1] for p in pieces]), b)

@@ -277,19 +277,31 @@ class ScoreSelector(BaseSelector):
             )
         generator = _generator(scores.device, random_state)
         rule = resolve_batch(getattr(self, "batch", "topk"))
-        if isinstance(rule, TopK):
+        if type(rule) is TopK:
             order = top_n(scores, n, generator=generator)
         else:
             def embed(positions):
                 return embeddings(net, take(X_pool, positions.cpu().numpy()))
 
             order = rule.pick(scores, n, generator=generator, embed=embed)
+            _check_picks(rule, order, n, len(scores))
             # a batch is a set: report it best score first, like top-k
             order = order[torch.sort(scores[order], descending=True, stable=True).indices]
         indices = order.cpu().numpy().astype(np.int64)
         if candidates is not None:
             indices = candidates[indices]
         return indices, scores[order].cpu().numpy()
+
+
+def _check_picks(rule, order, n, n_pool):
+    order = torch.as_tensor(order)
+    if (order.ndim != 1 or len(order) != n or order.dtype not in (torch.int32, torch.int64)
+            or (n and (order.min() < 0 or order.max() >= n_pool))
+            or len(torch.unique(order)) != n):
+        raise RuntimeError(
+            f"{rule!r}.pick must return {n} distinct integer positions in [0, {n_pool}); "
+            f"got {tuple(order.shape)} values of dtype {order.dtype}."
+        )
 
 
 def embeddings(net, X):

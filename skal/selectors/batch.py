@@ -109,8 +109,8 @@ class StochasticBatch(BatchRule):
       score (1 = highest; ties ordered by the seed); uses only the order, so
       any score works;
     * ``"power"``: ``w_i = s_i^beta``; scores must be non-negative (entropy,
-      least confidence, DISAL's KL), a score of 0 is never drawn while
-      positive ones remain;
+      least confidence, DISAL's KL); for ``beta > 0`` a score of 0 is never
+      drawn while positive ones remain;
     * ``"softmax"``: ``w_i = exp(beta s_i)``; depends on the scores' scale.
 
     ``beta=0`` is uniform random sampling; ``beta -> inf`` tends to top-k.
@@ -158,10 +158,14 @@ class StochasticBatch(BatchRule):
 
         Returns
         -------
-        torch.Tensor of shape (n_pool,), float32 or float64 like ``scores``
+        torch.Tensor of shape (n_pool,)
+            float64 for float64 scores, else float32.
         """
         self._validate_params()
-        scores = scores if scores.is_floating_point() else scores.float()
+        if not torch.isfinite(scores).all():
+            raise ValueError("StochasticBatch needs finite scores; got NaN or infinite values.")
+        # ranks and weights in at least float32 (bfloat16 has 8 bits of mantissa)
+        scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
         if self.mode == "softrank":
             order = top_n(scores, scores.shape[0], generator=generator)
             ranks = torch.empty_like(scores)
