@@ -326,3 +326,35 @@ def test_stochastic_refuses_infinite_scores_and_ranks_low_precision_in_float32()
     scores = torch.linspace(0, 1, 1000).to(torch.bfloat16)
     log_w = StochasticBatch().log_weights(scores, generator=_gen(0))
     assert log_w.dtype == torch.float32 and len(torch.unique(log_w)) == 1000
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("rule", [TopK(), StochasticBatch(), StochasticBatch("power", 2.0),
+                                  ClusterBatch(factor=4)], ids=repr)
+def test_rules_on_cuda_are_seeded_distinct_and_stay_on_the_device(rule):
+    scores = torch.rand(500, generator=torch.Generator().manual_seed(0)).cuda()
+    points = torch.randn(500, 8, generator=torch.Generator().manual_seed(1)).cuda()
+
+    def pick(seed):
+        generator = torch.Generator(device="cuda").manual_seed(seed)
+        return rule.pick(scores, 20, generator=generator, embed=lambda pos: points[pos])
+
+    a = pick(3)
+    assert a.device.type == "cuda" and len(torch.unique(a)) == 20
+    assert torch.equal(a, pick(3))
+    if isinstance(rule, TopK):
+        assert set(a.tolist()) == set(torch.topk(scores, 20).indices.tolist())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_kmeans_on_cuda_matches_cpu_partition():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 0.3, size=(40, 3)) for c in (0.0, 5.0, 10.0)])
+    X = torch.as_tensor(X, dtype=torch.float32)
+    labels, _ = kmeans(X.cuda(), 3, generator=torch.Generator(device="cuda").manual_seed(0))
+    again, _ = kmeans(X.cuda(), 3, generator=torch.Generator(device="cuda").manual_seed(0))
+    assert torch.equal(labels, again)
+    groups = {tuple(np.flatnonzero(labels.cpu().numpy() == c)) for c in range(3)}
+    assert groups == {tuple(range(g * 40, (g + 1) * 40)) for g in range(3)}
