@@ -522,7 +522,7 @@ def test_fifty_cycles_do_not_grow_host_memory_beyond_the_labeled_data(warm_start
     assert len(learner.y_labeled_) == 20 + 2 * _CYCLES
     # X (float32), y (int64), cycle (int64), reference mask (bool): 6 KiB here
     labeled_bytes = n_new * (4 * _N_FEATURES + 8 + 8 + 1)
-    # Measured over these 45 cycles (2 cores, busy): 29 KiB of Python allocations
+    # Measured over these 45 cycles (benchmarks/bench_long_campaign.py): 29-38 KiB of Python allocations
     # with cold starts, 55-85 KiB with warm starts (torch and skorch caches filling,
     # the warm net's per-epoch history records), flattening out. The bound is ~3-4x
     # that; a net, dataset or per-batch history kept per cycle would break it.
