@@ -1,10 +1,10 @@
 """Host memory over a long campaign: 50 fit/query/teach cycles must not grow beyond the labels.
 
-The loop of `tests/test_reliability.py::test_fifty_cycles_do_not_grow_host_memory_beyond_the_labeled_data`
-(an MLP learner, 12 features, 400-row pool, Entropy, 2 labels per cycle, one torch thread), cold
-and warm start; Python allocations (tracemalloc) and resident memory (less tracemalloc's own)
-measured after cycle 5 and after cycle 50, and the live ActiveNet / tensor counts. The test
-asserts bounds; this script reports the numbers the docs quote.
+The campaign that `tests/test_reliability.py` bounds (the test calls `run`): an MLP learner
+(12 features, 400-row pool, Entropy, 2 labels per cycle, one torch thread), cold and warm
+start; Python allocations (tracemalloc) and resident memory (less tracemalloc's own) measured
+after cycle 5 and after the last cycle, and the live ActiveNet / tensor counts. The test asserts
+bounds; this script reports the numbers the docs quote.
 
     python benchmarks/bench_long_campaign.py            # 50 cycles (~10 s)
     python benchmarks/bench_long_campaign.py --quick    # 15 cycles
@@ -68,6 +68,7 @@ def run(warm_start, cycles):
     tracemalloc.stop()
     (t0, r0, l0), (t1, r1, l1) = marks[WARM_UP - 1], marks[cycles - 1]
     return {"warm_start": warm_start, "cycles": cycles, "seconds": elapsed,
+            "n_labeled": len(learner.y_labeled_),
             "traced_growth_kib": (t1 - t0) / 1024, "rss_growth_mib": (r1 - r0) / 2**20,
             "live_nets_tensors_before": l0, "live_nets_tensors_after": l1,
             "labeled_kib_added": 2 * (cycles - WARM_UP) * (4 * N_FEATURES + 8 + 8 + 1) / 1024}

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.base import clone
 from skorch.callbacks import LRScheduler
 from torch.optim.lr_scheduler import MultiStepLR
 
@@ -267,8 +268,6 @@ def main(argv=None):
 
 
 def _with_loss(net, dynamic):
-    from sklearn.base import clone
-
     return clone(net).set_params(dynamic_weight=1.0 if dynamic else 0.0)
 
 
