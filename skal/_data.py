@@ -35,48 +35,77 @@ class FeaturesDataset(Dataset):
     """A Dataset's features as skorch ``(X, y)`` items with a dummy target.
 
     Pool Datasets may yield ``x`` or ``(x, y)``; skorch's loaders want pairs,
-    and a pool's labels (if any) must never reach a selector. With a ``name``,
-    every floating-point item read is checked to be finite (a streamed pool is
-    never validated as a whole), and an error names the argument.
+    and a pool's labels (if any) must never reach a selector. Each item's
+    features become a float32 tensor, whatever their numeric dtype, as arrays
+    are converted. With a ``name``, every item read is checked (a streamed pool
+    is never validated as a whole): a finite, real number array of the first
+    item's shape, else a ValueError naming the argument and the item.
     """
 
-    def __init__(self, dataset, name=None):
+    def __init__(self, dataset, name=None, shape=None):
         self.dataset = dataset
         self.name = name
+        self.shape = shape
 
     def __len__(self):
         return len(self.dataset)
 
     def __getitem__(self, i):
-        x = _features(self.dataset[i])
-        if self.name is not None and not _is_finite(x):
-            raise ValueError(f"{self.name} contains NaN or infinity (in item {i}).")
-        return x, 0
+        return item_features(self.dataset, i, self.name, self.shape), 0
+
+
+def item_features(dataset, i, name=None, shape=None):
+    """Item ``i``'s features as a float32 tensor; errors name ``name`` and the item."""
+    where = f"{name or 'the dataset'} item {i}"
+    try:
+        x = _features(dataset[i])
+    except Exception as error:
+        raise ValueError(f"{where} could not be read (the dataset says it has {len(dataset)} "
+                         f"items): {type(error).__name__}: {error}") from error
+    x = _as_float32_tensor(x, where)
+    if shape is not None and tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{where} has shape {tuple(x.shape)}, but item 0 has shape {tuple(shape)}.")
+    if name is not None and not _is_finite(x):
+        raise ValueError(f"{name} contains NaN or infinity (in item {i}).")
+    return x
+
+
+def _as_float32_tensor(x, where):
+    if isinstance(x, torch.Tensor):
+        x = x.detach()
+    else:
+        try:
+            x = np.asarray(x)
+        except Exception as error:
+            raise TypeError(f"{where} is not an array ({type(x).__name__}): {error}") from error
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"{where} has dtype {x.dtype}; samples must be real numbers.")
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if x.is_complex() or not (x.is_floating_point() or x.dtype in _INTEGER_DTYPES):
+        raise TypeError(f"{where} has dtype {x.dtype}; samples must be real numbers.")
+    return x.to(torch.float32)
+
+
+_INTEGER_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 def _is_finite(x):
     # A sum is NaN or infinite whenever an element is, and costs a fraction of an
-    # element-wise check; only a sum that overflows (e.g. float16) needs the exact one.
-    if isinstance(x, torch.Tensor):
-        return (not x.is_floating_point() or math.isfinite(x.sum())
-                or bool(torch.isfinite(x).all()))
-    if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.inexact):
-        with np.errstate(over="ignore", invalid="ignore"):
-            return bool(np.isfinite(x.sum())) or bool(np.isfinite(x).all())
-    return True
+    # element-wise check; only a sum that overflows needs the exact one.
+    return math.isfinite(x.sum()) or bool(torch.isfinite(x).all())
 
 
-def sample_shape(dataset):
+def sample_shape(dataset, name=None):
     """Shape of one sample's features, from the first item."""
-    return tuple(np.shape(_features(dataset[0])))
+    return tuple(item_features(dataset, 0, name).shape)
 
 
-def materialize(dataset):
+def materialize(dataset, name=None):
     """Stack a Dataset's features into a float32 array (for the labeled set)."""
-    items = [np.asarray(_features(dataset[i]), dtype=np.float32) for i in range(len(dataset))]
-    if not items:
+    if len(dataset) == 0:
         return np.empty((0,), dtype=np.float32)
-    return np.stack(items)
+    shape = sample_shape(dataset, name)
+    return torch.stack([item_features(dataset, i, name, shape) for i in range(len(dataset))]).numpy()
 
 
 # --- input checks shared by the learner and the campaign simulation --------------------

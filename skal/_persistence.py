@@ -28,11 +28,10 @@ import zlib
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 
 FORMAT = 1
-_TENSOR_ATTRIBUTES = ("snapshot_", "training_dynamics_", "dynamics_visits_")
-_MODULE_ATTRIBUTES = ("module_", "loss_predictor_", "dynamics_predictor_")
+
 _FUNCTION_PACKAGES = ("skal", "torch", "torchvision")
 _FITTED_KEYS = {"seed", "n_features_in_", "feature_names_in_", "history"}
 
@@ -136,34 +135,25 @@ def _read_npy(archive, name):
 
 
 def _net_tensors(net):
-    state = {}
-    for name in _MODULE_ATTRIBUTES:
-        if getattr(net, name, None) is not None:
-            state[name] = net.__dict__[name].state_dict()
-    if getattr(net, "optimizer_", None) is not None:
-        state["optimizer_"] = net.optimizer_.state_dict()
-    for name in _TENSOR_ATTRIBUTES:
-        if getattr(net, name, None) is not None:
-            state[name] = getattr(net, name)
-    state["dynamics_epoch_"] = int(getattr(net, "dynamics_epoch_", 0))
+    state = {f"{name}_": getattr(net, name + "_").state_dict() for name in net._modules}
+    state["optimizer_"] = net.optimizer_.state_dict()
+    state["parts"] = {name: part.state_dict() for name, part in net.parts_.items()}
     return state
 
 
 def _restore_net(net, state):
     device = torch.device(net.device or "cpu")
-    for name in _MODULE_ATTRIBUTES:
-        if name in state:
-            getattr(net, name).load_state_dict(state[name])
-    if "optimizer_" in state:
-        net.optimizer_.load_state_dict(state["optimizer_"])
-    for name in _TENSOR_ATTRIBUTES:
-        value = state.get(name)
-        if isinstance(value, dict):
-            value = {k: v.to(device) for k, v in value.items()}
-        elif value is not None:
-            value = value.to(device)
-        setattr(net, name, value)
-    net.dynamics_epoch_ = state.get("dynamics_epoch_", 0)
+    expected = {f"{name}_" for name in net._modules} | {"optimizer_", "parts"}
+    if set(state) != expected:
+        raise ValueError(f"tensors.pt has {sorted(state)}, expected {sorted(expected)}")
+    for name in net._modules:
+        getattr(net, name + "_").load_state_dict(state[name + "_"])
+    net.optimizer_.load_state_dict(state["optimizer_"])
+    if set(state["parts"]) != set(net.parts_):
+        raise ValueError(f"tensors.pt has training parts {sorted(state['parts'])}, the net "
+                         f"{sorted(net.parts_)}")
+    for name, part in net.parts_.items():
+        part.load_state_dict({k: v.to(device) for k, v in state["parts"][name].items()})
 
 
 # --- save / load ---------------------------------------------------------------------
@@ -175,27 +165,28 @@ def save(learner, path):
     if isinstance(learner.estimator_, Pipeline):
         raise TypeError("ActiveLearner.save does not support Pipeline estimators (their fitted "
                         "transformers would need pickle); use joblib.dump for those.")
+    state = learner._state()
     learner_json = {
         "format": FORMAT,
         "params": {k: encode(v, k) for k, v in learner.get_params(deep=False).items()},
         "fitted": {
-            "seed": int(learner._seed),
-            "n_features_in_": int(learner.n_features_in_),
-            "feature_names_in_": (learner.feature_names_in_.tolist()
-                                  if hasattr(learner, "feature_names_in_") else None),
-            "history": learner.estimator_.history.to_list(),
-            "stale": bool(getattr(learner, "_stale", False)),  # a failed teach stays failed
+            "seed": int(state.seed),
+            "n_features_in_": int(state.n_features_in),
+            "feature_names_in_": (state.feature_names_in.tolist()
+                                  if state.feature_names_in is not None else None),
+            "history": state.estimator.history.to_list(),
+            "stale": bool(state.stale),  # a failed teach stays failed
         },
     }
     buffer = io.BytesIO()
-    torch.save(_net_tensors(learner.estimator_), buffer)
+    torch.save(_net_tensors(state.estimator), buffer)
     members = {
         "learner.json": json.dumps(learner_json).encode(),
-        "classes.npy": _npy(learner.classes_),
-        "X_labeled.npy": _npy(learner.X_labeled_),
-        "y_labeled.npy": _npy(learner.y_labeled_),
-        "labeled_cycle.npy": _npy(learner.labeled_cycle_),
-        "reference_mask.npy": _npy(learner._reference_mask),
+        "classes.npy": _npy(state.classes),
+        "X_labeled.npy": _npy(state.labeled.X),
+        "y_labeled.npy": _npy(state.labeled.y),
+        "labeled_cycle.npy": _npy(state.labeled.cycle),
+        "reference_mask.npy": _npy(state.labeled.reference),
         "tensors.pt": buffer.getvalue(),
     }
     path = os.fspath(path)
@@ -243,22 +234,18 @@ def load(cls, path):
         raise ValueError(f"{os.fspath(path)} is not a valid skal save: the labeled-set arrays "
                          f"have different lengths {lengths}")
 
+    from .learner import _Fitted, _LabeledSet
+
     try:
         learner = cls(**{k: decode(v) for k, v in meta["params"].items()})
         learner._validate_params()
-        learner.selector_ = learner._clone_selector()
-        net = learner._configured_net(learner.selector_, arrays["classes"])
+        classes = arrays["classes"]
+        selector = learner._current_selector(arrays["X_labeled"].shape[1:], classes)
+        net = learner._configured_net(selector, classes)
         net.initialize()
     except (ImportError, AttributeError, TypeError, ValueError) as error:
         raise ValueError(f"{os.fspath(path)}: cannot restore the saved parameters: {error}") from error
     fitted = meta["fitted"]
-    learner.classes_ = arrays["classes"]
-    learner._seed = fitted["seed"]
-    learner._stale = bool(fitted.get("stale", False))
-    learner._reference_mask = arrays["reference_mask"].astype(bool)
-    learner.n_features_in_ = fitted["n_features_in_"]
-    if fitted["feature_names_in_"] is not None:
-        learner.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
     try:
         _restore_net(net, tensors)
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:
@@ -266,8 +253,11 @@ def load(cls, path):
     from skorch.history import History
 
     net.history_ = History(fitted["history"])
-    learner.estimator_ = net
-    learner.X_labeled_ = arrays["X_labeled"]
-    learner.y_labeled_ = arrays["y_labeled"]
-    learner.labeled_cycle_ = arrays["labeled_cycle"]
+    names = fitted["feature_names_in_"]
+    labeled = _LabeledSet(arrays["X_labeled"], arrays["y_labeled"], arrays["labeled_cycle"],
+                          arrays["reference_mask"].astype(bool))
+    learner._commit(_Fitted(net, selector, clone(learner.estimator), classes, labeled, fitted["seed"],
+                            fitted["n_features_in_"],
+                            None if names is None else np.asarray(names, dtype=object),
+                            stale=bool(fitted.get("stale", False))))
     return learner

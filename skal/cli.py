@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 
 from . import __version__
@@ -207,10 +206,6 @@ def _module_for(X):
     return MLP, {"module__hidden_sizes": (128,)}
 
 
-def _net_for(net, selector_name):
-    return clone(net).set_params(dynamic_weight=1.0 if selector_name == "disal" else 0.0)
-
-
 def simulate(args, out=sys.stdout):
     """Run the campaigns described by ``args``; return the ActiveLearningCurve."""
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -236,10 +231,10 @@ def simulate(args, out=sys.stdout):
     net = ActiveNet(module, max_epochs=args.epochs, batch_size=32, optimizer=torch.optim.SGD,
                     lr=0.05, optimizer__momentum=0.9, optimizer__weight_decay=5e-4,
                     device=args.device, callbacks=callbacks, verbose=0, **module_params)
-    # Each method trains as its paper does: only DISAL adds the dynamic loss, so
-    # "random" is plain random sampling (DISAL's "w/o S" ablation is random + the loss).
+    # Each method trains as its paper does: its selector declares its training parts
+    # (only DISAL adds the dynamic loss), so "random" is plain random sampling.
     learners = {
-        name: ActiveLearner(_net_for(net, name), selector=SELECTORS[name](), classes=np.unique(y))
+        name: ActiveLearner(net, selector=SELECTORS[name](), classes=np.unique(y))
         for name in args.selectors
     }
     if not args.quiet:

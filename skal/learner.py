@@ -3,16 +3,18 @@
 import copy
 import numbers
 import os
+import signal
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
-from sklearn.metrics import accuracy_score
-from sklearn.utils import check_array, check_random_state
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
@@ -37,6 +39,57 @@ _TRAIN, _QUERY = 0, 1
 _TRANSFORM_CHUNK = 65536  # pool rows per Pipeline transform call
 
 
+@dataclass(frozen=True)
+class _LabeledSet:
+    """Every labeled sample with its label, cycle and reference flag; replaced, never changed."""
+
+    X: np.ndarray
+    y: np.ndarray
+    cycle: np.ndarray
+    reference: np.ndarray
+
+    def added(self, X, y, cycle):
+        return _LabeledSet(np.concatenate([self.X, X]), np.concatenate([self.y, y]),
+                           np.concatenate([self.cycle, np.full(len(y), cycle, dtype=np.int64)]),
+                           np.concatenate([self.reference, np.zeros(len(y), dtype=bool)]))
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """Everything ``fit`` makes, in one value: the learner changes it in one assignment.
+
+    ``template`` is the ``estimator`` parameter as it was when ``estimator`` was
+    last configured, so that a later ``set_params`` is seen and applied.
+    """
+
+    estimator: object
+    selector: object
+    template: object
+    classes: np.ndarray
+    labeled: _LabeledSet
+    seed: int
+    n_features_in: int
+    feature_names_in: object
+    stale: bool = False
+
+
+def _fitted_attribute(field, doc):
+    def get(self):
+        state = self.__dict__.get("_fitted")
+        if state is None:
+            raise AttributeError(f"{type(self).__name__} is not fitted: {doc} exists after fit.")
+        value = getattr(state, field) if "." not in field else getattr(state.labeled, field.split(".")[1])
+        if value is None:
+            raise AttributeError(f"{doc} was not set: fit saw no feature names.")
+        return value
+
+    return property(get, doc=doc)
+
+
+class _FeatureProbe(BaseEstimator):
+    """Takes the ``n_features_in_`` / ``feature_names_in_`` that ``validate_data`` sets."""
+
+
 class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     """Active learning with a deep net, as a scikit-learn classifier.
 
@@ -46,16 +99,26 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     never lost, and it clones, pickles and cross-validates like any
     scikit-learn classifier.
 
+    Every method changes the learner in one step: after an exception
+    (KeyboardInterrupt included) raised anywhere inside ``fit``, ``teach``,
+    ``refit`` or ``load``, the learner is exactly as before, or (``teach``)
+    holds the new labels with its previous model marked stale. Its methods may
+    be called from several threads: each learner serialises its own calls.
+
     Parameters
     ----------
     estimator : skal.ActiveNet or Pipeline ending in one
-        The net to train; never modified (``fit`` trains a clone, configured
-        with what the selector needs and with ``classes`` set to the encoded
-        labels ``0 .. n_classes-1``). With a Pipeline, ``query`` passes the
-        pool through its transformers first (once, in chunks), and selectors
-        see the transformed samples.
+        The net to train; never modified (``fit`` trains a clone, given the
+        selector's training parts and ``classes`` set to the encoded labels
+        ``0 .. n_classes-1``). With a Pipeline, ``query`` passes the pool
+        through its transformers first (once, in chunks), and selectors see
+        the transformed samples. Changed with ``set_params`` after ``fit``, it
+        takes effect at the next :meth:`teach` or :meth:`refit`.
     selector : selector, default=DISAL()
         The query strategy, from :mod:`skal.selectors`; cloned at ``fit``.
+        Changed after ``fit``, it takes effect at the next :meth:`query` when
+        it needs the same training, else at the next :meth:`teach` or
+        :meth:`refit` (``query`` refuses until then).
     classes : array-like or None, default=None
         All labels the task has. ``None`` takes the labels seen in ``fit``.
         Declare them when a class may first appear in :meth:`teach`.
@@ -73,7 +136,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     estimator_ : skal.ActiveNet or Pipeline
         The net (or pipeline) trained on the current labeled set.
     selector_ : selector
-        The fitted clone of ``selector``.
+        The fitted clone of ``selector`` the net was trained for.
     classes_ : ndarray of shape (n_classes,)
         The sorted class labels.
     X_labeled_ : ndarray of shape (n_labeled, ...)
@@ -85,6 +148,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         ``teach``.
     n_features_in_ : int
         Number of features (the size of axis 1) seen in ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names seen in ``fit``, when it was given a DataFrame.
 
     See Also
     --------
@@ -124,7 +189,45 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.warm_start = warm_start
         self.random_state = random_state
 
-    # --- fitting ------------------------------------------------------------
+    estimator_ = _fitted_attribute("estimator", "estimator_")
+    selector_ = _fitted_attribute("selector", "selector_")
+    classes_ = _fitted_attribute("classes", "classes_")
+    X_labeled_ = _fitted_attribute("labeled.X", "X_labeled_")
+    y_labeled_ = _fitted_attribute("labeled.y", "y_labeled_")
+    labeled_cycle_ = _fitted_attribute("labeled.cycle", "labeled_cycle_")
+    n_features_in_ = _fitted_attribute("n_features_in", "n_features_in_")
+    feature_names_in_ = _fitted_attribute("feature_names_in", "feature_names_in_")
+
+    def __sklearn_is_fitted__(self):
+        return self.__dict__.get("_fitted") is not None
+
+    # --- state --------------------------------------------------------------------
+
+    @contextmanager
+    def _serialised(self):
+        # one lock per learner (setdefault is atomic), left out of pickles and clones
+        with self.__dict__.setdefault("_lock", threading.RLock()):
+            yield
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: object.__getstate__ returns __dict__ itself
+        state.pop("_lock", None)
+        return state
+
+    def _state(self):
+        check_is_fitted(self)
+        return self._fitted
+
+    def _commit(self, fitted):
+        # One attribute assignment: an interrupt lands before or after it, never inside.
+        self._fitted = fitted
+
+    @property
+    def stale_(self):
+        """Whether ``estimator_`` predates the last labels (a failed teach); refit() renews it."""
+        return self._state().stale
+
+    # --- fitting ------------------------------------------------------------------------
 
     def fit(self, X, y):
         """Train a fresh clone of ``estimator`` on the initial labeled set.
@@ -140,59 +243,46 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         Returns
         -------
         self : ActiveLearner
-            The fitted learner; any previous labeled set is replaced.
+            The fitted learner; any previous labeled set is replaced. If
+            ``fit`` raises, the learner is exactly as it was.
         """
-        self._validate_params()
-        if not isinstance(_final_net(self.estimator), ActiveNet):
-            raise TypeError(
-                "estimator must be a skal.ActiveNet or a Pipeline ending in one, got "
-                f"{type(self.estimator).__name__}."
-            )
+        with self._serialised():
+            self._validate_params()
+            if not isinstance(_final_net(self.estimator), ActiveNet):
+                raise TypeError(
+                    "estimator must be a skal.ActiveNet or a Pipeline ending in one, got "
+                    f"{type(self.estimator).__name__}."
+                )
+            X, n_features, names = self._check_fit_samples(X)
+            y = check_targets(y)
+            check_same_length(X, y)
+            with named_errors("y"):
+                check_classification_targets(y)
+            classes = self._resolve_classes(y)
+            selector = self._current_selector(X.shape[1:], classes)
+
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+            reference = _reference_mask(y, selector.training_needs().reference, seed)
+            net = self._configured_net(selector, classes)
+            train = ~reference
+            _fit_seeded(net.fit, X[train], np.searchsorted(classes, y[train]),
+                        _derive_seed(seed, 0, _TRAIN), _final_net(net).device, "the learner was not fitted")
+            labeled = _LabeledSet(X, y, np.zeros(len(y), dtype=np.int64), reference)
+            self._commit(_Fitted(net, selector, clone(self.estimator), classes, labeled, seed,
+                                 n_features, names))
+            return self
+
+    def _check_fit_samples(self, X):
+        """``(X as float32, n_features_in_, feature_names_in_)`` without touching the learner."""
         check_array_like(X, "X")
         if is_dataset(X):
             if len(X) == 0:
                 raise ValueError("X is empty: it needs at least one sample.")
-            X = materialize(X)
-        previous = {k: getattr(self, k) for k in ("n_features_in_", "feature_names_in_") if hasattr(self, k)}
-        try:
-            return self._fit(X, y)
-        except BaseException:
-            # validate_data sets these first; a failed refit must not leave them changed
-            for key in ("n_features_in_", "feature_names_in_"):
-                if key in previous:
-                    setattr(self, key, previous[key])
-                elif hasattr(self, key):
-                    delattr(self, key)
-            raise
-
-    def _fit(self, X, y):
-        # X and y are checked one at a time so that every message names its argument
+            X = materialize(X, "X")
+        probe = _FeatureProbe()
         with named_errors("X"):
-            X = validate_data(self, X, allow_nd=True, dtype=np.float32, order="C", copy=True)
-        y = check_targets(y)
-        check_same_length(X, y)
-        with named_errors("y"):
-            check_classification_targets(y)
-        classes = self._resolve_classes(y)
-        selector = self._clone_selector()
-
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        reference = _reference_mask(y, selector.training_needs().reference, seed)
-        net = self._configured_net(selector, classes)
-        train = ~reference
-        _fit_seeded(net.fit, X[train], np.searchsorted(classes, y[train]), _derive_seed(seed, 0, _TRAIN),
-                    _final_net(net).device)
-        _check_completed(net, "the learner was not fitted")
-
-        self._seed = seed
-        self._reference_mask = reference
-        self.classes_ = classes
-        self.selector_ = selector
-        self.estimator_ = net
-        self.X_labeled_ = X
-        self.y_labeled_ = y
-        self.labeled_cycle_ = np.zeros(len(y), dtype=np.int64)
-        return self
+            X = validate_data(probe, _untracked(X), allow_nd=True, dtype=np.float32, order="C", copy=True)
+        return X, probe.n_features_in_, getattr(probe, "feature_names_in_", None)
 
     def _resolve_classes(self, y):
         if self.classes is None:
@@ -203,50 +293,27 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         unique = np.unique(classes)
         if len(unique) != len(classes):
             raise ValueError("classes contains duplicate labels.")
-        self._check_labels(y, unique)
+        _check_labels(y, unique)
         return unique
 
-    @staticmethod
-    def _check_labels(y, classes, name="y"):
-        unknown = set(y.tolist()) - set(classes.tolist())
-        if unknown:
-            raise ValueError(
-                f"{name} contains labels not in classes_: {sorted(map(repr, unknown))}; "
-                "declare every label with the `classes` parameter."
-            )
+    def _current_selector(self, sample_shape, classes):
+        """A validated clone of the ``selector`` parameter."""
+        selector = clone(self.selector)
+        if hasattr(selector, "_parameter_constraints"):
+            selector._validate_params()
+        check = getattr(selector, "check_labeled", None)
+        if check is not None:
+            check(sample_shape, classes)
+        return selector
 
     def _configured_net(self, selector, classes):
-        """A clone of ``estimator`` whose net is set up for ``selector`` and ``classes``."""
+        """A clone of ``estimator`` whose net runs ``selector``'s training parts, for ``classes``."""
         estimator = clone(self.estimator)
-        _final_net(estimator).set_params(classes=np.arange(len(classes)),
-                                         **selector.training_needs().net_params())
+        net = _final_net(estimator)
+        net.set_params(classes=np.arange(len(classes)), callbacks=_with_parts(net.callbacks, selector))
         return estimator
 
-    def _retrain(self, X, y, cycle):
-        """A net trained on ``(X, y)``; the current one is untouched until it succeeds."""
-        train = ~self._reference_mask
-        X, y = X[train], y[train]
-        if self.warm_start:
-            net = copy.deepcopy(self.estimator_)
-            # Nothing reads the per-batch records of earlier cycles, and kept they would
-            # grow with every cycle of a long campaign (and be deep-copied each teach).
-            for epoch in _final_net(net).history:
-                epoch["batches"] = []
-            if isinstance(net, Pipeline):
-                # the fitted transformers stay; the net continues on their output
-                def fit(X, y):
-                    _final_net(net).partial_fit(_as_float32(net[:-1].transform(X)), y)
-            else:
-                fit = net.partial_fit
-        else:
-            net = self._configured_net(self.selector_, self.classes_)
-            fit = net.fit
-        _fit_seeded(fit, X, np.searchsorted(self.classes_, y), _derive_seed(self._seed, cycle, _TRAIN),
-                    _final_net(net).device)
-        _check_completed(net, "the previous model is kept, marked stale; call refit() to train again")
-        return net
-
-    # --- the active-learning loop --------------------------------------------
+    # --- the active-learning loop --------------------------------------------------------
 
     def query(self, X_pool, n, return_scores=False):
         """Choose the ``n`` pool samples that the selector rates most informative.
@@ -254,9 +321,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         Parameters
         ----------
         X_pool : array-like of shape (n_pool, ...) or torch Dataset
-            Unlabeled samples with the training data's feature shape. A
-            Dataset (items ``x`` or ``(x, label)``; labels are ignored) is
-            streamed, never copied.
+            Unlabeled samples with the training data's feature shape (and
+            column names, for a DataFrame). A Dataset (items ``x`` or
+            ``(x, label)``; labels are ignored) is streamed, never copied.
         n : int
             How many to choose, ``1 <= n <= n_pool``.
         return_scores : bool, default=False
@@ -270,30 +337,43 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             Only with ``return_scores=True``: the chosen samples' scores in
             the same order, higher = more informative.
         """
-        check_is_fitted(self)
-        if getattr(self, "_stale", False):
-            raise RuntimeError(
-                "The model is stale: training on the labels of the last teach failed, so "
-                "estimator_ is the previous model. Fix the cause and call refit() before querying."
+        with self._serialised():
+            state = self._state()
+            if state.stale:
+                raise RuntimeError(
+                    "The model is stale: training on the labels of the last teach failed, so "
+                    "estimator_ is the previous model. Fix the cause and call refit() before querying."
+                )
+            X_pool = self._check_samples(X_pool, "X_pool", stream=True)
+            n = _check_n(n, len(X_pool))
+            if not isinstance(return_scores, (bool, np.bool_)):
+                raise TypeError(f"return_scores must be a bool, got {type(return_scores).__name__}.")
+            selector = self._selector_for_query(state)
+            cycle = int(state.labeled.cycle[-1])
+            indices, scores = selector.select(
+                _final_net(state.estimator), self._transform(state, X_pool, "X_pool"), n,
+                random_state=_derive_seed(state.seed, cycle, _QUERY), labeled=self._labeled_data(state),
             )
-        X_pool = self._check_samples(X_pool, "X_pool", stream=True)
-        n = _check_n(n, len(X_pool))
-        if not isinstance(return_scores, (bool, np.bool_)):
-            raise TypeError(f"return_scores must be a bool, got {type(return_scores).__name__}.")
-        cycle = int(self.labeled_cycle_[-1])
-        indices, scores = self.selector_.select(
-            _final_net(self.estimator_), self._transform(X_pool, "X_pool"), n,
-            random_state=_derive_seed(self._seed, cycle, _QUERY), labeled=self._labeled_data(),
-        )
-        indices = np.asarray(indices, dtype=np.int64)
-        return (indices, np.asarray(scores)) if return_scores else indices
+            indices = np.asarray(indices, dtype=np.int64)
+            return (indices, np.asarray(scores)) if return_scores else indices
+
+    def _selector_for_query(self, state):
+        """The ``selector`` parameter's clone, if the net was trained for what it needs."""
+        selector = self._current_selector(state.labeled.X.shape[1:], state.classes)
+        if not _same_training(selector, state.selector):
+            raise ValueError(
+                f"selector was changed after the net was trained, to {selector!r}, which needs "
+                f"other training than {state.selector!r} (its training parts or reference set); "
+                "call refit() (or teach) to train for it, or fit() to start again."
+            )
+        return selector
 
     def teach(self, X, y):
         """Add labeled samples and retrain.
 
-        The labels are stored before training starts, so they stay in the
-        learner even if training raises. Invalid input raises before anything
-        changes.
+        The labels are stored in one step before training starts, so they stay
+        in the learner even if training raises (the previous model is then
+        kept, marked stale). Invalid input raises before anything changes.
 
         Parameters
         ----------
@@ -307,18 +387,15 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         self : ActiveLearner
         """
-        check_is_fitted(self)
-        X = self._check_samples(X, "X")
-        y = check_targets(y)
-        check_same_length(X, y)
-        self._check_labels(y, self.classes_)
-
-        cycle = int(self.labeled_cycle_[-1]) + 1
-        self.X_labeled_ = np.concatenate([self.X_labeled_, X])
-        self.y_labeled_ = np.concatenate([self.y_labeled_, y])
-        self.labeled_cycle_ = np.concatenate([self.labeled_cycle_, np.full(len(y), cycle, dtype=np.int64)])
-        self._reference_mask = np.concatenate([self._reference_mask, np.zeros(len(y), dtype=bool)])
-        return self.refit()
+        with self._serialised():
+            state = self._state()
+            X = self._check_samples(X, "X")
+            y = check_targets(y)
+            check_same_length(X, y)
+            _check_labels(y, state.classes)
+            labeled = state.labeled.added(X, y, int(state.labeled.cycle[-1]) + 1)
+            self._commit(replace(state, labeled=labeled, stale=True))
+            return self.refit()
 
     def refit(self):
         """Retrain on the whole labeled set, as the last :meth:`teach` would have.
@@ -327,45 +404,119 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         loss, an interrupt), the labels stay, the previous model is kept in
         ``estimator_`` but marked stale, and :meth:`query` refuses to run on
         it; call ``refit()`` (after fixing the cause, e.g. ``set_params``) to
-        train again with the same seed the failed attempt used.
+        train again with the same seed the failed attempt used. Parameters of
+        ``estimator`` and ``selector`` changed since the last training take
+        effect here.
 
         Returns
         -------
         self : ActiveLearner
         """
-        check_is_fitted(self)
-        cycle = int(self.labeled_cycle_[-1])
-        self._stale = True
-        self.estimator_ = self._retrain(self.X_labeled_, self.y_labeled_, cycle)
-        self._stale = False
-        return self
+        with self._serialised():
+            state = self._state()
+            if not state.stale:
+                self._commit(state := replace(state, stale=True))
+            selector = self._current_selector(state.labeled.X.shape[1:], state.classes)
+            if selector.training_needs().reference != state.selector.training_needs().reference:
+                raise ValueError(
+                    "selector: its reference set differs from the one held out at fit "
+                    f"({selector.training_needs().reference} vs "
+                    f"{state.selector.training_needs().reference}); call fit() to start again."
+                )
+            net = self._retrain(state, selector)
+            self._commit(replace(state, estimator=net, selector=selector,
+                                 template=clone(self.estimator), stale=False))
+            return self
 
-    def _labeled_data(self):
-        y = np.searchsorted(self.classes_, self.y_labeled_)
-        train, ref = ~self._reference_mask, self._reference_mask
-        X = self._transform(self.X_labeled_, "X_labeled_")
-        return LabeledData(X[train], y[train], X[ref], y[ref], self.classes_)
+    def _retrain(self, state, selector):
+        """A net trained on the labeled set; the learner is untouched until it succeeds."""
+        labeled = state.labeled
+        X, y = labeled.X[~labeled.reference], labeled.y[~labeled.reference]
+        cycle = int(labeled.cycle[-1])
+        if self.warm_start:
+            net = copy.deepcopy(state.estimator)
+            # Nothing reads the per-batch records of earlier cycles, and kept they would
+            # grow with every cycle of a long campaign (and be deep-copied each teach).
+            for epoch in _final_net(net).history:
+                epoch["batches"] = []
+            self._apply_changes(state, net, selector)
+            if isinstance(net, Pipeline):
+                # the fitted transformers stay; the net continues on their output
+                def fit(X, y):
+                    _final_net(net).partial_fit(_as_float32(net[:-1].transform(X)), y)
+            else:
+                fit = net.partial_fit
+        else:
+            net = self._configured_net(selector, state.classes)
+            fit = net.fit
+        _fit_seeded(fit, X, np.searchsorted(state.classes, y), _derive_seed(state.seed, cycle, _TRAIN),
+                    _final_net(net).device,
+                    "the previous model is kept, marked stale; call refit() to train again")
+        return net
 
-    def _transform(self, X, name):
+    def _apply_changes(self, state, net, selector):
+        """Set on the warm net what changed in ``estimator`` and ``selector`` since it was trained."""
+        if isinstance(self.estimator, Pipeline) != isinstance(state.template, Pipeline) or (
+                isinstance(self.estimator, Pipeline)
+                and not _same(self.estimator[:-1].get_params(), state.template[:-1].get_params())):
+            raise ValueError("estimator: the Pipeline's transformers changed after fit; with "
+                             "warm_start=True the fitted ones are kept, so call fit() to start again.")
+        new, old = _final_net(self.estimator).get_params(), _final_net(state.template).get_params()
+        changed = {key: value for key, value in new.items()
+                   if key != "callbacks" and not key.startswith("callbacks__")
+                   and not (key in old and _same(value, old[key]))}
+        fixed = [key for key in changed if key in ("module", "classes") or key.startswith(_REBUILDS)]
+        if fixed:
+            raise ValueError(
+                f"estimator__{fixed[0]} changed after fit: with warm_start=True the trained "
+                "weights cannot carry over to a different module or head; call fit() to start again."
+            )
+        old_parts = [(name, type(part)) for name, part in state.selector.training_needs().parts]
+        new_parts = [(name, type(part)) for name, part in selector.training_needs().parts]
+        if old_parts != new_parts:
+            raise ValueError(
+                f"selector: {selector!r} needs the training parts {[n for n, _ in new_parts]}, the "
+                f"net was trained with {[n for n, _ in old_parts]}; with warm_start=True the trained "
+                "net cannot take other parts, so call fit() to start again."
+            )
+        target = _final_net(net)
+        if changed:
+            target.set_params(**changed)
+        user = _final_net(self.estimator).callbacks
+        if not _same(user, _final_net(state.template).callbacks) or not _same(
+                selector.training_needs().parts, state.selector.training_needs().parts):
+            target.set_params(callbacks=_with_parts(user, selector))
+
+    # --- labeled data as the selectors see it ---------------------------------------------
+
+    def _labeled_data(self, state):
+        labeled = state.labeled
+        y = np.searchsorted(state.classes, labeled.y)
+        train, ref = ~labeled.reference, labeled.reference
+        X = self._transform(state, labeled.X, "X_labeled_")
+        return LabeledData(X[train], y[train], X[ref], y[ref], state.classes)
+
+    @staticmethod
+    def _transform(state, X, name):
         """X as the net sees it: through a Pipeline's transformers, once, in chunks."""
-        if not isinstance(self.estimator_, Pipeline):
+        if not isinstance(state.estimator, Pipeline):
             return X
         if is_dataset(X):
             raise TypeError(f"{name}: a torch Dataset cannot go through a Pipeline's transformers; "
                             "pass an array, or use an ActiveNet as the estimator.")
-        transformers = self.estimator_[:-1]
+        transformers = state.estimator[:-1]
         parts = [transformers.transform(X[start:start + _TRANSFORM_CHUNK])
                  for start in range(0, len(X), _TRANSFORM_CHUNK)]
         return _as_float32(np.concatenate(parts))
 
-    # --- persistence ----------------------------------------------------------
+    # --- persistence --------------------------------------------------------------------------
 
     def save(self, path):
         """Save the fitted learner to one file, without pickle.
 
         Parameters are stored as JSON (classes and functions by import
         path), the labeled set as ``.npy`` arrays, the net's weights, heads,
-        optimizer state, snapshot and training dynamics as tensors. The file
+        optimizer state and training parts' state as tensors. The file
         is written to a temporary name and moved into place when complete, so
         an interrupted save leaves the previous one intact.
 
@@ -387,15 +538,16 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         """
         from ._persistence import save
 
-        check_is_fitted(self)
-        path = _check_path(path)
-        if os.path.isdir(path):
-            raise IsADirectoryError(f"path {path!r} is a directory; give a file name, e.g. "
-                                    f"{os.path.join(path, 'learner.skal')!r}.")
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(f"path {path!r}: the directory {directory!r} does not exist.")
-        save(self, path)
+        with self._serialised():
+            check_is_fitted(self)
+            path = _check_path(path)
+            if os.path.isdir(path):
+                raise IsADirectoryError(f"path {path!r} is a directory; give a file name, e.g. "
+                                        f"{os.path.join(path, 'learner.skal')!r}.")
+            directory = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(directory):
+                raise FileNotFoundError(f"path {path!r}: the directory {directory!r} does not exist.")
+            save(self, path)
 
     @classmethod
     def load(cls, path):
@@ -442,13 +594,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
         return load(cls, _check_path(path))
 
-    def _clone_selector(self):
-        selector = clone(self.selector)
-        if hasattr(selector, "_parameter_constraints"):
-            selector._validate_params()
-        return selector
-
-    # --- prediction -----------------------------------------------------------
+    # --- prediction -----------------------------------------------------------------------------
 
     def predict_proba(self, X):
         """Class probabilities of the trained net.
@@ -461,23 +607,27 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples, n_classes)
             Columns in the order of ``classes_``.
+
+        Raises
+        ------
+        ValueError
+            If the net's outputs are not finite (training diverged).
         """
-        check_is_fitted(self)
-        check_array_like(X, "X")
-        if is_dataset(X):
+        with self._serialised():
+            state = self._state()
             X = self._check_samples(X, "X", stream=True)
-        else:
-            with named_errors("X"):
-                X = validate_data(self, X, reset=False, allow_nd=True, dtype=np.float32)
-            self._check_feature_shape(X.shape, "X")
-        return self.estimator_.predict_proba(X).astype(np.float64)
+            proba = state.estimator.predict_proba(X)
+            if not np.isfinite(proba).all():
+                raise ValueError("The net's outputs are NaN or infinite for some samples of X, so "
+                                 "there is no prediction; did training diverge?")
+            return proba.astype(np.float64)
 
     def predict(self, X):
         """Most probable class of each sample.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, ...)
+        X : array-like of shape (n_samples, ...) or torch Dataset
 
         Returns
         -------
@@ -511,33 +661,96 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                 sample_weight = _check_sample_weight(sample_weight, y_pred)
         return float(accuracy_score(y, y_pred, sample_weight=sample_weight))
 
-    # --- validation helpers ---------------------------------------------------
+    # --- validation helpers -----------------------------------------------------------------------
 
     def _check_samples(self, X, name, stream=False):
-        """Validated samples: a float32 array, or for ``stream`` a Dataset left unread."""
+        """Validated samples: a float32 array, or for ``stream`` a Dataset left unread.
+
+        Arrays and DataFrames go through scikit-learn's ``validate_data(reset=False)``,
+        as in ``predict``: the feature count and column names must be those of ``fit``.
+        """
         check_array_like(X, name)
+        expected = self._state().labeled.X.shape[1:]
         if is_dataset(X):
             if len(X) == 0:
                 raise ValueError(f"{name} is empty: it needs at least one sample.")
-            self._check_feature_shape((len(X), *sample_shape(X)), name)
+            shape = sample_shape(X, name)
+            _check_feature_shape((len(X), *shape), expected, name)
             if stream:
-                return FeaturesDataset(X, name=name)
-            X = materialize(X)
+                return FeaturesDataset(X, name=name, shape=shape)
+            X = materialize(X, name)
         with named_errors(name):
-            X = check_array(X, allow_nd=True, dtype=np.float32, ensure_min_samples=0, input_name=name)
+            X = validate_data(self, _untracked(X), reset=False, allow_nd=True, dtype=np.float32,
+                              ensure_min_samples=0)
         if X.shape[0] == 0:
             raise ValueError(f"{name} is empty: it needs at least one sample.")
-        self._check_feature_shape(X.shape, name)
+        _check_feature_shape(X.shape, expected, name)
         return X
 
-    def _check_feature_shape(self, shape, name):
-        expected = self.X_labeled_.shape[1:]
-        shape = tuple(shape)
-        if shape[1:] != expected:
-            raise ValueError(
-                f"{name} has samples of shape {shape[1:]}, but the learner was fitted on "
-                f"samples of shape {expected}."
-            )
+
+# Parameters whose change rebuilds the module or a head (skorch re-initialises them).
+_REBUILDS = ("module__", "loss_predictor__", "dynamics_predictor__")
+
+
+def _with_parts(callbacks, selector):
+    """``callbacks`` plus the selector's training parts, by name; the user's own entries win."""
+    callbacks = list(callbacks or [])
+    taken = {_callback_name(cb) for cb in callbacks}
+    return callbacks + [(name, part) for name, part in selector.training_needs().parts if name not in taken]
+
+
+def _callback_name(callback):
+    """The name skorch gives an entry of ``callbacks``: a tuple's first element, else the class name."""
+    return callback[0] if isinstance(callback, tuple) else type(callback).__name__
+
+
+def _same_training(a, b):
+    """Whether selectors ``a`` and ``b`` need the same training (parts and reference)."""
+    need_a, need_b = a.training_needs(), b.training_needs()
+    return need_a.reference == need_b.reference and _same(need_a.parts, need_b.parts)
+
+
+def _same(a, b):
+    """Parameter equality: estimators by type and parameters, arrays by value, others by ==."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray):
+        return a.shape == b.shape and bool(np.all(a == b))
+    if hasattr(a, "get_params") and not isinstance(a, type):
+        return _same(a.get_params(deep=False), b.get_params(deep=False))
+    try:
+        return bool(a == b)
+    except Exception:  # a value whose == is not a bool (e.g. a tensor)
+        return a is b
+
+
+def _untracked(X):
+    """A tensor's values as numpy (scikit-learn's checks cannot read a tensor needing grad)."""
+    if isinstance(X, torch.Tensor):
+        return X.detach().cpu().numpy()
+    return X
+
+
+def _check_labels(y, classes, name="y"):
+    unknown = set(y.tolist()) - set(classes.tolist())
+    if unknown:
+        raise ValueError(
+            f"{name} contains labels not in classes_: {sorted(map(repr, unknown))}; "
+            "declare every label with the `classes` parameter."
+        )
+
+
+def _check_feature_shape(shape, expected, name):
+    shape = tuple(shape)
+    if shape[1:] != tuple(expected):
+        raise ValueError(
+            f"{name} has samples of shape {shape[1:]}, but the learner was fitted on "
+            f"samples of shape {tuple(expected)}."
+        )
 
 
 def _final_net(estimator):
@@ -621,13 +834,43 @@ def _forked_and_seeded(seed, device):
         yield
 
 
-def _fit_seeded(fit, X, y, seed, device):
-    with _torch_seeded(seed, device):
+def _fit_seeded(fit, X, y, seed, device, consequence):
+    with _torch_seeded(seed, device), _interrupt_watch() as watch:
         fit(X, y)
+    if watch.interrupted:
+        # skorch ends training quietly on KeyboardInterrupt and keeps the partly trained
+        # net; after a real Ctrl-C a learner must not take that for a finished one
+        raise KeyboardInterrupt(f"Training was interrupted (Ctrl-C); {consequence}.")
 
 
-def _check_completed(net, consequence):
-    # skorch swallows a KeyboardInterrupt during training and returns the partly
-    # trained net; a learner must not take that for a finished one.
-    if getattr(_final_net(net), "_interrupted", False):
-        raise KeyboardInterrupt(f"Training was interrupted (KeyboardInterrupt); {consequence}.")
+class _InterruptWatch:
+    interrupted = False
+
+
+@contextmanager
+def _interrupt_watch():
+    """Tell a real Ctrl-C from the KeyboardInterrupt by which a callback stops training.
+
+    skorch's callbacks (EarlyStopping) stop training by raising KeyboardInterrupt,
+    which skorch catches, as it catches Ctrl-C. Signals reach only the main thread,
+    so there a SIGINT handler notes a real one; elsewhere every KeyboardInterrupt
+    is a callback's.
+    """
+    watch = _InterruptWatch()
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield watch  # SIG_IGN / SIG_DFL: Ctrl-C raises no KeyboardInterrupt
+        return
+
+    def handler(signum, frame):
+        try:
+            previous(signum, frame)
+        except KeyboardInterrupt:
+            watch.interrupted = True
+            raise
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield watch
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -8,22 +8,23 @@ import torch
 
 from skal import ActiveLearner, ActiveNet
 from skal.models import SmallCNN, resnet18_cifar
-from skal.net import _tap
+from skal._taps import tap
+from skal.parts import DynamicsHeadTraining, LossPredictionHeadTraining
 from skal.scores import margin_at
 from skal.selectors import LL4AL, TiDAL
 
 CLASSES = [0, 1, 2]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These tiny nets (and ResNet-18 on a few images) run several times slower with
-    # 2 intra-op threads than with 1 when the 2 cores are shared (oversubscription);
-    # restore torch's setting after the module.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _heads(loss=None, dynamics=None):
+    """Callbacks for the head parts: keyword arguments of each, or None for none."""
+    parts = []
+    if loss is not None:
+        parts.append(("loss_head", LossPredictionHeadTraining(**loss)))
+    if dynamics is not None:
+        parts.append(("dynamics_head", DynamicsHeadTraining(**dynamics)))
+    return parts
 
 
 def _images(n, seed=0, k=3, shape=(1, 8, 8)):
@@ -68,7 +69,7 @@ def _states_equal(a, b):
 def _train_forward(net, X):
     """A training-mode forward with the feature levels tapped (as train_step_single does)."""
     net.module_.train()
-    with _tap(net.module_, net.feature_layers_) as tapped:
+    with tap(net.module_, net.feature_layers_) as tapped:
         logits = net.module_(torch.as_tensor(X))
     return logits, [tapped[name] for name in net.feature_layers_]
 
@@ -78,7 +79,7 @@ def fitted():
     """A SmallCNN net with both heads, trained briefly, and a 100-sample pool."""
     X, y = _images(24, seed=0)
     torch.manual_seed(0)
-    net = _net(loss_head_weight=1.0, dynamics_head_weight=1.0, max_epochs=3).fit(X, y)
+    net = _net(callbacks=_heads(loss={}, dynamics={}), max_epochs=3).fit(X, y)
     pool = _images(100, seed=7)[0]
     return net, pool
 
@@ -128,7 +129,7 @@ def test_heads_are_registered_trained_and_pickled(selector, head, other):
 def test_head_output_layer_changes_during_fit():
     X, y = _images(16, seed=1)
     torch.manual_seed(0)
-    net = _net(loss_head_weight=1.0, dynamics_head_weight=1.0).initialize()
+    net = _net(callbacks=_heads(loss={}, dynamics={})).initialize()
     out_loss = net.loss_predictor_.out.weight.detach().clone()
     out_dyn = net.dynamics_predictor_.out.weight.detach().clone()
     net.partial_fit(X, y)
@@ -137,7 +138,7 @@ def test_head_output_layer_changes_during_fit():
 
 
 def test_head_params_are_net_params():
-    net = _net(loss_head_weight=1.0, loss_predictor__hidden=16, dynamics_head_weight=1.0, dynamics_predictor__hidden=8)
+    net = _net(callbacks=_heads(loss={}, dynamics={}), loss_predictor__hidden=16, dynamics_predictor__hidden=8)
     params = net.get_params()
     assert params["loss_predictor__hidden"] == 16
     assert params["dynamics_predictor__hidden"] == 8
@@ -158,11 +159,18 @@ def test_head_params_are_net_params():
 # --- LL4AL's stop-gradient ------------------------------------------------------------------
 
 
+def _head_loss(net, name, logits, y, features):
+    """The head part's loss term for one batch whose feature maps were tapped."""
+    part = net.parts_[name]
+    part.features_.update(zip(net.feature_layers_, features))
+    return part.loss(net, logits, torch.as_tensor(y))
+
+
 def _backbone_grad_of_head_loss(net, epoch, X, y):
     torch.manual_seed(0)
     logits, features = _train_forward(net, X)
-    net.dynamics_epoch_ = epoch
-    loss = net._head_loss(logits, y, features, np.arange(len(y)))
+    net.parts_["loss_head"].epoch_ = epoch
+    loss = _head_loss(net, "loss_head", logits, y, features)
     backbone = net.module_.layer1[0].weight
     head_param = net.loss_predictor_.out.weight
     g_backbone, g_head = torch.autograd.grad(loss, (backbone, head_param), allow_unused=True)
@@ -177,8 +185,7 @@ def _reaches(grad):
 def test_ll4al_head_gradient_stops_reaching_backbone(stop, max_epochs, first_stopped):
     X, y = _images(8, seed=5)
     torch.manual_seed(0)
-    net = _net(loss_head_weight=1.0, dynamic_weight=0.0, loss_head_stop_epoch=stop,
-               max_epochs=max_epochs).initialize()
+    net = _net(callbacks=_heads(loss={"stop_grad_epoch": stop}), max_epochs=max_epochs).initialize()
     values = {}
     for epoch in range(max_epochs):
         value, g_backbone, g_head = _backbone_grad_of_head_loss(net, epoch, X, y)
@@ -196,7 +203,7 @@ def test_ll4al_head_gradient_stops_reaching_backbone(stop, max_epochs, first_sto
 def test_ll4al_stop_none_never_stops():
     X, y = _images(8, seed=5)
     torch.manual_seed(0)
-    net = _net(loss_head_weight=1.0, dynamic_weight=0.0, loss_head_stop_epoch=None).initialize()
+    net = _net(callbacks=_heads(loss={"stop_grad_epoch": None})).initialize()
     _, g_backbone, _ = _backbone_grad_of_head_loss(net, 10_000, X, y)
     assert _reaches(g_backbone)
 
@@ -204,13 +211,13 @@ def test_ll4al_stop_none_never_stops():
 def test_ll4al_stopped_from_epoch_zero_leaves_backbone_training_unchanged():
     # With the head detached from epoch 0, the backbone trains exactly as without a head.
     X, y = _images(16, seed=6)
-    common = dict(dynamic_weight=0.0, max_epochs=3, iterator_train__shuffle=False)
+    common = dict(max_epochs=3, iterator_train__shuffle=False)
     torch.manual_seed(0)
     plain = _net(**common).fit(X, y)
     torch.manual_seed(0)
-    stopped = _net(loss_head_weight=1.0, loss_head_stop_epoch=0, **common).fit(X, y)
+    stopped = _net(callbacks=_heads(loss={"stop_grad_epoch": 0}), **common).fit(X, y)
     torch.manual_seed(0)
-    flowing = _net(loss_head_weight=1.0, loss_head_stop_epoch=None, **common).fit(X, y)
+    flowing = _net(callbacks=_heads(loss={"stop_grad_epoch": None}), **common).fit(X, y)
     ref = plain.module_.state_dict()
     for key, value in stopped.module_.state_dict().items():
         torch.testing.assert_close(value, ref[key], rtol=1e-6, atol=1e-7, msg=key)
@@ -226,13 +233,19 @@ def test_tidal_head_loss_targets_the_training_dynamics_buffer():
     X, y = _images(10, seed=8)
     w = 0.7
     torch.manual_seed(0)
-    net = _net(dynamics_head_weight=w, dynamic_weight=0.0).initialize()
+    net = _net(callbacks=_heads(dynamics={"weight": w})).initialize()
     p_bar = np.random.default_rng(0).dirichlet(np.ones(3), size=10).astype(np.float32)
-    net.training_dynamics_ = torch.as_tensor(p_bar)
-    net.dynamics_epoch_ = 50  # TiDAL has no stop-gradient schedule
+    dynamics = net.parts_["dynamics"]
+    net.parts_["dynamics_head"].epoch_ = 50  # TiDAL has no stop-gradient schedule
+
+    def head_loss(index):
+        # the batch's rows of the running mean, as if this batch were already folded in
+        dynamics.batch_rows_ = torch.as_tensor(p_bar[index])
+        return _head_loss(net, "dynamics_head", logits, y[index], features)
+
     index = np.array([3, 7, 1, 0])
     logits, features = _train_forward(net, X[index])
-    loss = net._head_loss(logits, y[index], features, index)
+    loss = head_loss(index)
 
     q = _head_reference(net.dynamics_predictor_, [f.detach() for f in features])
     log_q = np.log(_softmax64(q))
@@ -241,7 +254,7 @@ def test_tidal_head_loss_targets_the_training_dynamics_buffer():
     np.testing.assert_allclose(loss.item(), ref, rtol=1e-5)
 
     # rows are taken by sample index: another index gives another loss
-    other = net._head_loss(logits, y[index], features, np.array([0, 1, 2, 3]))
+    other = head_loss(np.array([0, 1, 2, 3]))
     assert abs(other.item() - loss.item()) > 1e-4
     # the gradient reaches the backbone and the head
     g_backbone, g_head = torch.autograd.grad(loss, (net.module_.layer1[0].weight, net.dynamics_predictor_.out.weight))
@@ -298,7 +311,7 @@ class _StubNet:
     def map_pool(self, fn, X):
         return torch.cat([fn(Xb) for Xb in self.iter_pool(X)])
 
-    def forward_tapped(self, Xb, *, levels=False, embedding=False, state=None):
+    def forward_tapped(self, Xb, *, levels=False, embedding=False, module=None):
         return self._logits[Xb.long()], {"levels": [Xb]}
 
     def dynamics_predictor_(self, levels):
@@ -426,12 +439,16 @@ def test_end_to_end_resnet18(selector):
     learner.teach(pool[idx], y[:4])
     assert learner.X_labeled_.shape == (20, 3, 32, 32)
     assert learner.labeled_cycle_.tolist() == [0] * 16 + [1] * 4
-    assert learner.estimator_.training_dynamics_.shape == (20, 4)
+    if isinstance(selector, TiDAL):
+        assert learner.estimator_.parts_["dynamics"].mean_.shape == (20, 4)
+    else:  # LL4AL needs no per-sample dynamics, so its net keeps none
+        assert set(learner.estimator_.parts_) == {"loss_head"}
     proba = learner.predict_proba(pool[:3])
     assert proba.shape == (3, 4)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("selector", [TiDAL(subset=None), TiDAL(score="margin", subset=None), LL4AL(subset=None)],
                          ids=repr)
@@ -447,7 +464,7 @@ def test_heads_buffers_and_scores_stay_on_the_cuda_device(selector):
     trained = learner.estimator_
     head = trained.loss_predictor_ if isinstance(selector, LL4AL) else trained.dynamics_predictor_
     assert all(p.is_cuda for p in head.parameters())
-    assert trained.training_dynamics_.is_cuda
+    assert trained.parts_["dynamics"].mean_.is_cuda
     scores = selector.score_pool(trained, X)
     assert scores.is_cuda and scores.shape == (40,)
     # the taps follow a move between devices: the same net on the CPU gives the same scores

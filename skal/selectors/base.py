@@ -4,7 +4,9 @@ A selector is a small scikit-learn-style object: ``__init__`` stores its
 parameters, nothing else, so ``clone``, ``get_params`` and grid search work on
 it. It declares what it needs from training as a :class:`TrainingNeeds` value
 that :class:`~skal.ActiveLearner` reads (the learner never branches on a
-selector's type), and it answers :meth:`BaseSelector.select`.
+selector's type): the training parts (:mod:`skal.parts`) its net must run,
+and whether it needs a held-out reference set. It answers
+:meth:`BaseSelector.select`.
 
 Two kinds exist:
 
@@ -15,18 +17,46 @@ Two kinds exist:
 * set-based selectors (CoreSet) implement ``select`` itself.
 """
 
+import textwrap
 from dataclasses import dataclass
+from numbers import Integral
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from .._data import take
 from ..scores import top_n
 from .batch import TopK, resolve_batch
 
 __all__ = ["TrainingNeeds", "LabeledData", "BaseSelector", "ScoreSelector"]
+
+# Constraints of the parameters that several selectors share, declared once.
+BATCH_CONSTRAINT = [StrOptions({"topk", "stochastic", "cluster"}), HasMethods(["pick"])]
+SUBSET_CONSTRAINT = [Interval(Integral, 1, None, closed="left"), None]
+
+# Docstring fragments of those parameters, substituted by :func:`shared_docs`.
+_SHARED_DOCS = {
+    "batch": """\
+batch : {"topk", "stochastic", "cluster"} or BatchRule, default="topk"
+    How the scores become a batch of ``n``: the ``n`` highest (the
+    papers' rule), a score-weighted random sample
+    (:class:`~skal.selectors.StochasticBatch`) or the best of clustered
+    candidates (:class:`~skal.selectors.ClusterBatch`); a configured rule
+    object for other settings. Checked when the learner is fitted.""",
+}
+
+
+def shared_docs(cls):
+    """Class decorator: replace ``{batch}`` lines of the docstring by the shared fragment."""
+    doc = cls.__doc__
+    for key, text in _SHARED_DOCS.items():
+        marker = "    {" + key + "}\n"
+        doc = doc.replace(marker, textwrap.indent(text, "    ") + "\n")
+    cls.__doc__ = doc
+    return cls
 
 
 class LabeledData(NamedTuple):
@@ -71,17 +101,15 @@ class LabeledData(NamedTuple):
 
 @dataclass(frozen=True)
 class TrainingNeeds:
-    """What a selector needs the net to record while it trains.
+    """What a selector needs from training, as data the learner reads.
 
     Parameters
     ----------
-    snapshot : bool, default=False
-        Keep the module's weights at the end of epoch ``T-1``
-        (:attr:`skal.ActiveNet.snapshot_`).
-    loss_head : tuple of (weight, margin, stop_epoch) or None, default=None
-        Train LL4AL's loss-prediction head with these settings.
-    dynamics_head : float or None, default=None
-        Train TiDAL's training-dynamics head with this loss weight.
+    parts : tuple of (str, skal.parts.TrainingPart), default=()
+        Training parts, by name, that :class:`~skal.ActiveLearner` adds to its
+        clone of the net's callbacks (a part of the same name the user
+        already added is kept instead: a selector never overrides what the
+        user asked for).
     reference : float or None, default=None
         Hold this fraction of the initial labeled set out of training, as a
         reference set passed to the selector (ISAL); stratified and seeded.
@@ -89,40 +117,19 @@ class TrainingNeeds:
     See Also
     --------
     BaseSelector.training_needs : Where a selector returns it.
+    skal.parts : The training parts.
 
     Examples
     --------
+    >>> from skal.parts import DynamicLoss
     >>> from skal.selectors import TrainingNeeds
-    >>> TrainingNeeds(snapshot=True, dynamics_head=1.0).net_params()
-    {'snapshot': True, 'dynamics_head_weight': 1.0}
-    >>> TrainingNeeds(reference=0.1).net_params()  # handled by the learner, not the net
-    {}
+    >>> needs = TrainingNeeds(parts=(("dynamic_loss", DynamicLoss(weight=0.5)),))
+    >>> [name for name, _ in needs.parts], needs.reference
+    (['dynamic_loss'], None)
     """
 
-    snapshot: bool = False
-    loss_head: tuple | None = None
-    dynamics_head: float | None = None
+    parts: tuple = ()
     reference: float | None = None
-
-    def net_params(self):
-        """Parameters to set on the :class:`~skal.ActiveNet` before training.
-
-        Returns
-        -------
-        dict
-            ``ActiveNet.set_params`` keyword arguments; only what is needed
-            (a selector never switches off something the user asked for).
-        """
-        params = {}
-        if self.snapshot:
-            params["snapshot"] = True
-        if self.loss_head is not None:
-            weight, margin, stop_epoch = self.loss_head
-            params.update(loss_head_weight=weight, loss_head_margin=margin,
-                          loss_head_stop_epoch=stop_epoch)
-        if self.dynamics_head is not None:
-            params["dynamics_head_weight"] = self.dynamics_head
-        return params
 
 
 class BaseSelector(BaseEstimator):
@@ -150,15 +157,16 @@ class BaseSelector(BaseEstimator):
     >>> FirstN().select(None, np.zeros((5, 2)), 2)
     (array([0, 1]), array([0., 0.]))
     >>> FirstN().training_needs()
-    TrainingNeeds(snapshot=False, loss_head=None, dynamics_head=None, reference=None)
+    TrainingNeeds(parts=(), reference=None)
     """
 
     def training_needs(self):
-        """What the net must record while training for this selector.
+        """What the net must do while training for this selector.
 
         Returns
         -------
         TrainingNeeds
+            Nothing by default: the net trains as a plain classifier.
         """
         return TrainingNeeds()
 
@@ -235,6 +243,8 @@ class ScoreSelector(BaseSelector):
     >>> len(set(idx.tolist())), bool(scores[0] >= scores[-1])
     (3, True)
     """
+
+    _parameter_constraints = {"batch": BATCH_CONSTRAINT, "subset": SUBSET_CONSTRAINT}
 
     def score_pool(self, net, X_pool, *, random_state=None, labeled=None):
         """Score every pool sample on the net's device.

@@ -3,7 +3,7 @@
 import torch
 
 from .. import scores
-from .base import ScoreSelector, _generator
+from .base import ScoreSelector, _generator, shared_docs
 
 __all__ = ["Random", "Entropy", "Margin", "LeastConfidence"]
 
@@ -30,6 +30,7 @@ class Random(ScoreSelector):
         return torch.rand(len(X_pool), generator=generator, device=device)
 
 
+@shared_docs
 class Entropy(ScoreSelector):
     """Maximum-entropy sampling: the largest predictive entropy first.
 
@@ -37,11 +38,7 @@ class Entropy(ScoreSelector):
 
     Parameters
     ----------
-    batch : {"topk", "stochastic", "cluster"} or BatchRule, default="topk"
-        How the scores become a batch of ``n``: the ``n`` highest (the
-        papers' rule), a score-weighted random sample
-        (:class:`~skal.selectors.StochasticBatch`) or the best of clustered
-        candidates (:class:`~skal.selectors.ClusterBatch`).
+    {batch}
 
     Examples
     --------
@@ -57,6 +54,7 @@ class Entropy(ScoreSelector):
         return scores.entropy(net.logits(X_batch))
 
 
+@shared_docs
 class Margin(ScoreSelector):
     """Smallest-margin sampling: the smallest gap between the top two classes first.
 
@@ -64,11 +62,7 @@ class Margin(ScoreSelector):
 
     Parameters
     ----------
-    batch : {"topk", "stochastic", "cluster"} or BatchRule, default="topk"
-        How the scores become a batch of ``n``: the ``n`` highest (the
-        papers' rule), a score-weighted random sample
-        (:class:`~skal.selectors.StochasticBatch`) or the best of clustered
-        candidates (:class:`~skal.selectors.ClusterBatch`).
+    {batch}
 
     Examples
     --------
@@ -84,6 +78,7 @@ class Margin(ScoreSelector):
         return -scores.margin(net.logits(X_batch))
 
 
+@shared_docs
 class LeastConfidence(ScoreSelector):
     """Least-confidence sampling: the smallest top-class probability first.
 
@@ -91,11 +86,7 @@ class LeastConfidence(ScoreSelector):
 
     Parameters
     ----------
-    batch : {"topk", "stochastic", "cluster"} or BatchRule, default="topk"
-        How the scores become a batch of ``n``: the ``n`` highest (the
-        papers' rule), a score-weighted random sample
-        (:class:`~skal.selectors.StochasticBatch`) or the best of clustered
-        candidates (:class:`~skal.selectors.ClusterBatch`).
+    {batch}
 
     Examples
     --------

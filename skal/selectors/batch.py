@@ -55,9 +55,6 @@ class BatchRule(BaseEstimator):
     >>> selector = Entropy(batch=EveryOther())
     """
 
-    #: whether :meth:`pick` needs the candidates' embeddings
-    needs_embeddings = False
-
     def pick(self, scores, n, *, generator=None, embed=None):
         """Choose ``n`` distinct positions from ``scores``.
 
@@ -70,8 +67,8 @@ class BatchRule(BaseEstimator):
         generator : torch.Generator, default=None
             Every random draw comes from it (on ``scores.device``).
         embed : callable, default=None
-            ``embed(positions) -> Tensor (len(positions), d)``: embeddings of
-            pool samples, for rules with ``needs_embeddings``.
+            ``embed(positions) -> Tensor (len(positions), d)``: penultimate
+            embeddings of pool samples, computed only when a rule calls it.
 
         Returns
         -------
@@ -233,8 +230,6 @@ class ClusterBatch(BatchRule):
     ...                             generator=torch.Generator().manual_seed(0))
     tensor([0, 3])
     """
-
-    needs_embeddings = True
 
     _parameter_constraints = {
         "factor": [Interval(Real, 1, None, closed="left")],

@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import Interval
 
 from .._data import take
 from ..kcenter import kcenter_greedy
-from .base import BaseSelector, _generator, embeddings
+from .base import SUBSET_CONSTRAINT, BaseSelector, _generator, embeddings
 
 __all__ = ["CoreSet"]
 
@@ -53,7 +53,7 @@ class CoreSet(BaseSelector):
     """
 
     _parameter_constraints = {
-        "subset": [Interval(Integral, 1, None, closed="left"), None],
+        "subset": SUBSET_CONSTRAINT,
         "chunk_size": [Interval(Integral, 1, None, closed="left")],
     }
 

@@ -8,11 +8,12 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..influence import influence_scores, lissa, reference_gradient, select_params
-from .base import ScoreSelector, TrainingNeeds
+from .base import ScoreSelector, TrainingNeeds, shared_docs
 
 __all__ = ["ISAL"]
 
 
+@shared_docs
 class ISAL(ScoreSelector):
     """Influence Selection for Active Learning.
 
@@ -59,11 +60,7 @@ class ISAL(ScoreSelector):
         the loss weighted by the predicted probabilities of the top 10
         classes (the reference code's unused variant; identically zero when
         there are at most 10 classes).
-    batch : {"topk", "stochastic", "cluster"} or BatchRule, default="topk"
-        How the scores become a batch of ``n``: the ``n`` highest (the
-        papers' rule), a score-weighted random sample
-        (:class:`~skal.selectors.StochasticBatch`) or the best of clustered
-        candidates (:class:`~skal.selectors.ClusterBatch`).
+    {batch}
 
     See Also
     --------
@@ -83,6 +80,7 @@ class ISAL(ScoreSelector):
     """
 
     _parameter_constraints = {
+        **ScoreSelector._parameter_constraints,
         "reference": [Interval(Real, 0, 1, closed="neither"), tuple],
         "params": [StrOptions({"all weights", "last layer"}), callable],
         "damping": [Interval(Real, 0, 1, closed="left")],

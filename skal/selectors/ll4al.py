@@ -1,20 +1,20 @@
 """LL4AL: learning to predict the loss."""
 
-from numbers import Integral, Real
-
 import torch
-from sklearn.utils._param_validation import Interval
 
-from .base import ScoreSelector, TrainingNeeds
+from ..parts import LossPredictionHeadTraining
+from .base import ScoreSelector, TrainingNeeds, shared_docs
 
 __all__ = ["LL4AL"]
 
 
+@shared_docs
 class LL4AL(ScoreSelector):
     """Learning Loss for Active Learning: query the samples with the largest predicted loss.
 
-    Training adds a loss-prediction head (:class:`skal.heads.LossPredictionHead`)
-    on the backbone's multi-level features (``feature_layers``, ResNet's
+    Training side: :class:`skal.parts.LossPredictionHeadTraining` adds a
+    loss-prediction head (:class:`skal.heads.LossPredictionHead`) on the
+    backbone's multi-level features (the net's ``feature_layers``, ResNet's
     ``layer1..layer4`` by default), trained with a pairwise ranking hinge on
     the per-sample cross-entropy losses; from ``stop_grad_epoch`` on its
     gradient no longer reaches the backbone. The query scores a random subset
@@ -33,14 +33,11 @@ class LL4AL(ScoreSelector):
     subset : int or None, default=10000
         Score a fresh random subset of this many pool samples per query (the
         paper's 10,000); None scores the whole pool.
-    batch : {"topk", "stochastic", "cluster"} or BatchRule, default="topk"
-        How the scores become a batch of ``n``: the ``n`` highest (the
-        papers' rule), a score-weighted random sample
-        (:class:`~skal.selectors.StochasticBatch`) or the best of clustered
-        candidates (:class:`~skal.selectors.ClusterBatch`).
+    {batch}
 
     See Also
     --------
+    skal.parts.LossPredictionHeadTraining : Its training side.
     TiDAL : The same head architecture predicting training dynamics.
 
     References
@@ -50,17 +47,12 @@ class LL4AL(ScoreSelector):
     Examples
     --------
     >>> from skal.selectors import LL4AL
-    >>> LL4AL().training_needs().net_params()
-    {'loss_head_weight': 1.0, 'loss_head_margin': 1.0, 'loss_head_stop_epoch': 0.6}
+    >>> LL4AL().training_needs().parts
+    (('loss_head', LossPredictionHeadTraining()),)
     """
 
-    _parameter_constraints = {
-        "weight": [Interval(Real, 0, None, closed="neither")],
-        "margin": [Interval(Real, 0, None, closed="left")],
-        "stop_grad_epoch": [Interval(Integral, 0, None, closed="left"),
-                            Interval(Real, 0, 1, closed="neither"), None],
-        "subset": [Interval(Integral, 1, None, closed="left"), None],
-    }
+    _parameter_constraints = {**ScoreSelector._parameter_constraints,
+                              **LossPredictionHeadTraining._parameter_constraints}
 
     def __init__(self, weight=1.0, margin=1.0, stop_grad_epoch=0.6, subset=10000,
                  batch="topk"):
@@ -71,7 +63,8 @@ class LL4AL(ScoreSelector):
         self.batch = batch
 
     def training_needs(self):
-        return TrainingNeeds(loss_head=(self.weight, self.margin, self.stop_grad_epoch))
+        return TrainingNeeds(parts=(("loss_head", LossPredictionHeadTraining(
+            weight=self.weight, margin=self.margin, stop_grad_epoch=self.stop_grad_epoch)),))
 
     def _score_batch(self, net, X_batch):
         _, features = net.forward_tapped(X_batch, levels=True)

@@ -1,23 +1,26 @@
 """TiDAL: learning the training dynamics."""
 
-from numbers import Integral, Real
+from numbers import Real
 
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .. import scores
-from .base import ScoreSelector, TrainingNeeds
+from ..parts import DynamicsHeadTraining
+from .base import ScoreSelector, TrainingNeeds, shared_docs
 
 __all__ = ["TiDAL"]
 
 
+@shared_docs
 class TiDAL(ScoreSelector):
     """Training-dynamics-aware active learning.
 
-    Training adds a training-dynamics head (:class:`skal.heads.TrainingDynamicsHead`)
-    on the backbone's multi-level features, trained with ``KL(p_bar || q)``
-    towards the net's own ``training_dynamics_`` buffer (the running mean of
-    each labeled sample's training softmax, the same buffer DISAL uses). The
+    Training side: :class:`skal.parts.DynamicsHeadTraining` adds a
+    training-dynamics head (:class:`skal.heads.TrainingDynamicsHead`) on the
+    backbone's multi-level features, trained with ``KL(p_bar || q)`` towards
+    :class:`skal.parts.TrainingDynamics` (the running mean of each labeled
+    sample's training softmax, the same one DISAL's loss uses). The
     query predicts the dynamics ``q`` of a random subset of the pool and
     scores it by its entropy (largest first) or by its margin at the
     backbone's predicted class (smallest first).
@@ -33,14 +36,11 @@ class TiDAL(ScoreSelector):
     subset : int or None, default=10000
         Score a fresh random subset of this many pool samples per query (the
         paper's 10,000); None scores the whole pool.
-    batch : {"topk", "stochastic", "cluster"} or BatchRule, default="topk"
-        How the scores become a batch of ``n``: the ``n`` highest (the
-        papers' rule), a score-weighted random sample
-        (:class:`~skal.selectors.StochasticBatch`) or the best of clustered
-        candidates (:class:`~skal.selectors.ClusterBatch`).
+    {batch}
 
     See Also
     --------
+    skal.parts.DynamicsHeadTraining : Its training side.
     LL4AL : The same head architecture predicting the loss.
     DISAL : Reads the same training-dynamics buffer through the dynamic loss.
 
@@ -52,14 +52,14 @@ class TiDAL(ScoreSelector):
     Examples
     --------
     >>> from skal.selectors import TiDAL
-    >>> TiDAL(score="margin").training_needs().net_params()
-    {'dynamics_head_weight': 1.0}
+    >>> TiDAL(score="margin").training_needs().parts
+    (('dynamics_head', DynamicsHeadTraining()),)
     """
 
     _parameter_constraints = {
+        **ScoreSelector._parameter_constraints,
         "weight": [Interval(Real, 0, None, closed="neither")],
         "score": [StrOptions({"entropy", "margin"})],
-        "subset": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(self, weight=1.0, score="entropy", subset=10000,
@@ -70,7 +70,7 @@ class TiDAL(ScoreSelector):
         self.batch = batch
 
     def training_needs(self):
-        return TrainingNeeds(dynamics_head=self.weight)
+        return TrainingNeeds(parts=(("dynamics_head", DynamicsHeadTraining(weight=self.weight)),))
 
     def _score_batch(self, net, X_batch):
         logits, features = net.forward_tapped(X_batch, levels=True)

@@ -1,0 +1,625 @@
+"""Training parts: what a selector needs the net to do while it trains.
+
+A training part is a skorch :class:`~skorch.callbacks.Callback` that an
+:class:`~skal.ActiveNet` also asks, at each training batch, for a term of the
+loss. Each query strategy declares the parts its training needs
+(:meth:`skal.selectors.BaseSelector.training_needs`) and
+:class:`~skal.ActiveLearner` adds them to its clone of the net's callbacks, so
+everything one method does while training lives in its part:
+
+==========================  ===============================================  ==============
+part                        what it does                                     declared by
+==========================  ===============================================  ==============
+:class:`TrainingDynamics`   running mean of each sample's training softmax   (required by
+                            (DISAL eq. 12, TiDAL's ``p_bar``)                the two below)
+:class:`DynamicLoss`        ``weight * KL(f_bar || f_theta)`` (DISAL 13-14)  DISAL
+:class:`EpochSnapshot`      the weights at the end of epoch ``T-1``          DISAL
+:class:`LossPredictionHead  LL4AL's loss-prediction head and ranking hinge   LL4AL
+Training`
+:class:`DynamicsHead        TiDAL's training-dynamics head and its KL        TiDAL
+Training`
+==========================  ===============================================  ==============
+
+A part is added to any net by hand like any callback, e.g. DISAL's "w/o S"
+ablation, random sampling trained with the dynamic loss::
+
+    ActiveNet(module, callbacks=[("dynamic_loss", DynamicLoss(weight=1.0))])
+
+Parts that read the training batches' sample positions (``uses_indices``) get
+them from :attr:`skal.ActiveNet.sample_indices_` at each batch, without any
+change to what the module, ``infer``, ``get_loss``, collate functions or
+``iterator_train`` see. Parts that others read (:class:`TrainingDynamics`) are
+added by the net when missing (:meth:`TrainingPart.requires`).
+"""
+
+import copy
+import inspect
+import numbers
+from numbers import Integral, Real
+
+import torch
+import torch.nn.functional as F
+from skorch.callbacks import Callback
+from skorch.utils import to_tensor
+from sklearn.utils._param_validation import Interval, validate_parameter_constraints
+from torch.nn.parameter import is_lazy
+
+from ._taps import submodule_names
+from .heads import LossPredictionHead, TrainingDynamicsHead
+from .losses import dynamic_kl_loss, dynamics_prediction_loss, loss_ranking_loss, running_mean_update
+
+__all__ = [
+    "TrainingPart",
+    "TrainingDynamics",
+    "DynamicLoss",
+    "EpochSnapshot",
+    "LossPredictionHeadTraining",
+    "DynamicsHeadTraining",
+]
+
+
+class TrainingPart(Callback):
+    """Base class of training parts.
+
+    A part is a skorch callback (its ``on_*`` hooks run as any callback's) with
+    three more hooks, all optional:
+
+    * :meth:`loss` returns its term of a training batch's loss (or None);
+    * :meth:`modules` returns auxiliary modules for the net to build and
+      register (they are then trained, moved, saved and loaded with it);
+    * :meth:`requires` names other parts it reads.
+
+    Like every skorch callback, its parameters are its ``__init__``
+    arguments and its state ends with ``_``. Parameters are checked by
+    ``_parameter_constraints`` when the net is initialised.
+
+    See Also
+    --------
+    skal.ActiveNet : Runs the parts it finds among its callbacks.
+
+    Examples
+    --------
+    A part that adds an L1 penalty on the logits:
+
+    >>> import numpy as np
+    >>> from skal import ActiveNet
+    >>> from skal.models import MLP
+    >>> from skal.parts import TrainingPart
+    >>> class LogitPenalty(TrainingPart):
+    ...     def __init__(self, weight=0.01):
+    ...         self.weight = weight
+    ...     def loss(self, net, logits, y_true):
+    ...         return self.weight * logits.abs().mean()
+    >>> X = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    >>> net = ActiveNet(MLP, module__num_classes=2, max_epochs=1, verbose=0,
+    ...                 callbacks=[("penalty", LogitPenalty())])
+    >>> list(net.fit(X, (X[:, 0] > 0).astype(np.int64)).parts_)
+    ['penalty']
+    """
+
+    #: whether the part reads the sample positions of the training batches
+    uses_indices = False
+    _parameter_constraints = {}
+
+    def initialize(self):
+        validate_parameter_constraints(
+            self._parameter_constraints, self.get_params(deep=False), caller_name=type(self).__name__)
+        return super().initialize()
+
+    def __repr__(self):
+        # like a scikit-learn estimator: the parameters that differ from their defaults
+        defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()}
+        changed = [f"{key}={value!r}" for key, value in self.get_params(deep=False).items()
+                   if key not in defaults or defaults[key] is not value and defaults[key] != value]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def requires(self):
+        """Parts this one reads, which the net adds when it has none of their type.
+
+        Returns
+        -------
+        list of (str, TrainingPart)
+        """
+        return []
+
+    def modules(self, net):
+        """Auxiliary modules to build, as ``{name: module}``.
+
+        The net registers each as ``name_`` (so ``name__param`` parameters
+        configure it), when its own module is built.
+
+        Parameters
+        ----------
+        net : skal.ActiveNet
+            With ``module_`` and ``feature_layers_`` already set.
+
+        Returns
+        -------
+        dict of str to torch.nn.Module
+        """
+        return {}
+
+    def state_dict(self):
+        """The part's fitted tensors, for saving: a flat dict of str to tensor.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            Empty by default.
+        """
+        return {}
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned.
+
+        Parameters
+        ----------
+        state : dict of str to torch.Tensor
+
+        Raises
+        ------
+        ValueError
+            If a key is missing or unknown.
+        """
+        _check_keys(self, state, set())
+
+    def loss(self, net, logits, y_true):
+        """This part's term of a training batch's loss.
+
+        Parameters
+        ----------
+        net : skal.ActiveNet
+        logits : torch.Tensor of shape (batch_size, n_classes)
+            The module's training-forward output (first element of a tuple).
+        y_true : torch.Tensor of shape (batch_size,)
+            The batch's targets, on the net's device.
+
+        Returns
+        -------
+        torch.Tensor or None
+            A scalar added to the criterion's loss, or None.
+        """
+        return None
+
+
+class TrainingDynamics(TrainingPart):
+    """The running mean of each training sample's softmax over the epochs of a fit.
+
+    ``mean_[i]`` is sample ``i``'s mean training-forward softmax over its
+    visits in the current ``fit``/``partial_fit`` (DISAL eq. 12,
+    ``f_bar_t = f_bar_{t-1} (t-1)/t + f_t / t``; TiDAL's ``p_bar``). With
+    skorch's default loaders every sample is visited once per epoch; with a
+    sampler or ``drop_last`` that skips or repeats samples it is still a
+    proper mean over visits. A batch updates it once, however many times an
+    optimizer such as LBFGS evaluates the loss.
+
+    Attributes
+    ----------
+    mean_ : torch.Tensor of shape (n_train, n_classes) or None
+        On the net's device, rows in the order of the training data (its
+        training part when ``train_split`` is set); allocated at the first
+        batch of each fit.
+    visits_ : torch.Tensor of shape (n_train,) or None
+        How many batches have folded each sample in.
+
+    References
+    ----------
+    .. [1] DISAL, "Tracing Training Progress: Dynamic Influence Based Selection
+       for Active Learning", eq. 12.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skal import ActiveNet
+    >>> from skal.models import MLP
+    >>> from skal.parts import TrainingDynamics
+    >>> X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    >>> net = ActiveNet(MLP, module__num_classes=2, max_epochs=3, verbose=0,
+    ...                 callbacks=[("dynamics", TrainingDynamics())])
+    >>> net = net.fit(X, (X[:, 0] > 0).astype(np.int64))
+    >>> net.parts_["dynamics"].mean_.shape, int(net.parts_["dynamics"].visits_.min())
+    (torch.Size([40, 2]), 3)
+    """
+
+    uses_indices = True
+
+    def initialize(self):
+        self.mean_ = self.visits_ = self.n_samples_ = self.batch_rows_ = None
+        return super().initialize()
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        # each fit (and partial_fit) starts a new mean: eq. 12's t counts this fit's epochs
+        self.mean_ = self.visits_ = self.batch_rows_ = None
+
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        self.n_samples_ = len(dataset_train)
+
+    def on_batch_begin(self, net, batch=None, training=None, **kwargs):
+        if training:
+            self.batch_rows_ = None  # this batch is folded in at its first loss evaluation
+
+    def loss(self, net, logits, y_true):
+        self.rows(net, logits)
+        return None
+
+    def rows(self, net, logits):
+        """This batch's rows of ``mean_``, this batch's own prediction included.
+
+        Folds the batch's softmax in at the first call of a batch; later calls
+        for the same batch return the same rows.
+
+        Parameters
+        ----------
+        net : skal.ActiveNet
+        logits : torch.Tensor of shape (batch_size, n_classes)
+
+        Returns
+        -------
+        torch.Tensor of shape (batch_size, n_classes)
+        """
+        if self.batch_rows_ is not None:
+            return self.batch_rows_
+        index = net.sample_indices_.current
+        if self.mean_ is None:
+            n_classes = logits.shape[1]
+            if net.classes is not None and n_classes != len(net.classes):
+                raise ValueError(
+                    f"The module returns {n_classes} logits per sample but there are "
+                    f"{len(net.classes)} classes; set module__num_classes={len(net.classes)}."
+                )
+            self.mean_ = torch.zeros(self.n_samples_, n_classes, dtype=torch.float32, device=logits.device)
+            self.visits_ = torch.zeros(self.n_samples_, dtype=torch.float32, device=logits.device)
+        with torch.no_grad():
+            probs = torch.softmax(logits.detach().float(), dim=1)
+            rows = running_mean_update(self.mean_[index], probs, self.visits_[index].unsqueeze(1))
+            self.mean_[index] = rows
+            self.visits_[index] += 1
+        self.batch_rows_ = rows
+        return rows
+
+    def on_batch_end(self, net, batch=None, training=None, **kwargs):
+        if training:
+            self.batch_rows_ = None
+
+    def state_dict(self):
+        return {} if self.mean_ is None else {"mean": self.mean_, "visits": self.visits_}
+
+    def load_state_dict(self, state):
+        _check_keys(self, state, {"mean", "visits"} if state else set())
+        mean, visits = state.get("mean"), state.get("visits")
+        if mean is not None and (mean.ndim != 2 or visits.shape != mean.shape[:1]):
+            raise ValueError(f"{type(self).__name__}: mean of shape {tuple(mean.shape)} and "
+                             f"visits of shape {tuple(visits.shape)} do not match.")
+        self.mean_, self.visits_ = mean, visits
+        self.n_samples_ = None if mean is None else len(mean)
+
+
+class DynamicLoss(TrainingPart):
+    """DISAL's dynamic loss: ``weight * KL(f_bar || softmax(logits))``.
+
+    Added to the criterion's loss of every training batch, averaged over the
+    batch, with ``f_bar`` the batch's rows of :class:`TrainingDynamics`
+    (which already include this batch's prediction) detached (DISAL eq.
+    13-14). Declared by :class:`~skal.selectors.DISAL`; add it to any other
+    selector's net by hand for DISAL's "w/o S" ablation.
+
+    Parameters
+    ----------
+    weight : float, default=1.0
+        ``lambda`` of DISAL eq. 14; 1.0 was best in the paper's Table 3. 0
+        trains exactly like a net without the part.
+
+    References
+    ----------
+    .. [1] DISAL, "Tracing Training Progress: Dynamic Influence Based Selection
+       for Active Learning", eq. 13-14 and Table 3.
+
+    Examples
+    --------
+    >>> from skal.parts import DynamicLoss
+    >>> [name for name, _ in DynamicLoss().requires()]
+    ['dynamics']
+    """
+
+    _parameter_constraints = {"weight": [Interval(Real, 0, None, closed="left")]}
+
+    def __init__(self, weight=1.0):
+        self.weight = weight
+
+    def requires(self):
+        return [("dynamics", TrainingDynamics())]
+
+    def loss(self, net, logits, y_true):
+        if not self.weight:
+            return None
+        f_bar = net.get_part(TrainingDynamics).rows(net, logits)
+        return self.weight * dynamic_kl_loss(logits, f_bar)
+
+
+class EpochSnapshot(TrainingPart):
+    """The module's weights and buffers at the end of epoch ``T-1``, for DISAL's query.
+
+    Copied at the start of every epoch into preallocated tensors, so after
+    the last epoch it holds the state at the end of the one before, however
+    training stopped (early stopping included); one weight copy of memory.
+    BatchNorm statistics are included.
+
+    Attributes
+    ----------
+    state_ : dict of str to torch.Tensor or None
+        The module's ``state_dict`` at the start of the last trained epoch;
+        None before the first epoch, and while a lazy module has no weights.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skal import ActiveNet
+    >>> from skal.models import MLP
+    >>> from skal.parts import EpochSnapshot
+    >>> X = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    >>> net = ActiveNet(MLP, module__num_classes=2, module__in_features=3, max_epochs=2,
+    ...                 verbose=0, callbacks=[("snapshot", EpochSnapshot())])
+    >>> net = net.fit(X, (X[:, 0] > 0).astype(np.int64))
+    >>> sorted(net.parts_["snapshot"].state_)[:2]
+    ['layers.1.bias', 'layers.1.weight']
+    """
+
+    def initialize(self):
+        self.state_ = None
+        return super().initialize()
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.state_ = None
+
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        state = net.module_.state_dict()
+        if any(is_lazy(value) for value in state.values()):
+            self.state_ = None  # lazy modules have no weights before their first batch
+            return
+        with torch.no_grad():
+            if self.state_ is not None and self.state_.keys() == state.keys():
+                for key, value in state.items():
+                    self.state_[key].copy_(value)
+            else:
+                self.state_ = {key: value.detach().clone() for key, value in state.items()}
+
+    def state_dict(self):
+        return {} if self.state_ is None else dict(self.state_)
+
+    def load_state_dict(self, state):
+        self.state_ = dict(state) or None  # checked against the module when it is used
+
+    def module(self, net):
+        """A copy of ``net.module_`` holding the snapshot, in eval mode.
+
+        The net's own module is never touched, so a prediction running at the
+        same time sees only its own weights.
+
+        Parameters
+        ----------
+        net : skal.ActiveNet
+            The net that trained with this part.
+
+        Returns
+        -------
+        torch.nn.Module
+        """
+        if self.state_ is None:
+            raise ValueError(
+                "The net has no epoch T-1 snapshot: train it for at least one epoch with an "
+                "EpochSnapshot part (ActiveLearner adds one for DISAL), or at least two when "
+                "the module has lazy layers (such as skal.models.MLP's), whose weights do not "
+                "exist before the first batch."
+            )
+        module = copy.deepcopy(net.module_)
+        module.load_state_dict(self.state_)
+        return module.eval()
+
+
+class _FeatureTraining(TrainingPart):
+    """Base of the head parts: taps ``net.feature_layers_`` during training forwards."""
+
+    def initialize(self):
+        self.handles_, self.features_, self.epoch_ = [], {}, 0
+        return super().initialize()
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self._remove_hooks()
+        self.epoch_ = 0
+        for name in net.feature_layers_:
+            submodule = net.module_.get_submodule(name)
+            self.handles_.append(submodule.register_forward_hook(_TrainingTap(self.features_, name)))
+
+    def on_epoch_end(self, net, **kwargs):
+        self.epoch_ += 1
+
+    def on_batch_end(self, net, batch=None, training=None, **kwargs):
+        self.features_.clear()  # never kept past the step
+
+    def on_train_end(self, net, X=None, y=None, **kwargs):
+        self._remove_hooks()
+        self.features_.clear()
+
+    def state_dict(self):
+        return {"epoch": torch.tensor(self.epoch_)}
+
+    def load_state_dict(self, state):
+        _check_keys(self, state, {"epoch"})
+        self.epoch_ = int(state["epoch"])
+
+    def _remove_hooks(self):
+        for handle in self.handles_:
+            handle.remove()
+        self.handles_ = []
+
+    def _features(self, net):
+        missing = [name for name in net.feature_layers_ if name not in self.features_]
+        if missing:
+            raise RuntimeError(
+                f"{type(self).__name__}: the training forward pass did not run the feature "
+                f"layer(s) {missing}; an infer override must call the module."
+            )
+        return [self.features_[name] for name in net.feature_layers_]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["handles_"], state["features_"] = [], {}  # hooks belong to the live module
+        return state
+
+    @staticmethod
+    def _check_levels(net, owner):
+        if not net.feature_layers_:
+            raise ValueError(
+                f"{owner} needs multi-level features, but the module has no submodules named "
+                "layer1, layer2, ... (as ResNets have); set the net's feature_layers to some of: "
+                f"{submodule_names(net.module_)}."
+            )
+
+
+class _TrainingTap:
+    """Forward hook that keeps a submodule's output of training-mode forwards."""
+
+    def __init__(self, store, key):
+        self.store, self.key = store, key
+
+    def __call__(self, module, args, out):
+        if module.training:
+            self.store[self.key] = out
+
+
+class LossPredictionHeadTraining(_FeatureTraining):
+    """LL4AL's training side: a loss-prediction head trained with a ranking hinge.
+
+    Builds ``net.loss_predictor_`` (:class:`skal.heads.LossPredictionHead`,
+    configured by the net's ``loss_predictor__hidden`` style parameters) on the
+    outputs of the net's ``feature_layers`` and adds
+    ``weight * ranking_hinge(predicted, per-sample CE, margin)``
+    (:func:`skal.losses.loss_ranking_loss`) to each training batch's loss.
+    From epoch ``stop_grad_epoch`` of each fit on, the features reach the head
+    detached, so its gradient no longer reaches the backbone.
+
+    Parameters
+    ----------
+    weight : float, default=1.0
+        Weight of the ranking loss (the paper's lambda = 1).
+    margin : float, default=1.0
+        Hinge margin (the paper's xi = 1).
+    stop_grad_epoch : int, float or None, default=0.6
+        Epoch (0-based, within each fit) from which the head's gradient is
+        detached from the backbone; a float in (0, 1) is a fraction of the
+        net's ``max_epochs`` (0.6 = the paper's epoch 120 of 200); None never.
+
+    Attributes
+    ----------
+    epoch_ : int
+        Epochs completed in the current fit.
+
+    References
+    ----------
+    .. [1] Yoo and Kweon, "Learning Loss for Active Learning", CVPR 2019.
+
+    Examples
+    --------
+    >>> from skal.parts import LossPredictionHeadTraining
+    >>> part = LossPredictionHeadTraining(stop_grad_epoch=0.5).initialize()
+    >>> part.stop_epoch(max_epochs=10)
+    5
+    """
+
+    _parameter_constraints = {
+        "weight": [Interval(Real, 0, None, closed="neither")],
+        "margin": [Interval(Real, 0, None, closed="left")],
+        "stop_grad_epoch": [Interval(Integral, 0, None, closed="left"),
+                            Interval(Real, 0, 1, closed="neither"), None],
+    }
+
+    def __init__(self, weight=1.0, margin=1.0, stop_grad_epoch=0.6):
+        self.weight = weight
+        self.margin = margin
+        self.stop_grad_epoch = stop_grad_epoch
+
+    def modules(self, net):
+        self._check_levels(net, "LL4AL's loss-prediction head")
+        return {"loss_predictor": LossPredictionHead(
+            n_levels=len(net.feature_layers_), **net.get_params_for("loss_predictor"))}
+
+    def stop_epoch(self, max_epochs):
+        """The epoch of a fit from which the head's gradient stops at the features.
+
+        Parameters
+        ----------
+        max_epochs : int
+            The net's ``max_epochs``.
+
+        Returns
+        -------
+        int or None
+        """
+        stop = self.stop_grad_epoch
+        if stop is not None and not isinstance(stop, numbers.Integral):
+            stop = round(stop * max_epochs)
+        return stop
+
+    def loss(self, net, logits, y_true):
+        features = self._features(net)
+        stop = self.stop_epoch(net.max_epochs)
+        if stop is not None and self.epoch_ >= stop:
+            features = [f.detach() for f in features]
+        per_sample = F.cross_entropy(logits, to_tensor(y_true, device=logits.device), reduction="none")
+        predicted = net.loss_predictor_(features)
+        return self.weight * loss_ranking_loss(predicted, per_sample, self.margin)
+
+
+class DynamicsHeadTraining(_FeatureTraining):
+    """TiDAL's training side: a head that learns each sample's training dynamics.
+
+    Builds ``net.dynamics_predictor_`` (:class:`skal.heads.TrainingDynamicsHead`)
+    on the outputs of the net's ``feature_layers`` and adds
+    ``weight * KL(p_bar || softmax(head))`` (:func:`skal.losses.dynamics_prediction_loss`)
+    towards the batch's rows of :class:`TrainingDynamics` to each training
+    batch's loss. The head needs the net's ``classes`` (ActiveLearner sets them).
+
+    Parameters
+    ----------
+    weight : float, default=1.0
+        Weight of the head's KL loss (the paper's lambda = 1).
+
+    References
+    ----------
+    .. [1] Kye et al., "TiDAL: Learning Training Dynamics for Active Learning",
+       ICCV 2023.
+
+    Examples
+    --------
+    >>> from skal.parts import DynamicsHeadTraining
+    >>> [name for name, _ in DynamicsHeadTraining().requires()]
+    ['dynamics']
+    """
+
+    _parameter_constraints = {"weight": [Interval(Real, 0, None, closed="neither")]}
+
+    def __init__(self, weight=1.0):
+        self.weight = weight
+
+    def requires(self):
+        return [("dynamics", TrainingDynamics())]
+
+    def modules(self, net):
+        self._check_levels(net, "TiDAL's training-dynamics head")
+        if net.classes is None:
+            raise ValueError("TiDAL's training-dynamics head needs the net's `classes` to size "
+                             "its output; set classes (ActiveLearner does).")
+        return {"dynamics_predictor": TrainingDynamicsHead(
+            num_classes=len(net.classes), n_levels=len(net.feature_layers_),
+            **net.get_params_for("dynamics_predictor"))}
+
+    def loss(self, net, logits, y_true):
+        target = net.get_part(TrainingDynamics).rows(net, logits)
+        predicted = net.dynamics_predictor_(self._features(net))
+        return self.weight * dynamics_prediction_loss(predicted, target)
+
+
+def _check_keys(part, state, expected):
+    if set(state) != expected:
+        raise ValueError(f"{type(part).__name__}: saved state has keys {sorted(state)}, "
+                         f"expected {sorted(expected)}.")
