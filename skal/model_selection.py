@@ -1,24 +1,29 @@
-"""Campaign simulation: run active learning with known labels as the oracle."""
+"""Campaign simulation: run active learning with known labels as the oracle, and compare strategies."""
 
 import csv
 import json
 import numbers
 import sys
-import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed
-from sklearn.base import clone
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_array, check_random_state
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils import check_random_state
 from tqdm.auto import tqdm
 
-from ._data import check_array_like, check_same_length, check_targets, is_dataset, named_errors, sample_shape, take
+from . import _provenance
+from ._campaign import (check_budget, check_count, check_data, configured, draw_repeats,
+                        normalised_auc, run_campaign, samples_shape)
+from ._campaign_estimator import CampaignEstimator
+from ._data import check_same_length, named_errors, take
+from ._stats import PairedDifferences, paired_t_interval
 
-__all__ = ["active_learning_curve", "ActiveLearningCurve"]
+__all__ = ["active_learning_curve", "ActiveLearningCurve", "CampaignEstimator", "PairedDifferences"]
+
+_METRICS = ("auc", "final", "cycles")
 
 
 @dataclass
@@ -40,12 +45,21 @@ class ActiveLearningCurve:
         The scorer's name.
     meta : dict
         The campaign's settings: ``initial_size``, ``query_size``,
-        ``n_cycles`` and ``n_repeats``.
+        ``n_cycles`` and ``n_repeats``; from :func:`active_learning_curve`
+        also ``provenance`` (what the run needs to be repeated: data
+        checksums, every learner's parameters, seeds, initial sets,
+        versions, devices, machine). ``config`` is reserved for the
+        ``skal simulate`` options that produced the result. Everything in it
+        must be JSON-able for :meth:`to_json`.
     class_counts : ndarray of shape (n_learners, n_repeats, n_cycles + 1, n_classes) or None
         How the labels added at each cycle spread over the classes (cycle 0:
         the initial set), in the order of ``classes``.
     classes : ndarray of shape (n_classes,) or None
         The labels counted in ``class_counts``.
+    reference : str or None
+        The method the others are compared with (:meth:`paired_differences`,
+        the Δ rows of :meth:`table`). None: the method named ``"random"``
+        (any case), if there is one.
 
     See Also
     --------
@@ -74,6 +88,7 @@ class ActiveLearningCurve:
     meta: dict = field(default_factory=dict)
     class_counts: np.ndarray | None = None
     classes: np.ndarray | None = None
+    reference: str | None = None
 
     @property
     def pick_entropy(self):
@@ -108,13 +123,102 @@ class ActiveLearningCurve:
         labeled-count range, i.e. the curve's average height (in score units);
         with a single trained model it is that model's score.
         """
-        if len(self.n_labeled) < 2:
-            return self.scores[..., 0]
-        width = self.n_labeled[-1] - self.n_labeled[0]
-        return _trapezoid(self.scores, self.n_labeled, axis=-1) / width
+        return normalised_auc(self.scores, self.n_labeled)
+
+    # --- paired comparisons ---------------------------------------------------
+
+    def reference_name(self, reference=None):
+        """The method the others are compared with, or None when there is none.
+
+        Parameters
+        ----------
+        reference : str or None, default=None
+            A method's name; None takes :attr:`reference`, else the method
+            named ``"random"`` (any case).
+
+        Returns
+        -------
+        str or None
+        """
+        if reference is None:
+            reference = self.reference
+            if reference is None:
+                return next((name for name in self.names if name.lower() == "random"), None)
+        if not isinstance(reference, str):
+            raise TypeError(f"reference must be a method's name (str) or None, got {type(reference).__name__}.")
+        if reference not in self.names:
+            raise ValueError(f"reference: {reference!r} is not one of the methods compared: {self.names}.")
+        return reference
+
+    def paired_differences(self, metric="auc", reference=None, *, confidence=0.95):
+        """Per-repeat differences of every method to the reference, with a paired t interval.
+
+        Within a repeat all methods share the initial set and the seed, so
+        ``method - reference`` pairs them. The interval is Student's t over
+        the ``n`` repeats: ``mean ± t_{(1 + confidence) / 2, n - 1} * sd /
+        sqrt(n)`` with ``sd`` the sample standard deviation (``ddof=1``) of
+        the differences. With a single repeat it is undefined (NaN bounds).
+
+        Parameters
+        ----------
+        metric : {"auc", "final", "cycles"}, default="auc"
+            The normalised area under each repeat's curve (:attr:`auc`), the
+            last cycle's score, or every cycle's score.
+        reference : str or None, default=None
+            The method to compare with (see :meth:`reference_name`).
+        confidence : float, default=0.95
+            The interval's coverage, in (0, 1).
+
+        Returns
+        -------
+        PairedDifferences
+            For every method but the reference, in the order of ``names``.
+
+        Raises
+        ------
+        ValueError
+            If there is no reference (no method named ``"random"`` and none
+            given), or the reference is the only method.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skal.model_selection import ActiveLearningCurve
+        >>> scores = np.array([[[0.5, 0.7], [0.6, 0.9]], [[0.5, 0.6], [0.6, 0.7]]])
+        >>> zeros = np.zeros_like(scores)
+        >>> result = ActiveLearningCurve(["margin", "random"], np.array([10, 20]), scores, zeros, zeros)
+        >>> result.paired_differences("cycles").mean.round(2).tolist()
+        [[0.0, 0.15]]
+        """
+        if metric not in _METRICS:
+            raise ValueError(f"metric must be one of {list(_METRICS)}, got {metric!r}.")
+        if (isinstance(confidence, bool) or not isinstance(confidence, (int, float, np.floating))
+                or not 0 < confidence < 1):
+            raise ValueError(f"confidence must be a float in (0, 1), got {confidence!r}.")
+        name = self.reference_name(reference)
+        if name is None:
+            raise ValueError(f"reference: no method is named 'random'; pass reference= one of {self.names}.")
+        others = [i for i, other in enumerate(self.names) if other != name]
+        if not others:
+            raise ValueError(f"reference: {name!r} is the only method; there is nothing to compare with it.")
+        per_repeat = {"auc": self.auc, "final": np.asarray(self.scores)[..., -1],
+                      "cycles": np.asarray(self.scores, dtype=np.float64)}[metric]
+        ref = self.names.index(name)
+        values = per_repeat[others] - per_repeat[ref]
+        mean, low, high = paired_t_interval(values, confidence, axis=1)
+        return PairedDifferences([self.names[i] for i in others], name, metric, values, mean, low, high,
+                                 n=int(values.shape[1]), confidence=float(confidence))
+
+    # --- reports ----------------------------------------------------------------
 
     def table(self):
-        """Markdown table: one row per cycle, ``mean ± std`` per learner, then AUC and time.
+        """Markdown table: one row per cycle, ``mean ± std`` per learner, then AUC, Δ rows and time.
+
+        With a reference method (:meth:`reference_name`), two rows give each
+        other method's paired difference to it, of the AUC and of the final
+        score (:meth:`paired_differences`): ``mean [low, high]`` with the 95%
+        paired t interval over repeats, and ``*`` when the interval excludes
+        zero. With one repeat there is no interval.
 
         Returns
         -------
@@ -130,6 +234,14 @@ class ActiveLearningCurve:
             rows.append(f"| {c} | {n} | {cells} |")
         auc = " | ".join(_mean_std(a) for a in self.auc)
         rows.append(f"| AUC | | {auc} |")
+        reference = self.reference_name()
+        if reference is not None and len(self.names) > 1:
+            for metric, label in (("auc", "AUC"), ("final", "final")):
+                diff = self.paired_differences(metric, reference)
+                cells = {name: _difference(diff, j) for j, name in enumerate(diff.names)}
+                cells[reference] = "(reference)"
+                rows.append(f"| Δ {label} vs {reference} (95% CI) | | "
+                            + " | ".join(cells[name] for name in self.names) + " |")
         seconds = " | ".join(f"{(f + q).sum() / f.shape[0]:.1f} s"
                              for f, q in zip(self.fit_times, self.query_times))
         rows.append(f"| time / repeat | | {seconds} |")
@@ -147,6 +259,10 @@ class ActiveLearningCurve:
             Keys ``selector``, ``repeat``, ``cycle``, ``n_labeled``, the
             scorer's name, ``fit_time`` and ``query_time`` (and
             ``pick_entropy`` with ``class_counts``).
+
+        See Also
+        --------
+        paired_records : The paired comparisons, in the same long format.
         """
         records = []
         for i, name in enumerate(self.names):
@@ -162,44 +278,163 @@ class ActiveLearningCurve:
                         records[-1]["pick_entropy"] = float(self.pick_entropy[i, r, c])
         return records
 
-    def to_csv(self, path):
-        """Write :meth:`to_records` as CSV.
+    def paired_records(self, reference=None):
+        """One dict per (method, metric) of the paired differences to the reference (95% paired t).
+
+        Parameters
+        ----------
+        reference : str or None, default=None
+            See :meth:`reference_name`.
+
+        Returns
+        -------
+        list of dict
+            Keys ``selector``, ``reference``, ``metric`` (``auc``, ``final``
+            or ``cycle``), ``cycle`` and ``n_labeled`` (per-cycle rows only,
+            else None), ``n`` (repeats), ``mean``, ``low``, ``high`` (NaN
+            with one repeat), ``excludes_zero`` and ``confidence``; empty
+            without a reference or with a single method.
+        """
+        name = self.reference_name(reference)
+        if name is None or len(self.names) < 2:
+            return []
+        records = []
+        for metric in _METRICS:
+            diff = self.paired_differences(metric, name)
+            cycles = range(len(self.n_labeled)) if metric == "cycles" else [None]
+            for j, method in enumerate(diff.names):
+                for c in cycles:
+                    at = (j,) if c is None else (j, c)
+                    records.append({
+                        "selector": method, "reference": name,
+                        "metric": "cycle" if c is not None else metric,
+                        "cycle": c, "n_labeled": None if c is None else int(self.n_labeled[c]),
+                        "n": diff.n, "mean": float(diff.mean[at]), "low": float(diff.low[at]),
+                        "high": float(diff.high[at]), "excludes_zero": bool(diff.excludes_zero[at]),
+                        "confidence": diff.confidence,
+                    })
+        return records
+
+    def to_csv(self, path, *, paired_path=None):
+        """Write :meth:`to_records` as CSV (and :meth:`paired_records` to a second file).
 
         Parameters
         ----------
         path : str or path-like
-            The file to write (overwritten).
+            The file to write (overwritten): one row per (learner, repeat, cycle).
+        paired_path : str or path-like or None, default=None
+            Where to write the paired differences to the reference, one row
+            per (method, metric[, cycle]); None writes none. A result without
+            a reference writes only the header.
         """
-        records = self.to_records()
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(records[0]))
-            writer.writeheader()
-            writer.writerows(records)
+        _write_csv(path, self.to_records())
+        if paired_path is not None:
+            _write_csv(paired_path, self.paired_records(), fieldnames=[
+                "selector", "reference", "metric", "cycle", "n_labeled", "n", "mean", "low", "high",
+                "excludes_zero", "confidence"])
 
     def to_json(self, path):
-        """Write the whole result (arrays as lists) as JSON.
+        """Write the whole result as JSON (arrays as lists), with the paired differences.
+
+        The file holds the fields (``names``, ``n_labeled``, ``scores``,
+        ``fit_times``, ``query_times``, ``scoring``, ``meta`` with its
+        ``provenance`` and ``config``, ``class_counts``, ``classes`` with
+        their dtype, ``reference``) that :meth:`from_json` reads back, and
+        for reading elsewhere the derived ``mean``, ``std``, ``auc``,
+        ``pick_entropy`` and ``paired`` (:meth:`paired_differences` for
+        ``auc``, ``final`` and ``cycles``; undefined bounds as null).
 
         Parameters
         ----------
         path : str or path-like
             The file to write (overwritten).
         """
+        reference = self.reference_name()
         data = {
-            "names": self.names, "n_labeled": self.n_labeled.tolist(), "scoring": self.scoring,
-            "scores": self.scores.tolist(), "fit_times": self.fit_times.tolist(),
-            "query_times": self.query_times.tolist(), "mean": self.mean.tolist(),
+            "names": self.names, "n_labeled": np.asarray(self.n_labeled).tolist(), "scoring": self.scoring,
+            "scores": np.asarray(self.scores).tolist(), "fit_times": np.asarray(self.fit_times).tolist(),
+            "query_times": np.asarray(self.query_times).tolist(), "mean": self.mean.tolist(),
             "std": self.std.tolist(), "auc": self.auc.tolist(), "meta": self.meta,
+            "reference": self.reference,
         }
         if self.class_counts is not None:
-            data["classes"] = np.asarray(self.classes).tolist()
+            classes = np.asarray(self.classes)
+            data["classes"] = classes.tolist()
+            data["classes_dtype"] = classes.dtype.str
             data["class_counts"] = np.asarray(self.class_counts).tolist()
             data["pick_entropy"] = self.pick_entropy.tolist()
+        if reference is not None and len(self.names) > 1:
+            data["paired"] = {metric: self.paired_differences(metric, reference).to_dict()
+                              for metric in _METRICS}
         with open(path, "w") as f:
-            json.dump(data, f, indent=2)
+            json.dump(data, f, indent=2, default=_json_default)
+
+    @classmethod
+    def from_json(cls, path):
+        """Read back a result written by :meth:`to_json`.
+
+        Parameters
+        ----------
+        path : str or path-like
+
+        Returns
+        -------
+        ActiveLearningCurve
+            Arrays as numpy (``n_labeled`` and ``class_counts`` int64,
+            scores and times float64, ``classes`` in their recorded dtype),
+            ``meta`` as written; derived values are recomputed, not read.
+
+        Raises
+        ------
+        ValueError
+            If the file is not JSON or lacks a field the result needs.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from skal.model_selection import ActiveLearningCurve
+        >>> scores = np.array([[[0.5, 0.7], [0.6, 0.9]]])
+        >>> result = ActiveLearningCurve(["margin"], np.array([10, 20]), scores, scores * 0, scores * 0)
+        >>> path = os.path.join(tempfile.mkdtemp(), "results.json")
+        >>> result.to_json(path)
+        >>> bool(np.array_equal(ActiveLearningCurve.from_json(path).scores, scores))
+        True
+        """
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not a JSON file ({error}).") from error
+        required = ("names", "n_labeled", "scores", "fit_times", "query_times")
+        missing = [key for key in required if not isinstance(data, dict) or key not in data]
+        if missing:
+            raise ValueError(f"{path}: not an ActiveLearningCurve result, it lacks {missing}.")
+        class_counts = classes = None
+        if data.get("class_counts") is not None:
+            class_counts = np.asarray(data["class_counts"], dtype=np.int64)
+            classes = np.asarray(data["classes"], dtype=np.dtype(data.get("classes_dtype")))
+        return cls(list(data["names"]), np.asarray(data["n_labeled"], dtype=np.int64),
+                   *(np.asarray(data[key], dtype=np.float64) for key in ("scores", "fit_times", "query_times")),
+                   scoring=data.get("scoring", "accuracy"), meta=data.get("meta", {}),
+                   class_counts=class_counts, classes=classes, reference=data.get("reference"))
 
 
-# numpy >= 2 renamed trapz to trapezoid
-_trapezoid = getattr(np, "trapezoid", None) or np.trapz
+def _write_csv(path, records, fieldnames=None):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames or list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"meta: {type(value).__name__} values cannot be written as JSON")
 
 
 def _mean_std(values):
@@ -207,9 +442,16 @@ def _mean_std(values):
     return f"{values.mean():.4f} ± {values.std():.4f}" if values.size > 1 else f"{values.mean():.4f}"
 
 
+def _difference(diff, j):
+    if diff.n < 2:
+        return f"{diff.mean[j]:+.4f} (1 repeat: no CI)"
+    mark = " *" if diff.excludes_zero[j] else ""
+    return f"{diff.mean[j]:+.4f} [{diff.low[j]:+.4f}, {diff.high[j]:+.4f}]{mark}"
+
+
 def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_size, query_size,
                           n_cycles, n_repeats=3, scoring="accuracy", n_jobs=None,
-                          random_state=None, verbose=0):
+                          random_state=None, verbose=0, reference=None, data_name=None):
     """Simulate active-learning campaigns with ``y`` as the annotator.
 
     For each repeat, a seeded random initial set of ``initial_size`` samples
@@ -218,7 +460,9 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
     from the rest of ``X``, is taught their labels from ``y`` and retrains.
     The test score is recorded after every training. Repeats also share the
     learners' ``random_state`` (one per repeat), so differences between
-    learners come from their selectors, not from their initialisation.
+    learners come from their selectors, not from their initialisation, and
+    the result pairs every method with a reference, repeat by repeat
+    (:meth:`ActiveLearningCurve.paired_differences`).
 
     Parameters
     ----------
@@ -249,10 +493,29 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
     verbose : int, default=0
         ``>= 1`` shows a progress bar over the campaigns (on stderr) and, when
         campaigns run in this process, one line per trained model.
+    reference : str or None, default=None
+        The learner the others are compared with. None: the one named
+        ``"random"`` (any case), else the first whose selector is
+        :class:`~skal.selectors.Random`, else none.
+    data_name : str or None, default=None
+        The data's name or path, recorded in ``meta["provenance"]`` next to
+        the arrays' checksums.
 
     Returns
     -------
     ActiveLearningCurve
+        Its ``meta["provenance"]`` records the data (shapes, dtypes, sha256
+        of the bytes of ``X``, ``y``, ``X_test``, ``y_test``; the held-out
+        split), every learner's parameters as :meth:`ActiveLearner.save
+        <skal.ActiveLearner.save>` encodes them, the seeds (``random_state``,
+        each repeat's ``[initial-set seed, learner seed]``, the initial sets'
+        indices into the pool), the versions of skal and its dependencies,
+        the learners' devices and the machine (CPU model and SIMD flags,
+        cores, GPUs).
+
+    See Also
+    --------
+    CampaignEstimator : One campaign as a scikit-learn estimator, for model selection.
 
     Examples
     --------
@@ -268,53 +531,72 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
     >>> learners = {"entropy": ActiveLearner(net, Entropy()), "random": ActiveLearner(net, Random())}
     >>> result = active_learning_curve(learners, X, y, initial_size=10, query_size=10,
     ...                                n_cycles=2, n_repeats=2, random_state=0)
-    >>> result.scores.shape, result.n_labeled.tolist()
-    ((2, 2, 3), [10, 20, 30])
+    >>> result.scores.shape, result.n_labeled.tolist(), result.reference
+    ((2, 2, 3), [10, 20, 30], 'random')
+    >>> result.paired_differences("auc").values.shape
+    (1, 2)
     """
     # everything is checked before the first campaign trains anything
     learners = _check_learners(learner)
     for name, value in {"initial_size": initial_size, "query_size": query_size,
                         "n_cycles": n_cycles, "n_repeats": n_repeats}.items():
-        _check_count(value, name, minimum=0 if name == "n_cycles" else 1)
+        check_count(value, name, minimum=0 if name == "n_cycles" else 1)
     if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral):
         raise TypeError(f"verbose must be an integer, got {type(verbose).__name__}.")
-    X, y = _check_data(X, y, "X", "y")
+    reference = _resolve_reference(reference, learners)
+    if data_name is not None and not isinstance(data_name, str | Path):
+        raise TypeError(f"data_name must be a str, a path or None, got {type(data_name).__name__}.")
+    X, y = check_data(X, y, "X", "y")
     if len(X) != len(y):
         raise ValueError(f"X and y have inconsistent lengths: {len(X)} and {len(y)}.")
     if (X_test is None) != (y_test is None):
         raise ValueError("y_test given without X_test." if X_test is None else "X_test given without y_test.")
     if X_test is not None:
-        X_test, y_test = _check_data(X_test, y_test, "X_test", "y_test")
+        X_test, y_test = check_data(X_test, y_test, "X_test", "y_test")
         check_same_length(X_test, y_test, "X_test", "y_test")
-        shapes = [_sample_shape(data) for data in (X, X_test)]
+        shapes = [samples_shape(data) for data in (X, X_test)]
         if shapes[0] != shapes[1]:
             raise ValueError(f"X_test has samples of shape {shapes[1]}, but X has samples of shape {shapes[0]}.")
     with named_errors("scoring"):
         check_scoring(next(iter(learners.values())), scoring=scoring)
     with named_errors("random_state"):
         rng = check_random_state(random_state)
+    data = {"name": None if data_name is None else str(data_name), "X": _provenance.describe(X),
+            "y": _provenance.describe(y), "X_test": _provenance.describe(X_test),
+            "y_test": _provenance.describe(y_test), "preprocessing": None}
     if X_test is None:
+        split_seed = rng.randint(np.iinfo(np.int32).max)
         try:
             train, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y,
-                                           random_state=rng.randint(np.iinfo(np.int32).max))
+                                           random_state=split_seed)
         except ValueError as error:
             raise ValueError(f"y: cannot hold out a stratified 20% test split: {error} "
                              "Pass X_test and y_test.") from error
+        data["test_split"] = {"held_out": 0.2, "stratified": True, "seed": int(split_seed),
+                              "test_indices_sha256": _provenance.checksum(np.sort(test).astype(np.int64))}
         X, y, X_test, y_test = take(X, train), y[train], take(X, test), y[test]
-    needed = initial_size + n_cycles * query_size
-    if needed > len(y):
-        raise ValueError(
-            f"initial_size + n_cycles * query_size = {initial_size} + {n_cycles} * {query_size} "
-            f"= {needed} exceeds the {len(y)} samples available."
-        )
-    seeds = rng.randint(np.iinfo(np.int32).max, size=(n_repeats, 2))
-    initial_sets = [np.random.default_rng(seed[0]).choice(len(y), initial_size, replace=False)
-                    for seed in seeds]
+    check_budget(initial_size, query_size, n_cycles, len(y))
+    seeds, initial_sets = draw_repeats(rng, len(y), initial_size, n_repeats)
     classes = np.unique(y)
+    data.update(n_pool=len(y), n_test=len(y_test), sample_shape=list(samples_shape(X)),
+                classes=classes.tolist())
+    provenance = {
+        "data": data,
+        "learners": {name: _provenance.learner_record(name, value) for name, value in learners.items()},
+        "seeds": {"random_state": _provenance.random_state_record(random_state),
+                  "repeats": seeds.tolist(),
+                  "initial_sets": [idx.tolist() for idx in initial_sets],
+                  "note": "repeats: [initial-set seed, learner random_state] per repeat; "
+                          "initial_sets: indices into the pool (X after any held-out split)"},
+        "devices": {name: str(_final_net(value.estimator).device) for name, value in learners.items()},
+        "versions": _provenance.versions(),
+        "machine": _provenance.machine(),
+        "created": _provenance.now(),
+    }
     tasks = [(name, r) for name in learners for r in range(n_repeats)]
     jobs = (
         delayed(_campaign)(
-            _configured(learners[name], int(seeds[r][1]), classes),
+            configured(learners[name], int(seeds[r][1]), classes),
             X, y, X_test, y_test, initial_idx=initial_sets[r], query_size=query_size,
             n_cycles=n_cycles, scoring=scoring, label=f"{name} repeat {r}" if verbose else None,
         )
@@ -340,8 +622,9 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
     return ActiveLearningCurve(list(learners), n_labeled, scores, fit_times, query_times,
                                scoring=scorer_name,
                                meta={"initial_size": initial_size, "query_size": query_size,
-                                     "n_cycles": n_cycles, "n_repeats": n_repeats},
-                               class_counts=class_counts, classes=classes)
+                                     "n_cycles": n_cycles, "n_repeats": n_repeats,
+                                     "provenance": provenance},
+                               class_counts=class_counts, classes=classes, reference=reference)
 
 
 def _check_learners(learner):
@@ -363,97 +646,37 @@ def _check_learners(learner):
     return learner
 
 
-def _check_count(value, name, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}.")
-    if value < minimum:
-        kind = "a positive" if minimum == 1 else "a non-negative"
-        raise ValueError(f"{name} must be {kind} integer, got {value!r}.")
+def _resolve_reference(reference, learners):
+    """The reference learner's name: the one given, else "random" by name, else by selector."""
+    from .selectors import Random
+
+    if reference is not None:
+        if not isinstance(reference, str):
+            raise TypeError(f"reference must be a learner's name (str) or None, got {type(reference).__name__}.")
+        if reference not in learners:
+            raise ValueError(f"reference: {reference!r} is not one of the learners compared: {list(learners)}.")
+        return reference
+    by_name = [name for name in learners if name.lower() == "random"]
+    by_selector = [name for name, value in learners.items() if type(value.selector) is Random]
+    return (by_name + by_selector + [None])[0]
 
 
-def _check_data(X, y, x_name, y_name):
-    """Samples and labels checked up front: a Dataset is only counted, arrays fully checked."""
-    check_array_like(X, x_name)
-    if is_dataset(X):
-        if len(X) == 0:
-            raise ValueError(f"{x_name} is empty: it needs at least one sample.")
-    else:
-        with named_errors(x_name):
-            X = check_array(X, allow_nd=True, dtype="numeric", input_name=x_name)
-    y = check_targets(y, y_name)
-    with named_errors(y_name):
-        check_classification_targets(y)
-    return X, y
+def _final_net(estimator):
+    from .learner import _final_net
+
+    return _final_net(estimator)
 
 
-def _sample_shape(X):
-    return sample_shape(X) if is_dataset(X) else X.shape[1:]
-
-
-def _configured(learner, seed, classes):
-    """A clone seeded for one repeat, with every label of ``y`` declared."""
-    learner = clone(learner).set_params(random_state=seed)
-    if learner.classes is None:
-        learner.set_params(classes=classes)
-    return learner
-
-
-def _campaign(learner, X, y, X_test, y_test, *, initial_idx, query_size, n_cycles, scoring,
-              label=None):
+def _campaign(learner, X, y, X_test, y_test, *, initial_idx, query_size, n_cycles, scoring, label=None):
     scorer = check_scoring(learner, scoring=scoring)
 
-    def report(record):
+    def report(record, learner):
         if label is not None:
             print(f"[{label}] cycle {record['cycle']}: {record['n_labeled']} labeled, "
                   f"score {record['score']:.4f}", flush=True)
 
-    return _run_campaign(learner, X, y, X_test, y_test, initial_idx=initial_idx,
-                         query_size=query_size, n_cycles=n_cycles, scorer=scorer, callback=report)
-
-
-def _run_campaign(learner, X, y, X_test, y_test, *, initial_idx, query_size, n_cycles,
-                  callback=None, scorer=None):
-    """Simulate one campaign: fit on ``initial_idx``, then query/teach ``n_cycles`` times.
-
-    Returns a list of dicts, one per trained model (cycle 0 .. n_cycles), with
-    ``cycle``, ``n_labeled``, ``score`` (``scorer``, default accuracy, on the
-    test set), ``fit_time``, ``query_time`` (seconds spent choosing the
-    batch that led to this model; 0 for cycle 0) and ``labels`` (the labels
-    added at that cycle; cycle 0: the initial set's).
-    """
-    learner = clone(learner)
-    scorer = scorer or check_scoring(learner, scoring="accuracy")
-    unlabeled = np.ones(len(y), dtype=bool)
-    unlabeled[initial_idx] = False
-    start = time.perf_counter()
-    learner.fit(take(X, initial_idx), y[initial_idx])
-    records = [_record(learner, scorer, X_test, y_test, 0, time.perf_counter() - start, 0.0,
-                       y[initial_idx])]
-    if callback is not None:
-        callback(records[-1])
-    for cycle in range(1, n_cycles + 1):
-        pool = np.flatnonzero(unlabeled)
-        if len(pool) == 0:
-            break
-        start = time.perf_counter()
-        chosen = pool[learner.query(take(X, pool), min(query_size, len(pool)))]
-        query_time = time.perf_counter() - start
-        unlabeled[chosen] = False
-        start = time.perf_counter()
-        learner.teach(take(X, chosen), y[chosen])
-        records.append(_record(learner, scorer, X_test, y_test, cycle, time.perf_counter() - start,
-                               query_time, y[chosen]))
-        if callback is not None:
-            callback(records[-1])
-    return records
-
-
-def _record(learner, scorer, X_test, y_test, cycle, fit_time, query_time, labels):
-    return {
-        "labels": np.asarray(labels),
-        "cycle": cycle,
-        "n_labeled": len(learner.y_labeled_),
-        "score": float(scorer(learner, X_test, y_test)),
-        "fit_time": fit_time,
-        "query_time": query_time,
-    }
+    records = run_campaign(learner, X, y, initial_idx=initial_idx, query_size=query_size,
+                           n_cycles=n_cycles, evaluate=lambda fitted: scorer(fitted, X_test, y_test),
+                           on_model=report)
+    # the fitted learner stays in the worker: only the numbers travel back
+    return [{key: rec[key] for key in ("score", "fit_time", "query_time", "labels")} for rec in records]
