@@ -99,9 +99,26 @@ class PairedDifferences:
     confidence: float = 0.95
 
     @property
+    def no_spread(self):
+        """Whether each method's differences are the same in every repeat (up to float rounding).
+
+        Common with few repeats and accuracies on a small test set; the t
+        interval then has (almost) no width, yet there is no spread to
+        estimate the error from. Shape of ``mean``.
+        """
+        values = np.asarray(self.values, dtype=np.float64)
+        scale = np.maximum(1.0, np.abs(values).max(axis=1))
+        return (self.n >= 2) & (np.ptp(values, axis=1) <= 1e-12 * scale)
+
+    @property
     def excludes_zero(self):
-        """Whether each interval lies wholly above or below zero (False where undefined)."""
-        return (self.low > 0) | (self.high < 0)
+        """Whether each interval lies wholly above or below zero.
+
+        False where the interval is undefined (one repeat) or where there is
+        no spread (:attr:`no_spread`): a zero-width interval would claim a
+        certainty that identical differences do not give.
+        """
+        return ((self.low > 0) | (self.high < 0)) & ~self.no_spread
 
     def to_dict(self):
         """JSON-able form: arrays as lists, undefined bounds as None."""
@@ -111,7 +128,7 @@ class PairedDifferences:
             "interval": "paired Student t over repeats",
             "values": _jsonable(self.values), "mean": _jsonable(self.mean),
             "low": _jsonable(self.low), "high": _jsonable(self.high),
-            "excludes_zero": self.excludes_zero.tolist(),
+            "excludes_zero": self.excludes_zero.tolist(), "no_spread": self.no_spread.tolist(),
         }
 
 

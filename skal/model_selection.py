@@ -218,7 +218,8 @@ class ActiveLearningCurve:
         other method's paired difference to it, of the AUC and of the final
         score (:meth:`paired_differences`): ``mean [low, high]`` with the 95%
         paired t interval over repeats, and ``*`` when the interval excludes
-        zero. With one repeat there is no interval.
+        zero. With one repeat, or the same difference in every repeat, there
+        is no interval (the cell says so).
 
         Returns
         -------
@@ -445,6 +446,8 @@ def _mean_std(values):
 def _difference(diff, j):
     if diff.n < 2:
         return f"{diff.mean[j]:+.4f} (1 repeat: no CI)"
+    if diff.no_spread[j]:
+        return f"{diff.mean[j]:+.4f} (no spread: no CI)"
     mark = " *" if diff.excludes_zero[j] else ""
     return f"{diff.mean[j]:+.4f} [{diff.low[j]:+.4f}, {diff.high[j]:+.4f}]{mark}"
 

@@ -115,6 +115,19 @@ def test_one_repeat_has_no_interval():
     assert diff.to_dict()["low"] == [None, None]
 
 
+def test_identical_differences_are_no_spread_and_not_marked():
+    scores = SCORES[:, :2].copy()
+    scores[1, :, 2] = [0.85, 0.65]
+    scores[0, :, 2] = [0.90, 0.70]  # +0.05 in both repeats, but for the last bits of the floats
+    diff = _made_up(scores).paired_differences("final")
+    assert diff.values[0, 0] != diff.values[0, 1]  # 0.9 - 0.85 != 0.7 - 0.65 in binary
+    assert 0 < diff.low[0] < diff.high[0] and diff.high[0] - diff.low[0] < 1e-12
+    assert diff.no_spread.tolist() == [True, False]
+    assert not diff.excludes_zero[0]
+    assert "| +0.0500 (no spread: no CI) | (reference) |" in _made_up(scores).table().splitlines()[7]
+    assert diff.to_dict()["no_spread"] == [True, False]
+
+
 def test_table_rows_give_the_intervals_and_mark_those_excluding_zero():
     result = _made_up()
     rows = result.table().splitlines()
