@@ -68,7 +68,7 @@ class CampaignEstimator(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         The class labels.
     n_labeled_ : ndarray of shape (n_cycles + 1,)
         Labeled-set size after each training.
-    labeled_indices_ : ndarray of shape (n_labeled_[-1],)
+    labeled_indices_ : ndarray of shape (`n_labeled_[-1]`,)
         Rows of the training ``X`` in the order they were labeled (the
         initial set first); ``learner_.labeled_cycle_`` gives each one's cycle.
     fit_times_, query_times_ : ndarray of shape (n_cycles + 1,)
@@ -79,7 +79,7 @@ class CampaignEstimator(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         the learner's ``estimator_`` after that training.
     n_features_in_ : int
         Size of axis 1 of the training ``X`` (array input).
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names, when ``X`` had string column names.
 
     See Also
