@@ -166,6 +166,16 @@ def test_dataframes_keep_their_column_names():
         campaign.predict(frame.rename(columns={"a": "z"}))
 
 
+def test_a_torch_dataset_runs_the_same_campaign_as_its_array():
+    X, y = _data()
+    by_array = _campaign(scoring="auc").fit(X[:100], y[:100])
+    by_dataset = _campaign(scoring="auc").fit(torch.utils.data.TensorDataset(torch.from_numpy(X[:100])), y[:100])
+    np.testing.assert_array_equal(by_dataset.labeled_indices_, by_array.labeled_indices_)
+    test = torch.utils.data.TensorDataset(torch.from_numpy(X[100:]))
+    np.testing.assert_array_equal(by_dataset.score_cycles(test, y[100:]), by_array.score_cycles(X[100:], y[100:]))
+    assert not hasattr(by_dataset, "n_features_in_")
+
+
 def test_cross_validate_scores_each_fold_by_its_campaign():
     X, y = _data()
     cv = StratifiedKFold(3, shuffle=True, random_state=0)
@@ -237,3 +247,21 @@ def test_on_digits_only_the_selection_differs_between_candidates():
 ])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_campaign_on_cuda_keeps_its_cycle_nets_on_the_device_and_records_the_gpu():
+    X, y = _data()
+    learner = ActiveLearner(_net(device="cuda"), Margin())
+    campaign = CampaignEstimator(learner, initial_size=10, query_size=10, n_cycles=2, scoring="auc",
+                                 random_state=0).fit(X[:100], y[:100])
+    for net in campaign.cycle_estimators_:
+        assert next(net.module_.parameters()).device.type == "cuda"
+    acc = campaign.score_cycles(X[100:], y[100:])
+    assert campaign.score(X[100:], y[100:]) == pytest.approx((acc[0] + 2 * acc[1] + acc[2]) / 4, abs=1e-15)
+    curve = active_learning_curve({"margin": learner}, X[:100], y[:100], X_test=X[100:], y_test=y[100:],
+                                  initial_size=10, query_size=10, n_cycles=1, n_repeats=1, random_state=0)
+    prov = curve.meta["provenance"]
+    assert prov["devices"] == {"margin": "cuda"}
+    assert prov["machine"]["gpus"] == [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
