@@ -51,7 +51,7 @@ class CampaignEstimator(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         What :meth:`score` returns: the final model's accuracy, or the
         normalised area under the accuracy-vs-labeled-count curve (the
         trapezoid divided by the labeled range: the curve's average height,
-        as :attr:`ActiveLearningCurve.auc`). ``"auc"`` keeps every cycle's
+        as :attr:`~skal.model_selection.ActiveLearningCurve.auc`). ``"auc"`` keeps every cycle's
         model (see Notes).
     random_state : int, RandomState instance or None, default=None
         Seeds the initial set and the learner. Two fits with the same int
