@@ -18,6 +18,28 @@ _CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "av
               "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "sve2")
 
 
+def campaign_record(data, learners, random_state, seeds, initial_sets):
+    """``meta["provenance"]`` of active_learning_curve: what a rerun of the campaigns needs."""
+    from .learner import _final_net
+
+    records = {}
+    for name, learner in learners.items():  # a loop, not a comprehension: the warning's stacklevel
+        records[name] = learner_record(name, learner)
+    return {
+        "data": data,
+        "learners": records,
+        "seeds": {"random_state": random_state_record(random_state),
+                  "repeats": np.asarray(seeds).tolist(),
+                  "initial_sets": [np.asarray(idx).tolist() for idx in initial_sets],
+                  "note": "repeats: [initial-set seed, learner random_state] per repeat; "
+                          "initial_sets: indices into the pool (X after any held-out split)"},
+        "devices": {name: str(_final_net(learner.estimator).device) for name, learner in learners.items()},
+        "versions": versions(),
+        "machine": machine(),
+        "created": now(),
+    }
+
+
 def describe(data):
     """Shape, dtype and sha256 of an array's bytes (a torch Dataset: its length and sample shape)."""
     if data is None:
@@ -46,7 +68,7 @@ def learner_record(name, learner):
         return encode(learner, f"learner[{name!r}]")
     except TypeError as error:
         warnings.warn(f"learner {name!r}: its parameters cannot be recorded in meta['provenance'] "
-                      f"({error}); the result records its repr only.", UserWarning, stacklevel=3)
+                      f"({error}); the result records its repr only.", UserWarning, stacklevel=4)  # the caller of active_learning_curve
         return {"repr": repr(learner), "not_encoded": str(error)}
 
 

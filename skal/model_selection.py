@@ -153,19 +153,7 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
     classes = np.unique(y)
     data.update(n_pool=len(y), n_test=len(y_test), sample_shape=list(samples_shape(X)),
                 classes=classes.tolist())
-    provenance = {
-        "data": data,
-        "learners": {name: _provenance.learner_record(name, value) for name, value in learners.items()},
-        "seeds": {"random_state": _provenance.random_state_record(random_state),
-                  "repeats": seeds.tolist(),
-                  "initial_sets": [idx.tolist() for idx in initial_sets],
-                  "note": "repeats: [initial-set seed, learner random_state] per repeat; "
-                          "initial_sets: indices into the pool (X after any held-out split)"},
-        "devices": {name: str(_final_net(value.estimator).device) for name, value in learners.items()},
-        "versions": _provenance.versions(),
-        "machine": _provenance.machine(),
-        "created": _provenance.now(),
-    }
+    provenance = _provenance.campaign_record(data, learners, random_state, seeds, initial_sets)
     tasks = [(name, r) for name in learners for r in range(n_repeats)]
     jobs = (
         delayed(_campaign)(
@@ -232,12 +220,6 @@ def _resolve_reference(reference, learners):
     by_name = [name for name in learners if name.lower() == "random"]
     by_selector = [name for name, value in learners.items() if type(value.selector) is Random]
     return (by_name + by_selector + [None])[0]
-
-
-def _final_net(estimator):
-    from .learner import _final_net
-
-    return _final_net(estimator)
 
 
 def _campaign(learner, X, y, X_test, y_test, *, initial_idx, query_size, n_cycles, scoring, label=None):

@@ -305,9 +305,10 @@ def test_a_learner_that_cannot_be_encoded_is_recorded_by_repr_with_a_warning():
 
     X, y = _data(n=60)
     net = ActiveNet(MLP, module__hidden_sizes=(4,), max_epochs=1, verbose=0)
-    with pytest.warns(UserWarning, match=r"learner 'local': its parameters cannot be recorded"):
+    with pytest.warns(UserWarning, match=r"learner 'local': its parameters cannot be recorded") as caught:
         result = active_learning_curve({"local": ActiveLearner(net, LocalRandom())}, X, y, X_test=X, y_test=y,
                                        initial_size=10, query_size=5, n_cycles=1, n_repeats=1, random_state=0)
+    assert caught[0].filename == __file__  # reported at the caller's line
     record = result.meta["provenance"]["learners"]["local"]
     assert "LocalRandom" in record["repr"] and "not importable" in record["not_encoded"]
 
