@@ -32,8 +32,9 @@ class BatchRule(BaseEstimator):
     """Base class of batch rules.
 
     Subclasses implement :meth:`pick`. A rule is a scikit-learn-style object:
-    ``__init__`` only stores parameters, so selectors holding one clone,
-    compare and grid-search (``selector__batch__beta``).
+    ``__init__`` only stores parameters, so selectors holding one clone and
+    compare, and a search over :class:`~skal.model_selection.CampaignEstimator`
+    tunes them (``learner__selector__batch__beta``).
 
     See Also
     --------
