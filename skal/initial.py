@@ -249,7 +249,7 @@ def _input_tensor(chunk, device):
         with named_errors("X"):
             chunk = check_array(chunk, allow_nd=True, dtype="numeric", ensure_all_finite=False,
                                 input_name="X")
-        chunk = torch.from_numpy(chunk)
+        chunk = torch.from_numpy(np.require(chunk, requirements="W"))  # a DataFrame view is read-only
     return chunk.to(device)
 
 
