@@ -450,3 +450,13 @@ def test_cuda_module_embedding():
                                                      random_state=0))
     with pytest.raises(ValueError, match="embedding has parameters or buffers on cuda"):
         initial_batch(X, 2, embedding=module, device="cpu")
+
+
+def test_the_labeling_page_cold_start_snippets_run():
+    from docs_snippets import run_section
+
+    namespace = run_section("user_guide/labeling.md", "Cold start")
+    for name in ("first", "by_pca", "by_encoder"):
+        batch = namespace[name]
+        assert batch.shape == (50,) and len(set(batch.tolist())) == 50
+    assert namespace["encoder"].training  # left in its own (training) mode

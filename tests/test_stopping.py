@@ -254,3 +254,12 @@ def test_seeded_campaigns_record_the_same_agreements():
     # a Dataset stop set is predicted the same way
     dataset, _, _ = _campaign(TensorDataset(torch.from_numpy(X_stop)))
     np.testing.assert_array_equal(dataset.agreements_, first.agreements_)
+
+
+def test_the_labeling_page_stopping_snippets_run():
+    from docs_snippets import run_section
+
+    namespace = run_section("user_guide/labeling.md", "Stopping")
+    criterion, labeled = namespace["criterion"], namespace["labeled"]
+    assert criterion.stop_ and criterion.stopped_at_ == criterion.n_updates_ - 1
+    assert len(labeled) == 20 * criterion.n_updates_ == len(set(labeled.tolist()))
