@@ -352,6 +352,9 @@ def test_bad_parameters_are_named():
             initial_batch(X, 2, **kwargs)
     with pytest.raises(ValueError, match=r"^device must name a torch device, got 'gpu'"):
         initial_batch(X, 2, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"^device='cuda' but CUDA is not available\.$"):
+            initial_batch(X, 2, device="cuda")
     with pytest.raises(TypeError, match=r"^X must be an array-like"):
         initial_batch({"a": X}, 2)
     with pytest.raises(InvalidParameterError, match="The 'X' parameter"):
