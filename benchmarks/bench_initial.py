@@ -9,7 +9,7 @@ Strategies: random, k-means and k-center greedy on the pixels, and both on a 50-
 of the unlabeled pool (``embedding=``; PCA needs no labels). Time: one call per strategy at
 n = 100 on the full pool (the last repeat's), one torch thread.
 
-    python benchmarks/bench_initial.py            # 10 repeats, n in (20, 100): ~10 min, 1 thread
+    python benchmarks/bench_initial.py            # 10 repeats, n in (20, 100): 15 min, 1 thread
     python benchmarks/bench_initial.py --quick    # 6,000-image pool, 2 repeats, n = 20
 
 Writes benchmarks/results/initial[_quick].json.
