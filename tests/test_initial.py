@@ -389,6 +389,10 @@ def test_embedding_output_of_wrong_shape():
     with pytest.raises(ValueError, match=r"^embedding returned 2 features for the samples from row "
                                          r"16 on, 3 for the first batch\.$"):
         initial_batch(X, 2, strategy="kcenter", embedding=changing, batch_size=8)
+    ragged = _ItemsOnly([np.zeros(3)] * 8 + [np.zeros(2)] * 8)  # sample shape changes at row 8
+    with pytest.raises(ValueError, match=r"^X has 2 features for the samples from row 8 on, 3 for "
+                                         r"the first batch\.$"):
+        initial_batch(ragged, 2, strategy="kcenter", batch_size=8)
     with pytest.raises(TypeError, match=r"^embedding must return a tensor or a numeric array; got "
                                         r"tuple\.$"):
         initial_batch(X, 2, strategy="kcenter", embedding=lambda b: (b, b), batch_size=8)
