@@ -25,10 +25,11 @@ SCRIPTS = [
     ("bench_kcenter.py", True),
     ("bench_coreset_peer.py", False),
     ("bench_long_campaign.py", False),
+    ("bench_initial.py", False),
     ("compare_fashion_mnist.py", True),
 ]
 # full runs of these take an hour: included in --quick runs, in full runs only with --all / --only
-LONG = {"compare_fashion_mnist.py"}
+LONG = {"compare_fashion_mnist.py", "bench_initial.py"}
 
 
 def main():

@@ -14,8 +14,10 @@ def kmeans(X, k, *, max_iter=20, generator=None, chunk_size=4096):
     """Cluster the rows of ``X`` into ``k`` groups: k-means++ seeding, then Lloyd's iterations.
 
     Everything runs on ``X.device``; memory is ``O(chunk_size k)`` beyond the
-    inputs and outputs (distances are computed ``chunk_size`` rows at a time),
-    so it suits the ``10 n`` candidates of a batch rule, not a whole pool.
+    inputs and outputs (distances are computed ``chunk_size`` rows at a time);
+    time is ``O(n_samples k d)`` for the seeding and again per iteration, so
+    on a CPU it suits the ``10 n`` candidates of a batch rule or a cold start's
+    ``k`` of a few hundred.
     Seeding draws each new center with probability proportional to its
     squared distance to the nearest chosen one (Arthur and Vassilvitskii,
     2007); a cluster left empty by an iteration keeps its center.
@@ -54,7 +56,9 @@ def kmeans(X, k, *, max_iter=20, generator=None, chunk_size=4096):
     n = X.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}] (the number of rows), got {k}.")
-    X_sq = (X * X).sum(1)
+    # Chunked: (X * X) at once would be an (n, d) temporary, a second copy of X.
+    X_sq = torch.cat([(X[s:s + chunk_size] * X[s:s + chunk_size]).sum(1)
+                      for s in range(0, n, chunk_size)])
     centers = torch.empty((k, X.shape[1]), dtype=X.dtype, device=X.device)
     first = torch.randint(n, (1,), generator=generator, device=X.device)
     centers[0] = X[first[0]]
