@@ -29,6 +29,7 @@ from ._data import (
     named_errors,
     sample_shape,
 )
+from .callbacks import DivergenceCheck
 from .net import ActiveNet
 from .selectors import DISAL
 from .selectors.base import LabeledData
@@ -693,10 +694,14 @@ _REBUILDS = ("module__", "loss_predictor__", "dynamics_predictor__")
 
 
 def _with_parts(callbacks, selector):
-    """``callbacks`` plus the selector's training parts, by name; the user's own entries win."""
+    """``callbacks`` plus the learner's divergence check and the selector's training parts.
+
+    Added by name; an entry of the same name that the user gave is kept instead.
+    """
     callbacks = list(callbacks or [])
     taken = {_callback_name(cb) for cb in callbacks}
-    return callbacks + [(name, part) for name, part in selector.training_needs().parts if name not in taken]
+    added = [("divergence_check", DivergenceCheck()), *selector.training_needs().parts]
+    return callbacks + [(name, cb) for name, cb in added if name not in taken]
 
 
 def _callback_name(callback):

@@ -7,7 +7,6 @@ import torch
 from skorch import NeuralNetClassifier
 from skorch.dataset import get_len
 from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
-from torch.nn.parameter import is_lazy
 
 from ._loader import SampleIndexQueue, training_loader
 from ._pool import PoolInferenceMixin, first_output
@@ -40,7 +39,6 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
     * streams pool inference chunk by chunk on its own device under
       :func:`torch.inference_mode` (:meth:`iter_pool`, :meth:`map_pool`,
       :meth:`logits`, :meth:`forward_tapped`);
-    * stops with :class:`FloatingPointError` when training diverges.
 
     Parameters
     ----------
@@ -129,9 +127,8 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
         self.embedding_layer = embedding_layer
 
     # The parts' per-sample tensors live in the callbacks; skorch maps these
-    # attributes to the right device when a net is unpickled (e.g. without CUDA),
-    # pickling them together so that parts_ and callbacks_ stay the same objects.
-    cuda_dependent_attributes_ = ["callbacks_", "parts_"]
+    # attributes to the right device when a net is unpickled (e.g. without CUDA).
+    cuda_dependent_attributes_ = ["callbacks_"]
 
     def __setattr__(self, name, attr):
         if name == "train_transform":
@@ -154,7 +151,7 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
 
     def initialize_callbacks(self):
         super().initialize_callbacks()
-        parts = {name: cb for name, cb in self.callbacks_ if isinstance(cb, TrainingPart)}
+        parts = self.parts_
         for part in list(parts.values()):
             for name, required in part.requires():
                 if not any(isinstance(p, type(required)) for p in parts.values()):
@@ -164,7 +161,6 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
                                          "another callback has that name.")
                     self.callbacks_.append((name, required.initialize()))
                     parts[name] = required
-        self.parts_ = parts
         self.sample_indices_ = SampleIndexQueue()
         if self.train_split is None:
             for name, cb in self.callbacks_:
@@ -187,7 +183,7 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
         if self.embedding_layer != "auto":
             self.embedding_tap()  # a named layer that does not exist fails at fit
         built = {}
-        for part in self.parts_.values():
+        for part in self._parts():
             built.update(part.modules(self))
         for name in getattr(self, "part_modules_", ()):
             if name not in built and hasattr(self, name + "_"):
@@ -235,6 +231,16 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
             ) from None
         return (self.embedding_layer,), ()
 
+    @property
+    def parts_(self):
+        """The training parts among the initialised callbacks, by name (a new dict each time)."""
+        # read from callbacks_ each time, so that it follows whatever changes callbacks_
+        # (skorch allows initialize_module without callbacks, and callbacks_ to be reset)
+        return {name: cb for name, cb in getattr(self, "callbacks_", ()) if isinstance(cb, TrainingPart)}
+
+    def _parts(self):
+        return self.parts_.values()
+
     def get_part(self, kind):
         """The training part of type ``kind`` among the callbacks.
 
@@ -252,7 +258,7 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
         LookupError
             If the net has no such part.
         """
-        for part in getattr(self, "parts_", {}).values():
+        for part in self._parts():
             if isinstance(part, kind):
                 return part
         raise LookupError(f"The net has no {kind.__name__} part; add one to its callbacks "
@@ -275,7 +281,7 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
             kwargs.setdefault("batch_size", self.batch_size)
             if kwargs["batch_size"] == -1:
                 kwargs["batch_size"] = len(dataset)
-            queue = self.sample_indices_ if any(p.uses_indices for p in self.parts_.values()) else None
+            queue = self.sample_indices_ if any(p.uses_indices for p in self._parts()) else None
             # Accelerate shards DataLoaders across processes, so it gets one
             loader = training_loader(self.iterator_train, dataset, kwargs, queue=queue,
                                      transform=self.train_transform,
@@ -297,11 +303,12 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
 
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         super().on_epoch_begin(net, dataset_train=dataset_train, dataset_valid=dataset_valid, **kwargs)
-        self.sample_indices_.clear()  # nothing left over from an epoch that was cut short
+        if getattr(self, "sample_indices_", None) is not None:
+            self.sample_indices_.clear()  # nothing left over from an epoch that was cut short
 
     def on_batch_begin(self, net, batch=None, training=False, **kwargs):
         super().on_batch_begin(net, batch=batch, training=training, **kwargs)
-        if training and any(p.uses_indices for p in self.parts_.values()):
+        if training and any(p.uses_indices for p in self._parts()):
             size = get_len(batch[0]) if isinstance(batch, (tuple, list)) else get_len(batch)
             self.sample_indices_.advance(size, self.device or "cpu")
 
@@ -309,37 +316,11 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
         logits = first_output(y_pred)
         loss = super().get_loss(logits, y_true, X=X, training=training)
         if training:
-            for part in self.parts_.values():
+            for part in self._parts():
                 term = part.loss(self, logits, y_true)
                 if term is not None:
                     loss = loss + term
         return loss
-
-    def on_epoch_end(self, net, dataset_train=None, dataset_valid=None, **kwargs):
-        super().on_epoch_end(net, dataset_train=dataset_train, dataset_valid=dataset_valid, **kwargs)
-        # skorch already recorded each batch's loss on the host: checking them costs no sync
-        losses = [batch.get("train_loss") for batch in self.history[-1].get("batches", [])]
-        bad = [loss for loss in losses if loss is not None and not np.isfinite(loss)]
-        if bad:
-            raise FloatingPointError(
-                f"Training diverged: the training loss is {bad[0]} in epoch {len(self.history)}. "
-                "Lower the learning rate (lr) or check the data for extreme values."
-            )
-
-    def on_train_end(self, net, X=None, y=None, **kwargs):
-        super().on_train_end(net, X=X, y=y, **kwargs)
-        # Each recorded loss comes before its step, so the last step can still leave
-        # non-finite weights behind a finite loss; one check (one sync) per fit.
-        params = [(f"{name}_.{key}", value) for name in self._modules
-                  if isinstance(getattr(self, name + "_", None), torch.nn.Module)
-                  for key, value in getattr(self, name + "_").named_parameters() if not is_lazy(value)]
-        if params and not torch.stack([torch.isfinite(value).all() for _, value in params]).all():
-            first = next(key for key, value in params if not torch.isfinite(value).all())
-            raise FloatingPointError(
-                f"Training diverged: the weights {first} are NaN or infinite after the last "
-                "step. Lower the learning rate (lr) or check the data for extreme values."
-            )
-
 
 def _accepts_num_classes(module):
     if isinstance(module, torch.nn.Module) or not callable(module):
