@@ -107,6 +107,10 @@ class BALD(ScoreSelector):
         self.subset = subset
         self.batch = batch
 
+    def select(self, net, X_pool, n, *, random_state=None, labeled=None):
+        self._validate_params()  # before the subset is drawn
+        return super().select(net, X_pool, n, random_state=random_state, labeled=labeled)
+
     def score_pool(self, net, X_pool, *, random_state=None, labeled=None):
         self._validate_params()
         device = torch.device(net.device)
