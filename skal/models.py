@@ -109,7 +109,8 @@ class SmallCNN(nn.Module):
     """A two-stage convolutional net for small images ``(N, C, H, W)``.
 
     ``layer1``: conv3x3(width)-BN-ReLU-maxpool2; ``layer2``: conv3x3(2 width)-BN-ReLU;
-    ``pool``: global average pool (the penultimate embedding); ``fc``: the
+    ``pool``: global average pool (the penultimate embedding); ``dropout`` (only with
+    ``dropout > 0``); ``fc``: the
     linear classifier. Fits 8x8 digits and 28x28 Fashion-MNIST alike.
 
     Parameters
