@@ -110,8 +110,8 @@ class SmallCNN(nn.Module):
 
     ``layer1``: conv3x3(width)-BN-ReLU-maxpool2; ``layer2``: conv3x3(2 width)-BN-ReLU;
     ``pool``: global average pool (the penultimate embedding); ``dropout`` (only with
-    ``dropout > 0``); ``fc``: the
-    linear classifier. Fits 8x8 digits and 28x28 Fashion-MNIST alike.
+    ``dropout > 0``); ``fc``: the linear classifier. Fits 8x8 digits and 28x28
+    Fashion-MNIST alike.
 
     Parameters
     ----------
