@@ -18,7 +18,8 @@ from .model_selection import active_learning_curve
 from .models import MLP, SmallCNN
 from .net import ActiveNet
 from .plotting import plot_active_learning_curve
-from .selectors import DISAL, ISAL, LL4AL, CoreSet, Entropy, LeastConfidence, Margin, Random, TiDAL
+from .selectors import (BADGE, BALD, DISAL, ISAL, LL4AL, CoreSet, Entropy, LeastConfidence, Margin,
+                        Random, TiDAL)
 
 SELECTORS = {
     "disal": DISAL,
@@ -30,6 +31,8 @@ SELECTORS = {
     "entropy": Entropy,
     "margin": Margin,
     "least-confidence": LeastConfidence,
+    "bald": BALD,
+    "badge": BADGE,
 }
 DATASETS = ("digits", "fashion-mnist", "PATH.npz")
 
@@ -208,7 +211,9 @@ def _module_for(X):
 
 
 def _net_for(net, selector_name):
-    return clone(net).set_params(dynamic_weight=1.0 if selector_name == "disal" else 0.0)
+    net = clone(net).set_params(dynamic_weight=1.0 if selector_name == "disal" else 0.0)
+    # BALD samples weights by MC dropout: p = 0.5 before the classifier, as in Gal et al.'s code
+    return net.set_params(module__dropout=0.5) if selector_name == "bald" else net
 
 
 def simulate(args, out=sys.stdout):

@@ -342,3 +342,20 @@ def test_bald_on_cuda_is_seeded_and_leaves_the_cuda_random_state_alone():
     cpu.module_.to("cpu")
     cpu_scores = BALD(n_samples=8).score_pool(cpu, pool, random_state=3)
     assert 0.5 < float(cpu_scores.mean() / scores.mean().cpu()) < 2
+
+
+def test_the_cli_runs_bald_with_dropout_and_badge(tmp_path):
+    import io
+
+    from skal.cli import _net_for, build_parser, simulate
+
+    args = build_parser().parse_args(["simulate", "--initial", "20", "--query", "10", "--cycles",
+                                      "1", "--epochs", "2", "--pool-size", "300",
+                                      "--selectors", "bald,badge,random", "--quiet",
+                                      "--out", str(tmp_path)])
+    result = simulate(args, out=io.StringIO())
+    assert result.names == ["bald", "badge", "random"]
+    assert result.scores.shape == (3, 1, 2) and np.isfinite(result.scores).all()
+    net = ActiveNet(SmallCNN)
+    assert _net_for(net, "bald").get_params()["module__dropout"] == 0.5
+    assert "module__dropout" not in _net_for(net, "badge").get_params()
