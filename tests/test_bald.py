@@ -134,10 +134,13 @@ def _reference_scores(net, X, T, random_state, batch_size=11):
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(_purpose_seed(random_state))
-            for start in range(0, len(X), batch_size):
-                Xb = torch.from_numpy(X[start:start + batch_size])
-                logits = module(Xb.repeat(T, 1)).double()
-                out.append(ref_mutual_information(logits.view(T, len(Xb), -1).numpy()))
+            for start in range(0, len(X), batch_size):  # the pool batches
+                batch = X[start:start + batch_size]
+                piece = max(1, len(batch) // T)
+                for first in range(0, len(batch), piece):  # groups of B // T samples
+                    Xb = torch.from_numpy(batch[first:first + piece])
+                    logits = module(Xb.repeat(T, 1)).double()
+                    out.append(ref_mutual_information(logits.view(T, len(Xb), -1).numpy()))
     finally:
         for m, training in flags:
             m.training = training
@@ -179,15 +182,22 @@ def test_select_takes_the_largest_scores(fitted):
     np.testing.assert_allclose(scores, reference[idx], rtol=1e-4, atol=1e-6)
 
 
-def test_the_draws_of_a_batch_run_as_one_forward_pass(fitted):
+@pytest.mark.parametrize("T, full, last", [
+    # 50 pool samples in batches of 11 (the last of 6): groups of max(1, B // T) samples,
+    # each group's T copies in one forward pass
+    (5, [10] * 5 + [5], [5] * 6),
+    (11, [11] * 11, [11] * 6),
+    (20, [20] * 11, [20] * 6),
+])
+def test_the_draws_of_a_group_run_as_one_forward_pass_of_about_a_batch(fitted, T, full, last):
     net, pool = fitted
     seen = []
     handle = net.module_.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
     try:
-        BALD(n_samples=5).score_pool(net, pool, random_state=0)
+        BALD(n_samples=T).score_pool(net, pool, random_state=0)
     finally:
         handle.remove()
-    assert seen == [5 * 11] * 4 + [5 * 6]  # 50 pool samples in batches of 11
+    assert seen == full * 4 + last
 
 
 def test_scores_are_seeded_and_global_random_state_is_untouched(fitted):

@@ -35,10 +35,13 @@ class BALD(ScoreSelector):
 
     (:func:`skal.scores.mutual_information`), and queries the largest. Every
     other layer stays in eval mode, so batch norm uses its running
-    statistics, as in Gal et al.'s model. The ``T`` passes of a pool batch run
-    as one forward pass of the batch repeated ``T`` times along the batch
-    dimension, batch by batch (:meth:`skal.ActiveNet.map_pool`), on the net's
-    device.
+    statistics. The ``T`` passes of a group of pool samples run as one
+    forward pass of the group repeated ``T`` times along the batch dimension,
+    on the net's device: each pool batch of ``B`` samples
+    (:meth:`skal.ActiveNet.map_pool`, ``iterator_valid__batch_size``) is
+    scored in groups of ``max(1, B // T)`` samples, so a forward pass holds
+    about ``B`` rows (at least ``T``), as plain inference does, and a query
+    costs about ``T`` forward passes over the pool.
 
     The dropout masks are drawn from a ``torch.Generator`` seeded by the
     query's ``random_state``, never from torch's global random state: while
@@ -120,8 +123,14 @@ class BALD(ScoreSelector):
         T = self.n_samples
 
         def score(Xb):
-            logits = net.logits(_repeat(Xb, T))
-            return mutual_information(logits.view(T, -1, logits.shape[-1]))
+            # pieces of B // T samples, so that a forward pass has about B rows, as plain inference
+            size = _batch_len(Xb)
+            piece = max(1, size // T)
+            parts = []
+            for start in range(0, size, piece):
+                logits = net.logits(_repeat(_rows(Xb, start, start + piece), T))
+                parts.append(mutual_information(logits.view(T, -1, logits.shape[-1])))
+            return torch.cat(parts)
 
         with _mc_dropout(net.module_, generator):
             return net.map_pool(score, X_pool)
@@ -129,6 +138,20 @@ class BALD(ScoreSelector):
 
 def _purpose_seed(random_state):
     return int(np.random.SeedSequence([int(random_state), 0xBA1D]).generate_state(1)[0])
+
+
+def _batch_len(Xb):
+    if isinstance(Xb, Mapping):
+        return _batch_len(next(iter(Xb.values())))
+    return _batch_len(Xb[0]) if isinstance(Xb, (tuple, list)) else len(Xb)
+
+
+def _rows(Xb, start, stop):
+    if isinstance(Xb, Mapping):
+        return {key: _rows(value, start, stop) for key, value in Xb.items()}
+    if isinstance(Xb, (tuple, list)):
+        return type(Xb)(_rows(value, start, stop) for value in Xb)
+    return Xb[start:stop]
 
 
 def _repeat(Xb, times):
