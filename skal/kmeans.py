@@ -190,25 +190,26 @@ def kmeans_plusplus_outer(A, H, k, *, first="norm", generator=None):
         raise ValueError(f"first must be 'norm' or 'random', got {first!r}.")
     A, H = A.double(), H.double()
     norms = (A * A).sum(1) * (H * H).sum(1)  # |g_i|^2
+    # picks stay one-element index tensors: indexing with them never syncs with the host
     if first == "norm":
-        pick = top_n(norms, 1, generator=generator)[0]
+        pick = top_n(norms, 1, generator=generator)
     else:
-        pick = torch.randint(n, (), generator=generator, device=A.device)
+        pick = torch.randint(n, (1,), generator=generator, device=A.device)
     uniforms = torch.rand(k - 1, generator=generator, device=A.device, dtype=torch.float64)
     indices = torch.empty(k, dtype=torch.int64, device=A.device)
     d2 = torch.empty(k, dtype=torch.float64, device=A.device)
     remaining = torch.ones(n, dtype=torch.float64, device=A.device)
     closest = torch.full((n,), float("inf"), dtype=torch.float64, device=A.device)
-    indices[0], d2[0] = pick, norms[pick]
+    indices[:1], d2[:1] = pick, norms[pick]
     for j in range(1, k):
         remaining[pick] = 0.0
-        new = norms + norms[pick] - 2 * (A @ A[pick]) * (H @ H[pick])
+        new = norms + norms[pick] - 2 * (A @ A[pick].T)[:, 0] * (H @ H[pick].T)[:, 0]
         closest = torch.minimum(closest, new.clamp_min_(0)) * remaining
         weights = torch.where(closest.sum() > 0, closest, remaining)
         cumulative = weights.cumsum(0)
-        pick = torch.searchsorted(cumulative, uniforms[j - 1] * cumulative[-1], right=True)
-        pick = pick.clamp_max(n - 1)
+        pick = torch.searchsorted(cumulative, uniforms[j - 1:j] * cumulative[-1:], right=True)
+        pick = pick.clamp_max_(n - 1)
         # u * total can round up to total itself; then take the heaviest row instead
-        pick = torch.where(weights[pick] > 0, pick, weights.argmax())
-        indices[j], d2[j] = pick, closest[pick]
+        pick = torch.where(weights[pick] > 0, pick, weights.argmax().view(1))
+        indices[j:j + 1], d2[j:j + 1] = pick, closest[pick]
     return indices, d2

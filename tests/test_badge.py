@@ -280,8 +280,14 @@ def test_badge_on_cuda_is_seeded_distinct_and_its_d2_are_exact():
     a, h = gradient_embedding_factors(learner.estimator_, pool)
     assert a.device.type == "cuda"
     a, h = a.double().cpu(), h.double().cpu()
-    indices, seq_d2 = kmeans_plusplus_outer(a.cuda(), h.cuda(), 100,
-                                            generator=torch.Generator("cuda").manual_seed(3))
+    a_cuda, h_cuda = a.cuda(), h.cuda()
+    generator = torch.Generator("cuda").manual_seed(3)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # the seeding loop never waits for the device
+    try:
+        indices, seq_d2 = kmeans_plusplus_outer(a_cuda, h_cuda, 100, generator=generator)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
     G = _outer(a, h)
     picks = indices.cpu().numpy()
     for j in (1, 10, 99):

@@ -123,13 +123,13 @@ class BALD(ScoreSelector):
         T = self.n_samples
 
         def score(Xb):
-            # pieces of B // T samples, so that a forward pass has about B rows, as plain inference
+            # groups of B // T samples: a forward pass has about B rows, as plain inference has
             size = _batch_len(Xb)
             piece = max(1, size // T)
             parts = []
             for start in range(0, size, piece):
                 logits = net.logits(_repeat(_rows(Xb, start, start + piece), T))
-                parts.append(mutual_information(logits.view(T, -1, logits.shape[-1])))
+                parts.append(mutual_information(logits.reshape(T, -1, logits.shape[-1])))
             return torch.cat(parts)
 
         with _mc_dropout(net.module_, generator):
