@@ -294,3 +294,12 @@ def test_badge_on_cuda_is_seeded_distinct_and_its_d2_are_exact():
         explicit = ((G[None, picks[j]] - G[picks[:j]]) ** 2).sum(-1).min()
         assert seq_d2[j].item() == pytest.approx(explicit, rel=1e-6, abs=1e-12)
     np.testing.assert_allclose(np.sort(seq_d2.cpu().numpy())[::-1], d2, rtol=1e-12)
+
+
+def test_a_saved_badge_campaign_resumes_with_the_same_queries(learner, tmp_path):
+    pool, _ = _images(25, 1)
+    learner.save(tmp_path / "badge.skal")
+    loaded = ActiveLearner.load(tmp_path / "badge.skal")
+    assert loaded.selector_.get_params() == {"first": "norm", "subset": None}
+    for a, b in zip(loaded.query(pool, 5, return_scores=True), learner.query(pool, 5, return_scores=True)):
+        np.testing.assert_array_equal(a, b)

@@ -369,3 +369,14 @@ def test_the_cli_runs_bald_with_dropout_and_badge(tmp_path):
     net = ActiveNet(SmallCNN)
     assert _net_for(net, "bald").get_params()["module__dropout"] == 0.5
     assert "module__dropout" not in _net_for(net, "badge").get_params()
+
+
+def test_a_saved_bald_campaign_resumes_with_the_same_queries(tmp_path):
+    X, y = _images(30, 0)
+    pool, _ = _images(25, 1)
+    learner = _learner(X, y)
+    learner.save(tmp_path / "bald.skal")
+    loaded = ActiveLearner.load(tmp_path / "bald.skal")
+    assert loaded.estimator_.module_.dropout.p == 0.5
+    np.testing.assert_array_equal(loaded.query(pool, 5, return_scores=True)[1],
+                                  learner.query(pool, 5, return_scores=True)[1])
