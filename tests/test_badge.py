@@ -49,7 +49,8 @@ def brute_force_seeding(G, k, generator, first="norm"):
 
 
 def _outer(A, H):
-    return np.einsum("nc,nd->ncd", np.asarray(A, np.float64), np.asarray(H, np.float64)).reshape(len(A), -1)
+    A, H = np.asarray(A, np.float64), np.asarray(H, np.float64)
+    return np.einsum("nc,nd->ncd", A, H).reshape(len(A), -1)
 
 
 # --- the seeding ------------------------------------------------------------------------
@@ -301,5 +302,6 @@ def test_a_saved_badge_campaign_resumes_with_the_same_queries(learner, tmp_path)
     learner.save(tmp_path / "badge.skal")
     loaded = ActiveLearner.load(tmp_path / "badge.skal")
     assert loaded.selector_.get_params() == {"first": "norm", "subset": None}
-    for a, b in zip(loaded.query(pool, 5, return_scores=True), learner.query(pool, 5, return_scores=True)):
+    expected = learner.query(pool, 5, return_scores=True)
+    for a, b in zip(loaded.query(pool, 5, return_scores=True), expected):
         np.testing.assert_array_equal(a, b)

@@ -178,10 +178,11 @@ def _mc_dropout(module, generator):
             "weights with. Give it one, e.g. ActiveNet(SmallCNN, module__dropout=0.5) for the "
             "built-in models (skal.models.MLP, SmallCNN, resnet18_cifar)."
         )
-    unknown = [type(m).__name__ for m in layers if not isinstance(m, _ELEMENTWISE + _CHANNELWISE)]
+    known = _ELEMENTWISE + _CHANNELWISE
+    unknown = [type(m).__name__ for m in layers if not isinstance(m, known)]
     if unknown:
         raise TypeError(f"BALD cannot sample masks for the dropout layer type {unknown[0]}; "
-                        f"it knows torch's own: {', '.join(c.__name__ for c in _ELEMENTWISE + _CHANNELWISE)}.")
+                        f"it knows torch's own: {', '.join(c.__name__ for c in known)}.")
     flags = [(m, m.training) for m in module.modules()]
 
     def hook(layer, args, output):
