@@ -1,8 +1,9 @@
 """Query cost of each selector relative to one streamed forward pass over the same pool.
 
 Each selector's learner is fitted on the same labeled set (the net configured with
-what the selector needs), then `query` is timed against `for _ in net.iter_logits(pool)`
-on the same net in the same process; the ratio is what the table reports.
+what the selector needs; BALD's SmallCNN has dropout 0.5 before the classifier), then `query`
+is timed against `for _ in net.iter_logits(pool)` on the same net in the same process; the
+ratio is what the table reports.
 
     python benchmarks/bench_query_cost.py            # 20,000 1x28x28 pool, 1,000 labeled, n=1,000
     python benchmarks/bench_query_cost.py --quick    # 4,000 pool, 500 labeled, n=200, ISAL depth 50
@@ -25,7 +26,8 @@ import torch
 
 from skal import ActiveLearner, ActiveNet
 from skal.models import SmallCNN
-from skal.selectors import DISAL, ISAL, LL4AL, CoreSet, Entropy, LeastConfidence, Margin, Random, TiDAL
+from skal.selectors import (BADGE, BALD, DISAL, ISAL, LL4AL, CoreSet, Entropy, LeastConfidence, Margin,
+                            Random, TiDAL)
 
 
 def _sync(device):
@@ -42,6 +44,15 @@ def _median_time(fn, device, repeats):
         _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                        platform.processor())
+    except OSError:
+        return platform.processor()
 
 
 def main():
@@ -62,11 +73,13 @@ def main():
         "TiDAL (full pool)": TiDAL(subset=None), "LL4AL (full pool)": LL4AL(subset=None),
         "CoreSet": CoreSet(), f"ISAL (all weights, depth {depth})": ISAL(depth=depth),
         f"ISAL (last layer, depth {depth})": ISAL(params="last layer", depth=depth),
+        "BALD (T=20)": BALD(n_samples=20), "BADGE": BADGE(),
     }
+    net_params = {"BALD (T=20)": {"module__dropout": 0.5}}  # MC dropout needs a dropout layer
     rows = []
     for name, selector in selectors.items():
         net = ActiveNet(SmallCNN, max_epochs=2, batch_size=128, lr=0.05, device=args.device,
-                        iterator_valid__batch_size=1024, verbose=0)
+                        iterator_valid__batch_size=1024, verbose=0, **net_params.get(name, {}))
         learner = ActiveLearner(net, selector=selector, classes=np.arange(10), random_state=0)
         learner.fit(X_lab, y_lab)
         forward = _median_time(lambda: [None for _ in learner.estimator_.iter_logits(X_pool)],
@@ -81,7 +94,8 @@ def main():
     result = {
         "command": "python benchmarks/bench_query_cost.py" + (" --quick" if args.quick else "")
                    + (f" --device {args.device}" if args.device != "cpu" else ""),
-        "device": args.device, "machine": platform.machine(), "cpu_count": os.cpu_count(),
+        "device": args.device, "machine": platform.machine(), "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "n_pool": n_pool, "n_labeled": n_labeled, "n": n,
         "model": "SmallCNN on 1x28x28", "rows": rows, "loadavg": os.getloadavg(),
     }

@@ -4,13 +4,15 @@ The papers' protocol (random initial set, equal query steps, fixed epochs with t
 rate cut 10x at 80% of training, repeats sharing initial sets across methods), scaled to a
 2-core CPU: a small CNN on Fashion-MNIST images average-pooled to 14x14, a 10,000-image pool
 drawn from the 60,000 training images, the full 10,000-image test set, 500 initial labels and
-6 queries of 250. Every selector runs, plus DISAL's two ablations ("w/o S": random selection
-trained with the dynamic loss; "w/o D": DISAL's selection without it), the two batch rules
-(stochastic and cluster) on DISAL and Entropy, and, as the ceiling, the same recipe trained
-on all 60,000 training images. Per cycle it records test accuracy, time, and how the picks
-spread over the classes (normalised entropy of the picked labels).
+6 queries of 250. Every selector runs (BALD's net with dropout 0.5 before the classifier),
+plus DISAL's two ablations ("w/o S": random selection trained with the dynamic loss; "w/o D":
+DISAL's selection without it), the two batch rules (stochastic and cluster) on DISAL and
+Entropy, and, as the ceiling, the same recipe trained on all 60,000 training images. Per
+cycle it records test accuracy, time, and how the picks spread over the classes (normalised
+entropy of the picked labels).
 
-    python benchmarks/compare_fashion_mnist.py            # the documented run (~16 min, 2 cores)
+    python benchmarks/compare_fashion_mnist.py            # the documented run (~16 min, 2 cores,
+                                                          # before BALD and BADGE were added)
     python benchmarks/compare_fashion_mnist.py --quick    # smoke run (~2 min)
     python benchmarks/compare_fashion_mnist.py --device cuda --model resnet18 --size 32 \\
         --epochs 50 --pool-size 20000 --initial 1000 --query 500     # GPU variant
@@ -39,6 +41,8 @@ from skal.datasets import load_fashion_mnist
 from skal.model_selection import ActiveLearningCurve, active_learning_curve
 from skal.models import SmallCNN, resnet18_cifar
 from skal.selectors import (
+    BADGE,
+    BALD,
     DISAL,
     ISAL,
     LL4AL,
@@ -69,7 +73,12 @@ VARIANTS = {
     "disal + cluster": (DISAL(batch=ClusterBatch()), True),
     "entropy + stochastic": (Entropy(batch=StochasticBatch()), False),
     "entropy + cluster": (Entropy(batch=ClusterBatch()), False),
+    "bald": (BALD(), False),
+    "badge": (BADGE(), False),
 }
+# extra net parameters of a variant: BALD's MC dropout needs a dropout layer (p = 0.5 before the
+# classifier, as in Gal et al.'s code); every other variant trains the model without one
+NET_PARAMS = {"bald": {"module__dropout": 0.5}}
 
 
 def load(size, data=None, test_limit=None):
@@ -142,11 +151,13 @@ PANELS = {
     "DISAL's ablations and the batch rules": ["random", "disal", "disal w/o S", "disal w/o D",
                                               "disal + stochastic", "disal + cluster", "entropy",
                                               "entropy + stochastic", "entropy + cluster"],
+    "BALD and BADGE": ["random", "entropy", "margin", "coreset", "bald", "badge"],
 }
 
 
 def plot(result, ceiling_scores, path):
-    """Two panels (the papers' selectors; ablations and batch rules), at most 10 lines each."""
+    """One panel per PANELS entry (the papers' selectors; ablations and batch rules; BALD and
+    BADGE against the baselines), at most 10 lines each."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,7 +165,7 @@ def plot(result, ceiling_scores, path):
 
     from skal.plotting import plot_active_learning_curve
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(6.5 * len(PANELS), 5.5), sharey=True)
     for ax, (title, names) in zip(axes, PANELS.items()):
         rows = [i for i, name in enumerate(result.names) if name in names]
         if not rows:
@@ -232,7 +243,7 @@ def main(argv=None):
     pool = np.random.default_rng(args.seed).choice(len(y), args.pool_size, replace=False)
     net = make_net(args)
     learners = {
-        name: ActiveLearner(_with_loss(net, VARIANTS[name][1]),
+        name: ActiveLearner(_with_loss(net, VARIANTS[name][1]).set_params(**NET_PARAMS.get(name, {})),
                             VARIANTS[name][0])
         for name in names
     }

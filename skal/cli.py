@@ -17,7 +17,8 @@ from .model_selection import active_learning_curve
 from .models import MLP, SmallCNN
 from .net import ActiveNet
 from .plotting import plot_active_learning_curve
-from .selectors import DISAL, ISAL, LL4AL, CoreSet, Entropy, LeastConfidence, Margin, Random, TiDAL
+from .selectors import (BADGE, BALD, DISAL, ISAL, LL4AL, CoreSet, Entropy, LeastConfidence, Margin,
+                        Random, TiDAL)
 
 SELECTORS = {
     "disal": DISAL,
@@ -29,6 +30,8 @@ SELECTORS = {
     "entropy": Entropy,
     "margin": Margin,
     "least-confidence": LeastConfidence,
+    "bald": BALD,
+    "badge": BADGE,
 }
 DATASETS = ("digits", "fashion-mnist", "PATH.npz")
 

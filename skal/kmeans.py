@@ -1,8 +1,11 @@
-"""Seeded k-means on the device, for clustering a few thousand embeddings."""
+"""Seeded k-means on the device: clustering a few thousand embeddings, and k-means++
+seeding on outer-product rows (BADGE's gradient embeddings) without forming them."""
 
 import torch
 
-__all__ = ["kmeans"]
+from .scores import top_n
+
+__all__ = ["kmeans", "kmeans_plusplus_outer"]
 
 
 def _sq_distances(X, C, X_sq):
@@ -100,3 +103,117 @@ def _assign(X, centers, X_sq, chunk_size):
         _sq_distances(X[s:s + chunk_size], centers, X_sq[s:s + chunk_size]).argmin(1)
         for s in range(0, X.shape[0], chunk_size)
     ])
+
+
+def kmeans_plusplus_outer(A, H, k, *, first="norm", generator=None):
+    """k-means++ seeding on the rows ``g_i = vec(a_i h_i^T)`` without forming them.
+
+    Picks ``k`` distinct rows: the first by ``first``, each next one with
+    probability proportional to its squared distance ``D^2`` to the nearest
+    row picked so far (Arthur and Vassilvitskii, 2007). The rows are outer
+    products, as BADGE's last-layer gradient embeddings are, and are never
+    materialised: ``<g_i, g_j> = <a_i, a_j> <h_i, h_j>``, so
+
+    ``||g_i - g_j||^2 = |a_i|^2 |h_i|^2 + |a_j|^2 |h_j|^2 - 2 <a_i, a_j> <h_i, h_j>``
+
+    and the ``D^2`` update after each pick costs ``O(n (C + d))`` time for
+    ``n`` rows of ``a`` (``C`` wide) and ``h`` (``d`` wide), against
+    ``O(n C d)`` time and ``n C d`` memory for the explicit rows. The update
+    runs in float64, because the factorised form subtracts products of size
+    ``|g|^2`` and float32 would leave noise of that size for near neighbours.
+
+    Each pick after the first draws one uniform ``u`` from ``generator``
+    and takes the first row whose cumulative ``D^2`` exceeds
+    ``u * sum(D^2)`` (inverse-CDF sampling). Rows already picked have
+    ``D^2 = 0`` and are never drawn again; when every remaining row has
+    ``D^2 = 0`` (fewer distinct rows than ``k``), the draw is uniform over
+    the rows not yet picked. Everything stays on the inputs' device with no
+    host synchronisation inside the loop.
+
+    Parameters
+    ----------
+    A : torch.Tensor of shape (n_samples, C)
+        Left factors (BADGE: ``softmax(z) - onehot(argmax z)``).
+    H : torch.Tensor of shape (n_samples, d)
+        Right factors (BADGE: the penultimate embeddings); same device as ``A``.
+    k : int
+        Number of rows to pick, ``1 <= k <= n_samples``.
+    first : {"norm", "random"}, default="norm"
+        The first pick: ``"norm"`` the row of largest ``|g_i|`` (BADGE's
+        released code; ties broken by ``generator``), ``"random"`` a uniform
+        draw (Arthur and Vassilvitskii's k-means++).
+    generator : torch.Generator, default=None
+        Source of every draw; must live on the inputs' device. The draws are,
+        in order: ``n_samples`` values for the tie-breaking permutation of
+        ``first="norm"`` (see :func:`skal.scores.top_n`) or one integer for
+        ``first="random"``, then ``k - 1`` float64 uniforms, one per pick.
+
+    Returns
+    -------
+    indices : torch.Tensor of shape (k,), dtype int64
+        Distinct row positions, in the order they were picked.
+    d2 : torch.Tensor of shape (k,), dtype float64
+        Each pick's ``D^2`` when it was picked; for the first pick its
+        ``|g|^2``, its squared distance to the zero row (a sample predicted
+        with certainty has ``a = 0``).
+
+    See Also
+    --------
+    skal.selectors.BADGE : The selector that seeds on gradient embeddings.
+
+    References
+    ----------
+    .. [1] Arthur and Vassilvitskii, "k-means++: The Advantages of Careful
+       Seeding", SODA 2007.
+    .. [2] Ash, Zhang, Krishnamurthy, Langford and Agarwal, "Deep Batch Active
+       Learning by Diverse, Uncertain Gradient Lower Bounds", ICLR 2020.
+
+    Examples
+    --------
+    Two tight groups of rows; seeding two centers takes one from each:
+
+    >>> import torch
+    >>> from skal.kmeans import kmeans_plusplus_outer
+    >>> A = torch.tensor([[1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, 1.0]])
+    >>> H = torch.tensor([[2.0, 0.0], [1.9, 0.0], [0.0, 1.0], [0.0, 1.1]])
+    >>> idx, d2 = kmeans_plusplus_outer(A, H, 2, generator=torch.Generator().manual_seed(0))
+    >>> int(idx[0]), float(d2[0])  # row 0 has the largest |g|^2 = |a|^2 |h|^2 = 2 * 4
+    (0, 8.0)
+    >>> int(idx[1]) in (2, 3)  # D^2 20.42 against 0.02: the other group
+    True
+    """
+    if A.ndim != 2 or H.ndim != 2 or A.shape[0] != H.shape[0]:
+        raise ValueError(f"A and H must be 2-D with the same number of rows, got shapes "
+                         f"{tuple(A.shape)} and {tuple(H.shape)}.")
+    if not (A.is_floating_point() and H.is_floating_point()):
+        raise ValueError(f"A and H must be floating point, got {A.dtype} and {H.dtype}.")
+    n = A.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}] (the number of rows), got {k}.")
+    if first not in ("norm", "random"):
+        raise ValueError(f"first must be 'norm' or 'random', got {first!r}.")
+    A, H = A.double(), H.double()
+    norms = (A * A).sum(1) * (H * H).sum(1)  # |g_i|^2
+    # picks stay one-element index tensors: indexing with them never syncs with the host
+    if first == "norm":
+        pick = top_n(norms, 1, generator=generator)
+    else:
+        pick = torch.randint(n, (1,), generator=generator, device=A.device)
+    uniforms = torch.rand(k - 1, generator=generator, device=A.device, dtype=torch.float64)
+    indices = torch.empty(k, dtype=torch.int64, device=A.device)
+    d2 = torch.empty(k, dtype=torch.float64, device=A.device)
+    remaining = torch.ones(n, dtype=torch.float64, device=A.device)
+    closest = torch.full((n,), float("inf"), dtype=torch.float64, device=A.device)
+    indices[:1], d2[:1] = pick, norms[pick]
+    for j in range(1, k):
+        remaining[pick] = 0.0
+        new = norms + norms[pick] - 2 * (A @ A[pick].T)[:, 0] * (H @ H[pick].T)[:, 0]
+        closest = torch.minimum(closest, new.clamp_min_(0)) * remaining
+        weights = torch.where(closest.sum() > 0, closest, remaining)
+        cumulative = weights.cumsum(0)
+        pick = torch.searchsorted(cumulative, uniforms[j - 1:j] * cumulative[-1:], right=True)
+        pick = pick.clamp_max_(n - 1)
+        # u * total can round up to total itself; then take the heaviest row instead
+        pick = torch.where(weights[pick] > 0, pick, weights.argmax().view(1))
+        indices[j:j + 1], d2[j:j + 1] = pick, closest[pick]
+    return indices, d2

@@ -13,7 +13,7 @@ from torchvision.models import resnet18
 __all__ = ["MLP", "SmallCNN", "resnet18_cifar"]
 
 
-def resnet18_cifar(num_classes=10, in_channels=3, weights=None):
+def resnet18_cifar(num_classes=10, in_channels=3, weights=None, dropout=0.0):
     """torchvision's ResNet-18 with the 3x3 stem used for 32x32 images.
 
     The papers behind skal (LL4AL, TiDAL, ISAL, DISAL) train ResNet-18 on
@@ -33,6 +33,11 @@ def resnet18_cifar(num_classes=10, in_channels=3, weights=None):
         ``resnet18(weights=...)`` takes them (this may download them). The
         stem and the classifier do not match those weights' shapes and are
         freshly initialised. ``None``: random initialisation, no download.
+    dropout : float, default=0.0
+        Dropout probability on the pooled 512-d features, before ``fc`` (as
+        MC-dropout models such as :class:`~skal.selectors.BALD` need). It is
+        appended to ``avgpool``, which has no weights, so the ``state_dict``
+        keys stay torchvision's; ``0`` adds nothing.
 
     Returns
     -------
@@ -54,6 +59,8 @@ def resnet18_cifar(num_classes=10, in_channels=3, weights=None):
     model.maxpool = nn.Identity()
     if weights is not None or num_classes != model.fc.out_features:
         model.fc = nn.Linear(model.fc.in_features, num_classes)
+    if dropout:
+        model.avgpool = nn.Sequential(model.avgpool, nn.Dropout(dropout))
     return model
 
 
@@ -70,7 +77,8 @@ class MLP(nn.Module):
         Input width after flattening; ``None`` infers it at the first forward
         pass (``torch.nn.LazyLinear``).
     dropout : float, default=0.0
-        Dropout probability after each hidden layer.
+        Dropout probability after each hidden layer (so the last one acts
+        before the classifier); ``0`` adds no dropout layer.
 
     Examples
     --------
@@ -101,8 +109,9 @@ class SmallCNN(nn.Module):
     """A two-stage convolutional net for small images ``(N, C, H, W)``.
 
     ``layer1``: conv3x3(width)-BN-ReLU-maxpool2; ``layer2``: conv3x3(2 width)-BN-ReLU;
-    ``pool``: global average pool (the penultimate embedding); ``fc``: the
-    linear classifier. Fits 8x8 digits and 28x28 Fashion-MNIST alike.
+    ``pool``: global average pool (the penultimate embedding); ``dropout`` (only with
+    ``dropout > 0``); ``fc``: the linear classifier. Fits 8x8 digits and 28x28
+    Fashion-MNIST alike.
 
     Parameters
     ----------
@@ -112,6 +121,10 @@ class SmallCNN(nn.Module):
         Channels of the input images.
     width : int, default=32
         Channels of the first stage; the second has twice as many.
+    dropout : float, default=0.0
+        Dropout probability on the pooled embedding, before ``fc`` (as
+        MC-dropout models such as :class:`~skal.selectors.BALD` need);
+        ``0`` adds no dropout layer, leaving the module as without it.
 
     Examples
     --------
@@ -119,9 +132,11 @@ class SmallCNN(nn.Module):
     >>> from skal.models import SmallCNN
     >>> SmallCNN(num_classes=10)(torch.zeros(2, 1, 8, 8)).shape
     torch.Size([2, 10])
+    >>> SmallCNN(dropout=0.5).dropout
+    Dropout(p=0.5, inplace=False)
     """
 
-    def __init__(self, num_classes=10, in_channels=1, width=32):
+    def __init__(self, num_classes=10, in_channels=1, width=32, dropout=0.0):
         super().__init__()
         self.layer1 = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
@@ -135,7 +150,11 @@ class SmallCNN(nn.Module):
             nn.ReLU(),
         )
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.dropout = nn.Dropout(dropout) if dropout else None
         self.fc = nn.Linear(2 * width, num_classes)
 
     def forward(self, x):
-        return self.fc(self.pool(self.layer2(self.layer1(x))))
+        features = self.pool(self.layer2(self.layer1(x)))
+        if self.dropout is not None:
+            features = self.dropout(features)
+        return self.fc(features)

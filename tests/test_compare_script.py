@@ -35,7 +35,11 @@ def test_every_variant_trains_as_documented(compare):
     assert type(compare.VARIANTS["disal w/o S"][0]).__name__ == "Random"
     assert type(compare.VARIANTS["disal w/o D"][0]).__name__ == "DISAL"
     assert {type(s).__name__ for s, _ in compare.VARIANTS.values()} >= {
-        "Random", "Entropy", "Margin", "LeastConfidence", "CoreSet", "LL4AL", "TiDAL", "ISAL", "DISAL"}
+        "Random", "Entropy", "Margin", "LeastConfidence", "CoreSet", "LL4AL", "TiDAL", "ISAL", "DISAL",
+        "BALD", "BADGE"}
+    # only BALD's net gets a dropout layer, which its MC dropout samples
+    assert compare.NET_PARAMS == {"bald": {"module__dropout": 0.5}}
+    assert type(compare.VARIANTS["bald"][0]).__name__ == "BALD"
 
 
 def test_table_rows_are_percentages_with_spread_and_ceiling(compare):

@@ -20,6 +20,8 @@ from torch import nn
 
 from skal import ActiveLearner, ActiveNet, selectors
 from skal.selectors import (
+    BADGE,
+    BALD,
     DISAL,
     ISAL,
     LL4AL,
@@ -39,12 +41,14 @@ N_FEATURES, MAX_POOL, SUBSET = 3, 60, 8
 
 
 class TinyNet(nn.Module):
-    """Two ``layer<k>`` stages (the heads' multi-level features) and a linear classifier."""
+    """Two ``layer<k>`` stages (the heads' multi-level features) and a linear classifier;
+    with ``dropout``, a dropout layer before it (for BALD)."""
 
-    def __init__(self, num_classes=3, in_features=N_FEATURES, width=8):
+    def __init__(self, num_classes=3, in_features=N_FEATURES, width=8, dropout=0.0):
         super().__init__()
         self.layer1 = nn.Sequential(nn.Linear(in_features, width), nn.ReLU())
-        self.layer2 = nn.Sequential(nn.Linear(width, width), nn.ReLU())
+        self.layer2 = nn.Sequential(nn.Linear(width, width), nn.ReLU(),
+                                    *([nn.Dropout(dropout)] if dropout else []))
         self.fc = nn.Linear(width, num_classes)
 
     def forward(self, x):
@@ -66,6 +70,10 @@ BASE = [
     ISAL(params="last layer", depth=3, repeats=2),
     CoreSet(),
     CoreSet(subset=SUBSET, chunk_size=7),
+    BALD(n_samples=3),
+    BALD(n_samples=2, subset=SUBSET),
+    BADGE(),
+    BADGE(first="random", subset=SUBSET),
 ]
 
 
@@ -112,7 +120,8 @@ def learner(request):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(45, N_FEATURES)).astype(np.float32)
     y = np.arange(45) % 3
-    net = ActiveNet(TinyNet, max_epochs=2, batch_size=16, lr=0.05, verbose=0)
+    net = ActiveNet(TinyNet, max_epochs=2, batch_size=16, lr=0.05, verbose=0,
+                    module__dropout=0.5 if isinstance(request.param, BALD) else 0.0)
     return ActiveLearner(net, selector=request.param, random_state=0).fit(X, y)
 
 
@@ -186,7 +195,8 @@ def test_whole_pool_query_is_a_permutation(learner, data):
 def test_n_above_the_subset_is_refused_with_both_named(selector):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(45, N_FEATURES)).astype(np.float32)
-    net = ActiveNet(TinyNet, max_epochs=2, batch_size=16, lr=0.05, verbose=0)
+    net = ActiveNet(TinyNet, max_epochs=2, batch_size=16, lr=0.05, verbose=0,
+                    module__dropout=0.5 if isinstance(selector, BALD) else 0.0)
     learner = ActiveLearner(net, selector=selector, random_state=0).fit(X, np.arange(45) % 3)
     pool = rng.normal(size=(SUBSET + 5, N_FEATURES)).astype(np.float32)
     with pytest.raises(ValueError, match=rf"^n={SUBSET + 1} exceeds {type(selector).__name__}'s "

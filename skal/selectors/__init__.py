@@ -1,5 +1,7 @@
 """Selectors: strategies that choose which pool samples to label next."""
 
+from .badge import BADGE
+from .bald import BALD
 from .base import BaseSelector, LabeledData, ScoreSelector, TrainingNeeds
 from .batch import BatchRule, ClusterBatch, StochasticBatch, TopK
 from .baselines import Entropy, LeastConfidence, Margin, Random
@@ -17,6 +19,8 @@ __all__ = [
     "DISAL",
     "ISAL",
     "CoreSet",
+    "BALD",
+    "BADGE",
     "TiDAL",
     "LL4AL",
     "Random",
