@@ -154,9 +154,9 @@ def _labels(path, y, name):
 def _split(X, y, test_size, seed):
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
-        raise CommandError(f"y has a single class ({classes[0]!r}); a campaign needs at least 2")
+        raise CommandError(f"y has a single class ({classes[0].item()!r}); a campaign needs at least 2")
     if counts.min() < 2:
-        raise CommandError(f"y: class {classes[counts.argmin()]!r} has a single sample; a "
+        raise CommandError(f"y: class {classes[counts.argmin()].item()!r} has a single sample; a "
                            "stratified test split needs at least 2 per class (or give X_test "
                            "and y_test in the .npz file)")
     try:

@@ -278,8 +278,8 @@ def _config_value(action, value):
             raise argparse.ArgumentTypeError(f"must be a list of selector specs, got {value!r}")
         value = ",".join(value)
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise argparse.ArgumentTypeError(f"must be a {'string' if action.type is None else 'value'} "
-                                         f"as on the command line, got {value!r}")
+        kind = "a string" if action.type is None else "a number or a string"
+        raise argparse.ArgumentTypeError(f"must be {kind}, got {value!r}")
     if action.choices is not None and value not in action.choices:
         raise argparse.ArgumentTypeError(f"must be one of {', '.join(action.choices)}, got {value!r}")
     if action.type is None:
