@@ -1,6 +1,6 @@
 """Is the main job's comparison signal or noise? The cycle-0 spread and run time of `skal simulate`.
 
-    python benchmarks/main_job_recipe.py            # 20 seeds, 20 initial sets, ~3 minutes on 2 cores
+    python benchmarks/main_job_recipe.py            # 30 seeds, 30 initial sets, ~5 minutes on 2 cores
     python benchmarks/main_job_recipe.py --quick    # smoke run (CI); numbers not meaningful
 
 Issue 15's targets for the default recipe (digits): the standard deviation of cycle-0 test
@@ -142,8 +142,8 @@ def time_command(argv, repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 seeds, 3 sets, a tiny timed run")
-    parser.add_argument("--n-seeds", type=int, default=20)
-    parser.add_argument("--n-sets", type=int, default=20)
+    parser.add_argument("--n-seeds", type=int, default=30)
+    parser.add_argument("--n-sets", type=int, default=30)
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--time-repeats", type=int, default=2, help="timed runs of the default command")
     parser.add_argument("--candidates", nargs="*", default=[],

@@ -90,7 +90,7 @@ def test_simulate_is_reproducible(tmp_path):
 def test_the_default_job_runs_at_least_three_repeats_of_an_mlp_on_standardised_digits():
     args = build_parser().parse_args(["simulate"])
     assert (args.dataset, args.model, args.repeats, args.initial, args.query, args.cycles,
-            args.epochs, args.standardize, args.n_jobs) == ("digits", "auto", 5, 100, 100, 5, 30, True, 1)
+            args.epochs, args.standardize, args.n_jobs) == ("digits", "auto", 5, 150, 100, 5, 30, True, 1)
     assert [spec.text for spec in args.selectors] == ["disal", "random"]
     X, _ = load_digits_images(return_X_y=True)
     assert model_for("auto", X) == "mlp"  # 8x8 images are below CNN_MIN_SIDE
@@ -202,7 +202,7 @@ def test_a_spec_runs_the_campaign_the_same_learner_built_in_python_runs(tmp_path
 
 
 def test_budget_larger_than_the_pool_is_refused_before_training(tmp_path):
-    with pytest.raises(CommandError, match=r"--initial \+ --cycles \* --query = 100 \+ 20 \* 100 = 2100 "
+    with pytest.raises(CommandError, match=r"--initial \+ --cycles \* --query = 150 \+ 20 \* 100 = 2150 "
                                           r"exceeds the pool of 1257 samples"):
         _run(["simulate", "--cycles", "20"], tmp_path)
     assert not any(tmp_path.iterdir())
@@ -399,6 +399,29 @@ def test_a_terminal_stderr_gets_the_bars(tmp_path):
         os.close(leader)
     shown = b"".join(chunks).decode()
     assert "training" in shown and "campaigns" in shown and "\r" in shown
+
+
+def test_a_closed_stdout_keeps_the_results_and_prints_no_traceback(tmp_path):
+    import shlex
+
+    command = " ".join(map(shlex.quote, [*SIM, "--out", str(tmp_path / "out")]))
+    done = subprocess.run(["bash", "-c", f"{command} | head -n 1"], capture_output=True, text=True)
+    assert done.stdout.startswith("skal simulate: digits (mlp)") and done.stdout.count("\n") == 1
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["names"] == ["disal", "random"]
+
+
+def test_wine_trains_to_chance_unless_standardised(tmp_path):
+    from sklearn.datasets import load_wine
+
+    X, y = load_wine(return_X_y=True)
+    np.savez(tmp_path / "wine.npz", X=X, y=y)
+    argv = ["simulate", "--dataset", str(tmp_path / "wine.npz"), "--initial", "20", "--query", "10",
+            "--cycles", "1", "--repeats", "2", "--selectors", "random", "--quiet"]
+    standardised = _run(argv, tmp_path / "a")[0].scores
+    raw = _run([*argv, "--no-standardize"], tmp_path / "b")[0].scores
+    assert standardised.min() > 0.9  # raw columns span 0.1 to 1,680: the net sees only the largest
+    assert raw.max() < 0.5
 
 
 def test_quiet_prints_only_the_table_and_nothing_on_stderr(tmp_path, capsys):
