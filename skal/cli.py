@@ -397,9 +397,9 @@ def _prepare_out(text):
 def _one_torch_thread(n_jobs):
     """One torch thread per campaign, in this process and in joblib's workers.
 
-    The nets are small: a second thread costs more in synchronisation than it
-    gains, while --n-jobs 2 puts a second core to use for a whole campaign.
-    It also makes a table independent of --n-jobs.
+    The thread count can change the order of float reductions, so fixing it
+    makes a table the same whatever --n-jobs and the machine's core count
+    are; more cores are used by running campaigns side by side (--n-jobs).
     """
     before = torch.get_num_threads()
     torch.set_num_threads(1)
