@@ -46,7 +46,7 @@ MODELS = ("auto", "mlp", "cnn")
 # How every net of the command trains. With the default 150 initial labels of
 # digits (MLP on the 64 standardised pixels) the cycle-0 test accuracy spreads
 # by about 0.6 points over training seeds and 2 over initial sets; SmallCNN on
-# the 8x8 images spread by 11-20 (benchmarks/main_job_recipe.py, docs/cli.md).
+# the 8x8 images with 100 labels by 10-19 (benchmarks/main_job_recipe.py, docs/cli.md).
 RECIPE = {"batch_size": 32, "optimizer": torch.optim.SGD, "lr": 0.05,
           "optimizer__momentum": 0.9, "optimizer__weight_decay": 5e-4}
 MLP_HIDDEN_SIZES = (128,)
