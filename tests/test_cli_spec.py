@@ -66,7 +66,8 @@ def test_selectors_get_typed_values_that_pass_their_constraints():
     assert isinstance(built, ISAL)
     assert (built.params, built.depth, built.damping, built.repeats) == ("last layer", 3, 0.5, 2)
     (coreset,) = parse_selectors("coreset(subset=none,chunk_size=512)", SELECTORS)
-    assert coreset.build(SELECTORS).get_params() == {"subset": None, "chunk_size": 512}
+    built = coreset.build(SELECTORS)
+    assert isinstance(built, CoreSet) and built.get_params() == {"subset": None, "chunk_size": 512}
 
 
 @pytest.mark.parametrize("text, message", [
