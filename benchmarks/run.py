@@ -26,6 +26,7 @@ SCRIPTS = [
     ("bench_coreset_peer.py", False),
     ("bench_long_campaign.py", False),
     ("bench_initial.py", False),
+    ("main_job_recipe.py", False),
     ("compare_fashion_mnist.py", True),
 ]
 # full runs of these take an hour: included in --quick runs, in full runs only with --all / --only

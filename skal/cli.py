@@ -2,16 +2,21 @@
 
 import argparse
 import contextlib
+import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
+import joblib
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
+from sklearn.base import clone
 
 from . import __version__
+from ._cli_data import CommandError, features_for, load
+from ._cli_spec import SpecError, parse_selectors
 from .callbacks import ProgressBars
-from .datasets import load_digits_images, load_fashion_mnist
 from .learner import ActiveLearner
 from .model_selection import active_learning_curve
 from .models import MLP, SmallCNN
@@ -19,6 +24,11 @@ from .net import ActiveNet
 from .plotting import plot_active_learning_curve
 from .selectors import (BADGE, BALD, DISAL, ISAL, LL4AL, CoreSet, Entropy, LeastConfidence, Margin,
                         Random, TiDAL)
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = None
 
 SELECTORS = {
     "disal": DISAL,
@@ -34,29 +44,49 @@ SELECTORS = {
     "badge": BADGE,
 }
 DATASETS = ("digits", "fashion-mnist", "PATH.npz")
+MODELS = ("auto", "mlp", "cnn")
 
-
-def _selector_list(text):
-    names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in SELECTORS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown selector(s) {unknown or text!r}; choose from {', '.join(SELECTORS)}"
-        )
-    return names
+# How every net of the command trains. With the default 150 initial labels of
+# digits (MLP on the 64 standardised pixels) the cycle-0 test accuracy spreads
+# by about 0.6 points over training seeds and 2 over initial sets; SmallCNN on
+# the 8x8 images with 100 labels by 10-19 (benchmarks/main_job_recipe.py, docs/cli.md).
+RECIPE = {"batch_size": 32, "optimizer": torch.optim.SGD, "lr": 0.05,
+          "optimizer__momentum": 0.9, "optimizer__weight_decay": 5e-4}
+MLP_HIDDEN_SIZES = (128,)
+# The SmallCNN is for images at least this large; smaller ones (8x8 digits) go flattened to the MLP.
+CNN_MIN_SIDE = 16
+# Upper bounds on counts, so that an absurd value is refused rather than overflowing later.
+BOUNDS = {"initial": 10**9, "query": 10**9, "pool_size": 10**9, "test_limit": 10**9,
+          "cycles": 10_000, "repeats": 1_000, "epochs": 100_000, "n_jobs": 1_024}
 
 
 # argparse reports a ValueError from a type function as "invalid <function name> value",
 # so each one raises ArgumentTypeError with its own message instead.
 
 
-def _positive_int(text):
+def _count(dest):
+    def count(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < 1:
+            raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+        if value > BOUNDS[dest]:
+            raise argparse.ArgumentTypeError(f"must be at most {BOUNDS[dest]:,}, got {text}")
+        return value
+
+    return count
+
+
+def _n_jobs(text):
     try:
         value = int(text)
     except ValueError:
         value = None
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    if value is None or not (value == -1 or 1 <= value <= BOUNDS["n_jobs"]):
+        raise argparse.ArgumentTypeError(
+            f"must be -1 (all CPUs) or an integer in [1, {BOUNDS['n_jobs']}], got {text}")
     return value
 
 
@@ -81,12 +111,24 @@ def _seed(text):
 
 
 def _device(text):
+    """A torch device that exists on this machine and can train."""
     try:
-        torch.device(text)
+        device = torch.device(text)
     except RuntimeError:
         raise argparse.ArgumentTypeError(
-            f"unknown device {text!r}; use a torch device such as cpu, cuda or cuda:1"
-        ) from None
+            f"unknown device {text!r}; use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(
+                f"{text}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: MPS is not available on this machine")
+    elif device.type != "cpu":
+        raise argparse.ArgumentTypeError(
+            f"{text}: skal simulate trains on cpu, cuda, cuda:N or mps, not on {device.type!r}")
     return text
 
 
@@ -99,7 +141,20 @@ def _dataset(text):
     )
 
 
+def _selectors(text):
+    try:
+        return parse_selectors(text, SELECTORS)
+    except SpecError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser():
+    """The ``skal`` argument parser."""
+    return _build()[0]
+
+
+def _build():
+    """``(parser, simulate_parser, options)``; ``options`` maps each configurable dest to its action."""
     parser = argparse.ArgumentParser(
         prog="skal", description="Deep active learning, scikit-learn style."
     )
@@ -117,149 +172,309 @@ def build_parser():
             "results.csv, results.json and curve.png to --out."
         ),
     )
-    sim.add_argument("--dataset", type=_dataset, default="digits", metavar="DATASET",
-                     help="digits (scikit-learn's 8x8 digits, the default), fashion-mnist "
-                          "(local IDX files, see skal.datasets.load_fashion_mnist), or PATH.npz "
-                          "with arrays X, y and optionally X_test, y_test")
-    sim.add_argument("--selectors", type=_selector_list, default=["disal", "random"],
-                     help=f"comma-separated selectors from {', '.join(SELECTORS)} (default: disal,random)")
-    sim.add_argument("--initial", type=_positive_int, default=100, help="initial labeled set size (default: 100)")
-    sim.add_argument("--query", type=_positive_int, default=100, help="samples queried per cycle (default: 100)")
-    sim.add_argument("--cycles", type=_positive_int, default=5, help="query/teach cycles (default: 5)")
-    sim.add_argument("--repeats", type=_positive_int, default=1, help="independent repeats (default: 1)")
-    sim.add_argument("--epochs", type=_positive_int, default=30, help="training epochs per cycle (default: 30)")
-    sim.add_argument("--pool-size", type=_positive_int, default=None,
-                     help="use a random subset of this many training samples as the pool")
-    sim.add_argument("--test-size", type=_fraction, default=0.3,
-                     help="held-out test fraction when the data has no test split (default: 0.3)")
-    sim.add_argument("--test-limit", type=_positive_int, default=None,
-                     help="evaluate on a random subset of this many test samples")
-    sim.add_argument("--device", type=_device, default="cpu",
-                     help="torch device for training and queries (default: cpu)")
-    sim.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
-    sim.add_argument("--out", default="skal-results", metavar="DIR",
-                     help="directory for results.csv, results.json, curve.png (default: skal-results)")
-    sim.add_argument("--quiet", action="store_true", help="print only the final table")
-    return parser
+    options = {}
+
+    def option(*flags, **kwargs):
+        action = sim.add_argument(*flags, **kwargs)
+        options[action.dest] = action
+
+    option("--dataset", type=_dataset, default="digits", metavar="DATASET",
+           help="digits (scikit-learn's 8x8 digits, the default), fashion-mnist (local IDX "
+                "files, see --data-path), or PATH.npz with arrays X, y and optionally X_test, y_test")
+    option("--data-path", default=None, metavar="DIR",
+           help="directory with the Fashion-MNIST IDX files, or a torchvision root "
+                "(default: Debian's /usr/share/datasets/fashion-mnist, then torchvision's cache)")
+    option("--selectors", type=_selectors, default="disal,random", metavar="SPECS",
+           help="comma-separated selectors, each NAME or NAME(key=value,...), e.g. "
+                f"'disal(batch=stochastic),margin'; names: {', '.join(SELECTORS)} "
+                "(default: disal,random)")
+    option("--model", choices=MODELS, default="auto",
+           help="auto (the default): SmallCNN for images of at least "
+                f"{CNN_MIN_SIDE}x{CNN_MIN_SIDE} pixels, else an MLP on the flattened features; "
+                "mlp; cnn")
+    option("--initial", type=_count("initial"), default=150, help="initial labeled set size (default: 150)")
+    option("--query", type=_count("query"), default=100, help="samples queried per cycle (default: 100)")
+    option("--cycles", type=_count("cycles"), default=5, help="query/teach cycles (default: 5)")
+    option("--repeats", type=_count("repeats"), default=5,
+           help="independent repeats, each with its own initial set and seed (default: 5)")
+    option("--epochs", type=_count("epochs"), default=30, help="training epochs per cycle (default: 30)")
+    option("--pool-size", type=_count("pool_size"), default=None,
+           help="use a random subset of this many training samples as the pool")
+    option("--test-size", type=_fraction, default=0.3,
+           help="held-out test fraction when the data has no test split (default: 0.3)")
+    option("--test-limit", type=_count("test_limit"), default=None,
+           help="evaluate on a random subset of this many test samples")
+    option("--no-standardize", dest="standardize", action="store_false",
+           help="feed the MLP raw features (by default they are standardised with a scaler "
+                "fitted on the pool's features, never on the test set)")
+    option("--device", type=_device, default="cpu",
+           help="torch device for training and queries: cpu (the default), cuda, cuda:N or mps")
+    option("--n-jobs", type=_n_jobs, default=1,
+           help="campaigns run in parallel in this many processes, -1 for all CPUs (default: 1)")
+    option("--seed", type=_seed, default=0, help="random seed (default: 0)")
+    option("--out", default="skal-results", metavar="DIR",
+           help="directory for results.csv, results.json, curve.png (default: skal-results)")
+    option("--quiet", action="store_true", help="print only the final table")
+    sim.add_argument("--config", metavar="FILE", default=None,
+                     help="rerun a configuration: a results.json of an earlier run, or a .toml/"
+                          ".json file with the options' names as keys (e.g. initial = 50); "
+                          "options given on the command line override the file")
+    return parser, sim, options
 
 
-def _load(args):
-    """(X_pool, y_pool, X_test, y_test) for --dataset, subsampled as asked."""
-    rng = np.random.default_rng(args.seed)
-    if args.dataset == "digits":
-        X, y = load_digits_images(return_X_y=True)
-        X_test = y_test = None
-    elif args.dataset == "fashion-mnist":
+# --- configuration files ---------------------------------------------------------------
+
+
+def config_of(args, options):
+    """The run's options (defaults filled in) as a JSON-ready dict, as ``--config`` reads it."""
+    config = {dest: getattr(args, dest) for dest in options}
+    config["selectors"] = [spec.text for spec in args.selectors]
+    return config
+
+
+def _read_config(path, options):
+    """The option values of a configuration file, checked like command-line values."""
+    source = Path(path)
+    try:
+        raw = source.read_bytes()
+    except OSError as error:
+        raise CommandError(f"--config {path}: cannot read it: {error.strerror or error}") from None
+    suffix = source.suffix.lower()
+    try:
+        if suffix == ".toml":
+            if tomllib is None:
+                raise CommandError(f"--config {path}: TOML needs Python >= 3.11; write it as JSON")
+            data = tomllib.loads(raw.decode("utf-8"))
+        elif suffix == ".json":
+            data = json.loads(raw)
+        else:
+            raise CommandError(f"--config {path}: give a .toml or .json file")
+    except (ValueError, UnicodeDecodeError) as error:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+        raise CommandError(f"--config {path}: not valid {suffix[1:].upper()}: {error}") from None
+    if not isinstance(data, dict):
+        raise CommandError(f"--config {path}: must hold a table of options, got {type(data).__name__}")
+    if "meta" in data:  # a results.json: its run's options are in meta.config
+        data = data["meta"].get("config") if isinstance(data["meta"], dict) else None
+        if not isinstance(data, dict):
+            raise CommandError(f"--config {path}: a results file without meta.config "
+                               "(written by skal simulate before it recorded its options)")
+    values = {}
+    for key, value in data.items():
+        if key not in options:
+            raise CommandError(f"--config {path}: unknown option {key!r}; the options are "
+                               f"{', '.join(options)}")
         try:
-            X, y = load_fashion_mnist(subset="train", return_X_y=True)
-            X_test, y_test = load_fashion_mnist(subset="test", return_X_y=True)
-        except FileNotFoundError as error:
-            raise SystemExit(f"skal simulate: error: {error}") from None
+            values[key] = _config_value(options[key], value)
+        except argparse.ArgumentTypeError as error:
+            raise CommandError(f"--config {path}: {key}: {error}") from None
+    return values
+
+
+def _config_value(action, value):
+    if action.nargs == 0:  # an on/off flag
+        if not isinstance(value, bool):
+            raise argparse.ArgumentTypeError(f"must be true or false, got {value!r}")
+        return value
+    if value is None and action.default is None:
+        return None
+    if action.dest == "selectors" and isinstance(value, list):
+        if not all(isinstance(item, str) for item in value):
+            raise argparse.ArgumentTypeError(f"must be a list of selector specs, got {value!r}")
+        value = ",".join(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        kind = "a string" if action.type is None else "a number or a string"
+        raise argparse.ArgumentTypeError(f"must be {kind}, got {value!r}")
+    if action.choices is not None and value not in action.choices:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(action.choices)}, got {value!r}")
+    if action.type is None:
+        if not isinstance(value, str):
+            raise argparse.ArgumentTypeError(f"must be a string, got {value!r}")
+        return value
+    return action.type(str(value))
+
+
+# --- the campaign --------------------------------------------------------------------------
+
+
+def model_for(model, X):
+    """``"mlp"`` or ``"cnn"``: what ``--model`` means for data ``X``."""
+    is_image = X.ndim == 4
+    if model == "cnn" and not is_image:
+        raise CommandError(f"--model cnn needs images of shape (n_samples, C, H, W); the data has "
+                           f"samples of shape {X.shape[1:]}")
+    if model == "auto":
+        return "cnn" if is_image and min(X.shape[2:]) >= CNN_MIN_SIDE else "mlp"
+    return model
+
+
+def build_learners(specs, model, X, classes, *, epochs, device, progress=False):
+    """The learners ``skal simulate`` compares, one per selector spec, keyed by the spec's text.
+
+    Parameters
+    ----------
+    specs : list of SelectorSpec
+        The parsed ``--selectors``.
+    model : {"mlp", "cnn"}
+        From :func:`model_for`.
+    X : ndarray
+        The pool as the model reads it (:func:`skal._cli_data.features_for`).
+    classes : ndarray
+        Every label of the campaign.
+    epochs : int
+        Training epochs per cycle.
+    device : str
+        The torch device.
+    progress : bool, default=False
+        Show training and pool-pass bars (:class:`~skal.callbacks.ProgressBars`).
+
+    Returns
+    -------
+    dict of str to ActiveLearner
+    """
+    if model == "cnn":
+        module, module_params = SmallCNN, {"module__in_channels": X.shape[1]}
     else:
+        # in_features given: no lazy layer, so no torch warning and weights from the start
+        module, module_params = MLP, {"module__hidden_sizes": MLP_HIDDEN_SIZES,
+                                      "module__in_features": int(np.prod(X.shape[1:]))}
+    callbacks = [("progress", ProgressBars())] if progress else None
+    net = ActiveNet(module, max_epochs=epochs, device=device, callbacks=callbacks, verbose=0,
+                    **RECIPE, **module_params)
+    learners = {}
+    for spec in specs:
+        selector = spec.build(SELECTORS)
+        if model == "mlp" and isinstance(selector, (TiDAL, LL4AL)):
+            raise CommandError(
+                f"--selectors {spec.text}: {type(selector).__name__} trains a head on the "
+                "multi-level features of a convolutional net, which the MLP does not have; "
+                "use image data with --model cnn (digits included)")
+        learners[spec.text] = ActiveLearner(_net_for(net, selector), selector=selector, classes=classes)
+    return learners
+
+
+def _net_for(net, selector):
+    # Each method's training parts come from its selector (only DISAL's add the dynamic
+    # loss). BALD samples models by MC dropout, so its net gets dropout before the
+    # classifier, p = 0.5 as in Gal et al.'s code; every other net trains as given.
+    return clone(net).set_params(module__dropout=0.5) if isinstance(selector, BALD) else net
+
+
+def _preflight(learners, X, y, *, initial, query, epochs, seed):
+    """Fit and query each learner once on a small slice, so that a bad spec fails before the campaign.
+
+    Catches what only shows when a net meets its selector (a head the MLP has
+    no features for, a ``subset`` smaller than ``--query``, ...) in seconds
+    instead of after the first training of the real campaign.
+    """
+    order = np.random.default_rng(seed).permutation(len(y))
+    start, pool = order[:initial], order[initial:initial + 2 * query]
+    for name, learner in learners.items():
+        trial = clone(learner).set_params(estimator__max_epochs=min(epochs, 2),
+                                          estimator__callbacks=None, random_state=seed)
         try:
-            with np.load(args.dataset, allow_pickle=False) as data:
-                X, y = data["X"].astype(np.float32), data["y"]
-                if ("X_test" in data) != ("y_test" in data):
-                    raise ValueError("it has one of X_test and y_test but not the other")
-                X_test = data["X_test"].astype(np.float32) if "X_test" in data else None
-                y_test = data["y_test"] if "y_test" in data else None
-        except (OSError, KeyError, ValueError) as error:
-            raise SystemExit(f"skal simulate: error: cannot read {args.dataset}: {error}") from None
-        _check_arrays(args.dataset, X, y, "X", "y")
-        if X_test is not None:
-            _check_arrays(args.dataset, X_test, y_test, "X_test", "y_test")
-            if X_test.shape[1:] != X.shape[1:]:
-                raise SystemExit(f"skal simulate: error: {args.dataset}: X_test has samples of shape "
-                                 f"{X_test.shape[1:]}, but X has samples of shape {X.shape[1:]}")
-    if X_test is None:
-        try:
-            X, X_test, y, y_test = train_test_split(X, y, test_size=args.test_size, stratify=y,
-                                                    random_state=args.seed)
-        except ValueError as error:
-            raise SystemExit(f"skal simulate: error: --test-size {args.test_size}: cannot split off "
-                             f"a stratified test set: {error}") from None
-    if args.pool_size is not None and args.pool_size < len(y):
-        keep = np.sort(rng.choice(len(y), args.pool_size, replace=False))
-        X, y = X[keep], y[keep]
-    if args.test_limit is not None and args.test_limit < len(y_test):
-        keep = np.sort(rng.choice(len(y_test), args.test_limit, replace=False))
-        X_test, y_test = X_test[keep], y_test[keep]
-    return X, y, X_test, y_test
+            trial.fit(X[start], y[start])
+            trial.query(X[pool], min(query, len(pool)))
+        except (ValueError, TypeError, RuntimeError) as error:
+            raise CommandError(f"--selectors {name}: {error}") from None
 
 
-def _check_arrays(path, X, y, x_name, y_name):
-    """Refuse an .npz file's arrays that no campaign can run on, naming the array."""
-    problem = None
-    if X.ndim < 2 or 0 in X.shape:
-        problem = f"{x_name} must have shape (n_samples, n_features) or (n_samples, C, H, W), got {X.shape}"
-    elif y.ndim != 1:
-        problem = f"{y_name} must have shape (n_samples,), got {y.shape}"
-    elif len(X) != len(y):
-        problem = f"{x_name} and {y_name} have different lengths: {len(X)} and {len(y)}"
-    elif not np.isfinite(X).all():
-        problem = f"{x_name} contains NaN or infinity"
-    if problem:
-        raise SystemExit(f"skal simulate: error: {path}: {problem}")
+def _prepare_out(text):
+    """The output directory, created and test-written before anything trains (None: write nothing)."""
+    if not text:
+        return None
+    directory = Path(text)
+    if directory.exists() and not directory.is_dir():
+        raise CommandError(f"--out {text}: exists and is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise CommandError(f"--out {text}: cannot write there: {error.strerror or error}") from None
+    for name in ("results.csv", "results.json", "curve.png"):
+        if (directory / name).exists() and not (directory / name).is_file():
+            raise CommandError(f"--out {text}: {name} exists and is not a file")
+    return directory
 
 
-def _module_for(X):
-    """A small net for the data's shape: SmallCNN for images, MLP for tables."""
-    if X.ndim == 4:
-        return SmallCNN, {"module__in_channels": X.shape[1]}
-    return MLP, {"module__hidden_sizes": (128,)}
+@contextlib.contextmanager
+def _one_torch_thread(n_jobs):
+    """One torch thread per campaign, in this process and in joblib's workers.
+
+    The thread count can change the order of float reductions, so fixing it
+    makes a table the same whatever --n-jobs and the machine's core count
+    are; more cores are used by running campaigns side by side (--n-jobs).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if n_jobs == 1:  # joblib runs the campaigns here, one after the other
+            yield
+        else:
+            with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
+                yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def simulate(args, out=sys.stdout):
-    """Run the campaigns described by ``args``; return the ActiveLearningCurve."""
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("skal simulate: error: --device cuda requested but CUDA is not available")
-    index = torch.device(args.device).index
-    if args.device.startswith("cuda") and index is not None and index >= torch.cuda.device_count():
-        raise SystemExit(f"skal simulate: error: --device {args.device}: this machine has "
-                         f"{torch.cuda.device_count()} CUDA device(s)")
-    X, y, X_test, y_test = _load(args)
+    """Run the campaigns described by ``args``; return the ActiveLearningCurve.
+
+    Raises
+    ------
+    CommandError
+        For options or data that cannot run, before anything trains (or when
+        the campaign itself fails), with the message ``skal simulate`` prints.
+    """
+    config = config_of(args, _build()[2])
+    X, y, X_test, y_test = load(args.dataset, data_path=args.data_path, test_size=args.test_size,
+                                pool_size=args.pool_size, test_limit=args.test_limit, seed=args.seed)
     needed = args.initial + args.cycles * args.query
     if needed > len(y):
-        raise SystemExit(
-            f"skal simulate: error: --initial + --cycles * --query = {args.initial} + "
-            f"{args.cycles} * {args.query} = {needed} exceeds the pool of {len(y)} samples"
+        raise CommandError(
+            f"--initial + --cycles * --query = {args.initial} + {args.cycles} * {args.query} = "
+            f"{needed} exceeds the pool of {len(y)} samples"
         )
-    module, module_params = _module_for(X)
-    if module is MLP and "disal" in args.selectors and args.epochs < 2:
-        # the MLP's layers are lazy: no weights exist before epoch 1, so one epoch leaves
-        # DISAL no epoch T-1 snapshot and its first query would fail after training
-        raise SystemExit("skal simulate: error: --epochs must be at least 2 with the disal selector "
-                         "on tabular data (it compares the weights of the last two epochs)")
-    callbacks = None if args.quiet else [("progress", ProgressBars())]
-    net = ActiveNet(module, max_epochs=args.epochs, batch_size=32, optimizer=torch.optim.SGD,
-                    lr=0.05, optimizer__momentum=0.9, optimizer__weight_decay=5e-4,
-                    device=args.device, callbacks=callbacks, verbose=0, **module_params)
-    # Each method trains as its paper does: its selector declares its training parts
-    # (only DISAL adds the dynamic loss), so "random" is plain random sampling.
-    learners = {
-        name: ActiveLearner(net, selector=SELECTORS[name](), classes=np.unique(y))
-        for name in args.selectors
-    }
-    if not args.quiet:
-        print(f"skal simulate: {args.dataset}, pool {len(y)}, test {len(y_test)}, "
-              f"selectors {', '.join(args.selectors)}, {args.repeats} repeat(s)", file=out, flush=True)
-    with contextlib.redirect_stdout(out):
-        result = active_learning_curve(
-            learners, X, y, X_test=X_test, y_test=y_test, initial_size=args.initial,
-            query_size=args.query, n_cycles=args.cycles, n_repeats=args.repeats,
-            random_state=args.seed, verbose=0 if args.quiet else 1,
-        )
+    model = model_for(args.model, X)
+    X, X_test = features_for(model, X, X_test, standardize=args.standardize)
+    # bars only on a terminal: a redirected stderr gets no carriage returns or escape codes
+    progress = not args.quiet and sys.stderr.isatty()
+    learners = build_learners(args.selectors, model, X, np.unique(y), epochs=args.epochs,
+                              device=args.device, progress=progress and args.n_jobs == 1)
+    with _one_torch_thread(args.n_jobs):
+        _preflight(learners, X, y, initial=args.initial, query=args.query, epochs=args.epochs,
+                   seed=args.seed)
+        directory = _prepare_out(args.out)
+        if not args.quiet:
+            print(f"skal simulate: {args.dataset} ({model}), pool {len(y)}, test {len(y_test)}, "
+                  f"selectors {', '.join(learners)}, {args.repeats} repeat(s)", file=out, flush=True)
+        try:
+            with contextlib.redirect_stdout(out):
+                result = active_learning_curve(
+                    learners, X, y, X_test=X_test, y_test=y_test, initial_size=args.initial,
+                    query_size=args.query, n_cycles=args.cycles, n_repeats=args.repeats,
+                    n_jobs=args.n_jobs, random_state=args.seed, verbose=1 if progress else 0,
+                )
+        except (ValueError, RuntimeError) as error:
+            raise CommandError(f"the campaign failed: {error}") from None
+    result.meta["config"] = config
+    # files first: a closed stdout (`skal simulate | head`) must not lose them
+    notes = _write(result, directory) if directory is not None else []
     print(result.table(), file=out)
-    if args.out:
-        _write(result, Path(args.out), out, quiet=args.quiet)
+    for note in notes:
+        if not (args.quiet and note.startswith("wrote ")):
+            print(note, file=out)
     return result
 
 
-def _write(result, directory, out, quiet=False):
-    directory.mkdir(parents=True, exist_ok=True)
-    result.to_csv(directory / "results.csv")
-    result.to_json(directory / "results.json")
-    written = ["results.csv", "results.json"]
+def _write(result, directory):
+    """Write results.csv, results.json and curve.png; return the lines to print about them."""
+    written, notes = ["results.csv", "results.json"], []
+    try:
+        result.to_csv(directory / "results.csv")
+        result.to_json(directory / "results.json")
+    except OSError as error:
+        raise CommandError(f"--out {directory}: cannot write the results: {error}") from None
     try:
         import matplotlib
 
@@ -271,16 +486,32 @@ def _write(result, directory, out, quiet=False):
         plt.close(ax.figure)
         written.append("curve.png")
     except ImportError:
-        print("skal simulate: matplotlib is not installed, no plot written "
-              "(pip install 'skal[plot]')", file=out)
-    if not quiet:
-        print(f"wrote {', '.join(str(directory / name) for name in written)}", file=out)
+        notes.append("skal simulate: matplotlib is not installed, no plot written "
+                     "(pip install 'skal[plot]')")
+    except OSError as error:
+        raise CommandError(f"--out {directory}: cannot write curve.png: {error}") from None
+    return [*notes, f"wrote {', '.join(str(directory / name) for name in written)}"]
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``skal`` console script; errors exit with status 2."""
+    parser, sim, options = _build()
+    args = parser.parse_args(argv)
     if args.verb == "simulate":
-        simulate(args)
+        if args.config is not None:
+            try:
+                sim.set_defaults(**_read_config(args.config, options))
+            except CommandError as error:
+                sim.error(str(error))
+            args = parser.parse_args(argv)  # the file's values as defaults: flags given override them
+        try:
+            simulate(args)
+        except CommandError as error:
+            sim.error(str(error))
+        except BrokenPipeError:
+            # stdout was closed early (`| head`): the files are written; end quietly, as a filter does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
     return 0
 
 

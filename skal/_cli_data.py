@@ -1,0 +1,166 @@
+"""The data of ``skal simulate``: loading, checking, splitting and standardising.
+
+Every refusal raises :class:`CommandError` with a message that names the
+option or the array at fault; ``skal simulate`` reports it as a usage error.
+"""
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from .datasets import load_digits_images, load_fashion_mnist
+
+
+class CommandError(Exception):
+    """A problem with the command's options or data, reported as ``skal simulate: error: ...``."""
+
+
+def load(dataset, *, data_path, test_size, pool_size, test_limit, seed):
+    """``(X_pool, y_pool, X_test, y_test)`` for ``--dataset``, split and subsampled as asked."""
+    if data_path is not None and dataset != "fashion-mnist":
+        raise CommandError("--data-path is only read with --dataset fashion-mnist "
+                           f"(a .npz dataset is its own path), not with --dataset {dataset}")
+    if dataset == "digits":
+        X, y = load_digits_images(return_X_y=True)
+        X_test = y_test = None
+    elif dataset == "fashion-mnist":
+        X, y, X_test, y_test = _fashion_mnist(data_path)
+    else:
+        X, y, X_test, y_test = _npz(dataset)
+    if X_test is None:
+        X, X_test, y, y_test = _split(X, y, test_size, seed)
+    rng = np.random.default_rng(seed)
+    if pool_size is not None and pool_size < len(y):
+        keep = np.sort(rng.choice(len(y), pool_size, replace=False))
+        X, y = X[keep], y[keep]
+    if test_limit is not None and test_limit < len(y_test):
+        keep = np.sort(rng.choice(len(y_test), test_limit, replace=False))
+        X_test, y_test = X_test[keep], y_test[keep]
+    return X, y, X_test, y_test
+
+
+def features_for(model, X, X_test, *, standardize):
+    """The arrays the model reads: flattened (and standardised) for the MLP, images for the CNN.
+
+    The scaler is fitted on the pool ``X`` only: in active learning the pool's
+    features are known before any label is, so this uses no label and never
+    sees the test set.
+    """
+    if model != "mlp":
+        return X, X_test
+    X, X_test = X.reshape(len(X), -1), X_test.reshape(len(X_test), -1)
+    if standardize:
+        scaler = StandardScaler().fit(X)
+        X, X_test = scaler.transform(X), scaler.transform(X_test)
+    return X.astype(np.float32), X_test.astype(np.float32)
+
+
+def _fashion_mnist(data_path):
+    if data_path is not None and not Path(data_path).is_dir():
+        raise CommandError(f"--data-path {data_path}: not a directory")
+    try:
+        X, y = load_fashion_mnist(data_path, subset="train", return_X_y=True)
+        X_test, y_test = load_fashion_mnist(data_path, subset="test", return_X_y=True)
+    except FileNotFoundError as error:
+        # the loader's advice is for Python callers ("pass path=root"); say it the command's way
+        found = str(error).split(" Get them with", 1)[0]
+        raise CommandError(
+            f"--dataset fashion-mnist: {found} Install Debian's package "
+            "(apt-get install dataset-fashion-mnist), or pass --data-path DIR: a directory "
+            "holding the IDX files, or a torchvision root (as "
+            "torchvision.datasets.FashionMNIST(root, download=True) fills it)"
+        ) from None
+    except ValueError as error:
+        raise CommandError(f"--dataset fashion-mnist: {error}") from None
+    return X, y, X_test, y_test
+
+
+def _npz(path):
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise CommandError(f"cannot read {path}: {error}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise CommandError(f"cannot read {path}: it holds a single array (an .npy file), not an "
+                           ".npz archive; write one with np.savez(path, X=X, y=y)")
+    with data:
+        try:
+            if ("X_test" in data) != ("y_test" in data):
+                raise ValueError("it has one of X_test and y_test but not the other")
+            X, y = data["X"], data["y"]
+            X_test = data["X_test"] if "X_test" in data else None
+            y_test = data["y_test"] if "y_test" in data else None
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise CommandError(f"cannot read {path}: {error}") from None
+    X, y = _checked(path, X, y, "X", "y")
+    if X_test is not None:
+        X_test, y_test = _checked(path, X_test, y_test, "X_test", "y_test")
+        if X_test.shape[1:] != X.shape[1:]:
+            raise CommandError(f"{path}: X_test has samples of shape {X_test.shape[1:]}, but X has "
+                               f"samples of shape {X.shape[1:]}")
+        if (y.dtype.kind in "US") != (y_test.dtype.kind in "US"):
+            raise CommandError(f"{path}: y_test holds {_kind(y_test)} but y holds {_kind(y)}")
+        unseen = np.setdiff1d(y_test, y)
+        if len(unseen):
+            raise CommandError(f"{path}: y_test has labels that y lacks: {unseen[:5].tolist()}")
+    return X, y, X_test, y_test
+
+
+def _kind(y):
+    return "strings" if y.dtype.kind in "US" else "numbers"
+
+
+def _checked(path, X, y, x_name, y_name):
+    """Arrays a campaign can run on (X as float32), or a CommandError naming the array."""
+    if X.ndim < 2 or 0 in X.shape:
+        raise CommandError(f"{path}: {x_name} must have shape (n_samples, n_features) or "
+                           f"(n_samples, C, H, W), got {X.shape}")
+    if X.dtype.kind == "c":
+        raise CommandError(f"{path}: {x_name} holds complex numbers ({X.dtype}); pass real "
+                           "features (e.g. the real and imaginary parts as separate columns)")
+    if X.dtype.kind not in "biuf":
+        raise CommandError(f"{path}: {x_name} must hold numbers, got dtype {X.dtype}")
+    if y.ndim != 1:
+        raise CommandError(f"{path}: {y_name} must have shape (n_samples,), got {y.shape}")
+    if len(X) != len(y):
+        raise CommandError(f"{path}: {x_name} and {y_name} have different lengths: {len(X)} and {len(y)}")
+    with np.errstate(over="ignore"):
+        X = X.astype(np.float32)
+    if not np.isfinite(X).all():
+        raise CommandError(f"{path}: {x_name} contains NaN or infinity (after conversion to float32)")
+    return X, _labels(path, y, y_name)
+
+
+def _labels(path, y, name):
+    """Class labels as given (integers, bools, strings); integral floats become int64."""
+    if y.dtype.kind in "biuUS":
+        return y
+    if y.dtype.kind == "f":
+        if np.isnan(y).any():
+            raise CommandError(f"{path}: {name} contains NaN")
+        if not np.isfinite(y).all():
+            raise CommandError(f"{path}: {name} contains infinity")
+        fractional = y[y != np.round(y)]
+        if len(fractional):
+            raise CommandError(f"{path}: {name} must hold class labels (integers or strings), got "
+                               f"non-integer values such as {float(fractional[0])!r}")
+        return y.astype(np.int64)
+    raise CommandError(f"{path}: {name} must hold class labels (integers or strings), got dtype {y.dtype}")
+
+
+def _split(X, y, test_size, seed):
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise CommandError(f"y has a single class ({classes[0].item()!r}); a campaign needs at least 2")
+    if counts.min() < 2:
+        raise CommandError(f"y: class {classes[counts.argmin()].item()!r} has a single sample; a "
+                           "stratified test split needs at least 2 per class (or give X_test "
+                           "and y_test in the .npz file)")
+    try:
+        return train_test_split(X, y, test_size=test_size, stratify=y, random_state=seed)
+    except ValueError as error:
+        raise CommandError(f"--test-size {test_size}: cannot split off a stratified test set: "
+                           f"{error}") from None
