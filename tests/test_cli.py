@@ -101,8 +101,10 @@ def test_the_default_job_runs_at_least_three_repeats_of_an_mlp_on_standardised_d
     net = learners["disal"].estimator
     assert net.module is MLP and net.module__in_features == 64 and net.module__hidden_sizes == (128,)
     assert (net.optimizer, net.lr, net.optimizer__momentum, net.batch_size) == (torch.optim.SGD, 0.05, 0.9, 32)
-    # only DISAL trains with its dynamic loss
-    assert (net.dynamic_weight, learners["random"].estimator.dynamic_weight) == (1.0, 0.0)
+    # one net for both; only DISAL's selector declares the dynamic loss (and the snapshot)
+    assert learners["random"].estimator is net
+    assert [name for name, _ in learners["disal"].selector.training_needs().parts] == ["dynamic_loss", "snapshot"]
+    assert learners["random"].selector.training_needs().parts == ()
 
 
 def test_the_digits_path_is_warning_free(tmp_path):
@@ -191,7 +193,7 @@ def test_a_spec_runs_the_campaign_the_same_learner_built_in_python_runs(tmp_path
     scaler = StandardScaler().fit(X)
     net = ActiveNet(MLP, module__in_features=64, module__hidden_sizes=(128,), max_epochs=2,
                     batch_size=32, optimizer=torch.optim.SGD, lr=0.05, optimizer__momentum=0.9,
-                    optimizer__weight_decay=5e-4, dynamic_weight=0.0, verbose=0)
+                    optimizer__weight_decay=5e-4, verbose=0)
     learner = ActiveLearner(net, Entropy(batch="stochastic"), classes=np.arange(10))
     with _one_torch_thread(1):
         expected = active_learning_curve(

@@ -32,7 +32,7 @@ def test_the_example_of_the_issue():
     assert [s.text for s in specs] == ["disal(batch=stochastic)", "margin", "entropy(batch=cluster)"]
     built = [s.build(SELECTORS) for s in specs]
     assert [type(b) for b in built] == [DISAL, Margin, Entropy]
-    assert built[0].get_params() == {"mode": "kl", "batch": "stochastic"}
+    assert built[0].get_params() == {"weight": 1.0, "mode": "kl", "batch": "stochastic"}
     assert built[2].get_params() == {"batch": "cluster"}
 
 
@@ -74,10 +74,10 @@ def test_selectors_get_typed_values_that_pass_their_constraints():
     ("", "no selector given; choose from disal, tidal"),
     ("bogus", "unknown selector 'bogus'; choose from disal, tidal, ll4al, isal, coreset, random, "
               "entropy, margin, least-confidence"),
-    ("disal(foo=1)", "disal: unknown parameter 'foo'; its parameters are batch, mode"),
+    ("disal(foo=1)", "disal: unknown parameter 'foo'; its parameters are batch, mode, weight"),
     ("random(batch=topk)", "random: unknown parameter 'batch'; its parameters are (none)"),
     ("disal(mode=bogus)", "disal(mode=bogus): The 'mode' parameter of DISAL must be a str among"),
-    ("disal(batch=bogus)", "disal(batch=bogus): batch must be one of ['cluster', 'stochastic', 'topk']"),
+    ("disal(batch=bogus)", "disal(batch=bogus): The 'batch' parameter of DISAL must be a str among"),
     ("coreset(subset=-1)", "coreset(subset=-1): The 'subset' parameter of CoreSet must be an int "
                            "in the range [1, inf) or None. Got -1 instead."),
     ("disal(batch=", "expected a name or a value at position 12 in 'disal(batch=', found the end"),
@@ -105,7 +105,7 @@ def test_the_command_reports_a_bad_spec_as_a_usage_error(tmp_path, capsys):
     assert info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         "skal simulate: error: argument --selectors: disal: unknown parameter 'foo'; "
-        "its parameters are batch, mode")
+        "its parameters are batch, mode, weight")
     assert not (tmp_path / "out").exists()
 
 
@@ -114,7 +114,7 @@ def test_nothing_in_a_spec_is_evaluated(tmp_path):
     attack = f"disal(batch=__import__('os').system('touch {marker}'))"
     with pytest.raises(SpecError, match=r"expected ',' or '\)' at position 22 .*, found '\('"):
         parse_selectors(attack, SELECTORS)
-    with pytest.raises(SpecError, match="batch must be one of"):  # a value is only ever data
+    with pytest.raises(SpecError, match="The 'batch' parameter of DISAL must be"):  # only ever data
         parse_selectors(f"disal(batch=\"__import__('os').system('touch {marker}')\")", SELECTORS)
     assert not marker.exists()
 
