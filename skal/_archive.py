@@ -185,9 +185,13 @@ class Archive:
         missing = sorted(required - set(names))
         if missing:
             raise InvalidSave(missing[0], "missing from the archive")
+        size = os.path.getsize(self.path)
         for info in self.zip.infolist():
             if info.flag_bits & 0x1:
                 raise InvalidSave(info.filename, "encrypted")
+            if info.header_offset + info.compress_size > size:
+                raise InvalidSave(info.filename, f"declares {info.compress_size} bytes, more than "
+                                                 f"the {size}-byte file holds")
 
     def has(self, name):
         return name in self.zip.NameToInfo

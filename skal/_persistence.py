@@ -343,15 +343,21 @@ def _check_values(arrays, fitted):
 
 
 def _check_tensors(header, net, net_json, n_train, n_classes, error):
-    """Every tensor the net needs is in the file with its shape, and nothing else is."""
+    """Every tensor the net needs is in the file with its shape, and nothing else is.
+
+    Returns the optimizers' checked parameter groups.
+    """
     present = {key: tuple(entry["shape"]) for key, entry in header.items()}
-    expected, problems, param_keys = {}, [], {}
+    expected, param_keys = {}, {}
     for name in _components(net):
         module = getattr(net, name)
         for key, value in module.state_dict().items():
             expected[f"{name}.{key}"] = None if is_lazy(value) else tuple(value.shape)
         for key, value in module.named_parameters():
             param_keys[id(value)] = f"{name}.{key}"
+    # the modules first: a different architecture is named by its weights
+    _compare(present, expected, lambda key: "." in key and key.split(".")[0] in _components(net),
+             error)
     records = net_json["optimizers"]
     if set(records) != set(_optimizers(net)):
         raise error(JSON, f"net.optimizers: the file has {sorted(records)}, the net "
@@ -375,31 +381,38 @@ def _check_tensors(header, net, net_json, n_train, n_classes, error):
                 elif not (value is None or isinstance(value, (bool, int, float))):
                     raise error(JSON, f"net.optimizers.{name}.state.{index}.{key}: not a number")
     if any(key.startswith("snapshot_.") for key in present):
-        expected.update({f"snapshot_.{key[len('module_.'):]}": shape for key, shape in expected.items()
-                         if key.startswith("module_.")})
+        expected.update({f"snapshot_.{key[len('module_.'):]}": present.get(key, shape)
+                         for key, shape in expected.items() if key.startswith("module_.")})
     if "training_dynamics_" in present or "dynamics_visits_" in present:
         rows = present.get("training_dynamics_", (0,))[0]
         if rows > n_train:
-            problems.append(f"training_dynamics_ has {rows} rows for {n_train} training samples")
+            raise error(TENSORS, f"training_dynamics_ has {rows} rows for {n_train} training samples")
         expected["training_dynamics_"] = (rows, n_classes)
         expected["dynamics_visits_"] = (rows,)
-    missing = [key for key in expected if key not in present]
-    unexpected = [key for key in present if key not in expected]
+    _compare(present, expected, lambda key: True, error)
+    return groups
+
+
+def _compare(present, expected, selected, error):
+    problems = []
+    missing = [key for key in expected if key not in present and selected(key)]
+    unexpected = [key for key in present if key not in expected and selected(key)]
     if missing:
         problems.append(f"missing {_some(missing)}")
     if unexpected:
         problems.append(f"not in the net: {_some(unexpected)}")
     for key, shape in expected.items():
         got = present.get(key)
-        if got is None or shape is None:
+        if got is None or shape is None or not selected(key):
             continue
-        ok = got in ((), shape.shape) if isinstance(shape, _ScalarOr) else got == shape
-        if not ok:
-            want = f"[] or {list(shape.shape or ())}" if isinstance(shape, _ScalarOr) else list(shape)
-            problems.append(f"{key} has shape {list(got)} in the file, {want} in the net")
+        if isinstance(shape, _ScalarOr):
+            if got not in ((), shape.shape):
+                problems.append(f"{key} has shape {list(got)} in the file, [] or "
+                                f"{list(shape.shape or ())} in the net")
+        elif got != shape:
+            problems.append(f"{key} has shape {list(got)} in the file, {list(shape)} in the net")
     if problems:
         raise error(TENSORS, "; ".join(problems))
-    return groups
 
 
 class _ScalarOr:
@@ -695,8 +708,12 @@ def _built(learner, classes, error):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise error(where, f"params.estimator.device is {net.device!r}, which this machine lacks; "
                            "build the learner with device='cpu' and load with like=learner")
+    from .learner import _torch_seeded
+
     try:
-        net.initialize()
+        # initialization draws weights that the saved ones replace: leave torch's RNG as it was
+        with _torch_seeded(0, net.device):
+            net.initialize()
     except (TypeError, ValueError, RuntimeError, AttributeError, KeyError, IndexError) as failure:
         raise error(where, f"the net cannot be built from its parameters: {failure}") from failure
     return selector, estimator, net
