@@ -225,6 +225,12 @@ class _Decoder:
 
     def _named(self, tag, value, where, kind, depth):
         path = value[tag]
+        if self.trust is None:
+            raise InvalidSave(JSON, f"{where}: must be plain data, not a {tag.strip('_')} name")
+        try:
+            _trust.split_path(path, where)
+        except ValueError as error:
+            raise InvalidSave(JSON, str(error)) from None
         try:
             obj, by_user = self.trust.resolve(path, where)
         except ValueError as error:

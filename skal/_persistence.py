@@ -682,12 +682,22 @@ def _load(cls, path, trust, like):
             raise error(JSON if like is None else "classes.npy",
                         f"classes: the saved classes_ {arrays['classes'].tolist()} are not the "
                         f"parameter's {np.unique(np.asarray(learner.classes)).tolist()}")
-        selector, estimator, net = _built(learner, arrays["classes"], error)
+        try:
+            selector, estimator = _build(learner, arrays["classes"])
+        except (TypeError, ValueError) as failure:
+            raise error(JSON if like is None else "like",
+                        f"the selector cannot be set up: {failure}") from failure
+        transformers = _load_transformers(archive, estimator, trust, error) if pipeline else None
+        sample = arrays["X_labeled"][:1]
+        for step in transformers or ():
+            if not isinstance(step, str) and step is not None:
+                sample = step.transform(sample)
+        sample = np.asarray(sample, dtype=np.float32)
+        net = _built(learner, selector, estimator, sample, error)
         header = archive.safetensors_header(TENSORS)
         n_train = int((~arrays["reference_mask"]).sum())
         groups = _check_tensors(header, net, meta["net"], n_train, len(arrays["classes"]), error)
         tensors = _read_tensors(archive, net)
-        transformers = (_load_transformers(archive, estimator, trust, error) if pipeline else None)
     net_state = {**meta["net"], "optimizers": {name: {**record, "param_groups": groups[name]}
                                                for name, record in meta["net"]["optimizers"].items()}}
     state = {"fitted": meta["fitted"], "net": net_state, "arrays": arrays}
@@ -697,23 +707,55 @@ def _load(cls, path, trust, like):
         raise error(TENSORS, f"cannot be restored onto the net: {failure}") from failure
 
 
-def _built(learner, classes, error):
-    where = JSON if isinstance(error, type) and error is InvalidSave else "like"
-    try:
-        selector, estimator = _build(learner, classes)
-    except (TypeError, ValueError) as failure:
-        raise error(where, f"the selector cannot be set up: {failure}") from failure
+def _built(learner, selector, estimator, sample, error):
+    """The initialized net of ``estimator``, its lazy modules given their shapes by ``sample``."""
+    from .learner import _torch_seeded
+
+    where = JSON if error is InvalidSave else "like"
     net = _final_net(estimator)
     device = torch.device(net.device or "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise error(where, f"params.estimator.device is {net.device!r}, which this machine lacks; "
                            "build the learner with device='cpu' and load with like=learner")
-    from .learner import _torch_seeded
-
     try:
         # initialization draws weights that the saved ones replace: leave torch's RNG as it was
         with _torch_seeded(0, net.device):
             net.initialize()
     except (TypeError, ValueError, RuntimeError, AttributeError, KeyError, IndexError) as failure:
         raise error(where, f"the net cannot be built from its parameters: {failure}") from failure
-    return selector, estimator, net
+    try:
+        with _torch_seeded(0, net.device):
+            _materialize(net, sample)
+    except (TypeError, ValueError, RuntimeError, AttributeError, KeyError, IndexError) as failure:
+        raise error(where, f"the net cannot run on the saved samples: {failure}") from failure
+    return net
+
+
+def _materialize(net, sample):
+    """Give lazy modules (LazyLinear...) their shapes with one forward pass, as training would.
+
+    Their parameters have no shape before it, so the saved ones could not be checked.
+    """
+    heads = [getattr(net, name) for name in _components(net)
+             if name not in ("module_", "criterion_") and isinstance(getattr(net, name), torch.nn.Module)]
+    modules = [net.module_, *heads]
+    if not any(is_lazy(value) for module in modules for value in module.state_dict().values()):
+        return
+    levels, handles = {}, []
+    layers = list(getattr(net, "feature_layers_", ())) if heads else []
+    for name in layers:
+        hook = (lambda key: lambda module, args, out: levels.__setitem__(key, out))(name)
+        handles.append(net.module_.get_submodule(name).register_forward_hook(hook))
+    modes = [module.training for module in modules]
+    try:
+        for module in modules:
+            module.eval()
+        with torch.no_grad():  # not inference_mode: the parameters stay trainable
+            net.module_(torch.as_tensor(sample, device=net.device))
+            for head in heads:
+                head([levels[name] for name in layers])
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, mode in zip(modules, modes):
+            module.train(mode)
