@@ -25,6 +25,7 @@ SCRIPTS = [
     ("bench_kcenter.py", True),
     ("bench_coreset_peer.py", False),
     ("bench_long_campaign.py", False),
+    ("bench_persistence.py", False),
     ("compare_fashion_mnist.py", True),
 ]
 # full runs of these take an hour: included in --quick runs, in full runs only with --all / --only

@@ -28,7 +28,9 @@ JSON_LIMIT = 32 << 20  # bytes of learner.json once inflated
 JSON_RATIO = 50  # legitimate JSON deflates 5-15x; a bomb ~1000x
 DEPTH_LIMIT = 64  # levels of nesting in any JSON value
 _SAFETENSORS_HEADER_LIMIT = 16 << 20
-_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so that the same learner gives the same bytes
+_DATE = (1980, 1, 1, 0, 0, 0)
+# what zipfile raises on a damaged archive (NotImplementedError: an unknown method or version)
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError)  # fixed, so that the same learner gives the same bytes
 
 
 class InvalidSave(ValueError):
@@ -158,7 +160,7 @@ class Archive:
             self.zip = zipfile.ZipFile(path)
         except FileNotFoundError:
             raise
-        except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as error:
+        except (*_ZIP_ERRORS, ValueError) as error:
             if isinstance(error, (IsADirectoryError, PermissionError)):
                 raise
             raise InvalidSave(None, str(error)) from error
@@ -229,7 +231,7 @@ class Archive:
         try:
             with self.zip.open(name) as f:
                 return f.read()
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as error:
+        except _ZIP_ERRORS as error:
             raise InvalidSave(name, str(error)) from error
 
     def read_bytes(self, name, limit=None):
@@ -251,7 +253,7 @@ class Archive:
                 else:
                     raise ValueError(f"unsupported npy version {version}")
                 offset = f.tell()
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, SyntaxError) as error:
+        except (*_ZIP_ERRORS, ValueError, SyntaxError) as error:
             raise InvalidSave(name, f"not a valid npy array: {error}") from error
         if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
             raise InvalidSave(name, f"has dtype {dtype}; only plain numbers, booleans and "
@@ -276,7 +278,7 @@ class Archive:
                     raise EOFError("the array data ends early")
                 if f.read(1):  # also makes zipfile compare the CRC
                     raise ValueError("data after the array")
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
+        except (*_ZIP_ERRORS, ValueError) as error:
             raise InvalidSave(name, str(error)) from error
         return array
 
@@ -294,7 +296,7 @@ class Archive:
                 header = json.loads(f.read(length))
         except RecursionError:
             raise InvalidSave(name, "its header is nested too deeply") from None
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
+        except (*_ZIP_ERRORS, ValueError) as error:
             raise InvalidSave(name, f"not a valid safetensors file: {error}") from error
         if not isinstance(header, dict):
             raise InvalidSave(name, "its header is not a JSON object")
@@ -330,7 +332,7 @@ def check_stored_zip(data, name):
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as inner:
             infos = inner.infolist()
-    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as error:
+    except (*_ZIP_ERRORS, ValueError) as error:
         raise InvalidSave(name, f"not a valid skops file: {error}") from error
     for info in infos:
         if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:

@@ -50,6 +50,10 @@ class Mismatch(InvalidSave):
     """A save whose state does not fit the learner given as ``like``."""
 
 
+class NotHere(InvalidSave):
+    """A valid save that needs what this machine lacks (a CUDA device)."""
+
+
 # --- labels -------------------------------------------------------------------------------
 
 
@@ -651,6 +655,8 @@ def load(cls, path, trusted=None, like=None):
                         f"{type(like).__name__}.")
     try:
         return _load(cls, path, trust, like)
+    except NotHere as error:
+        raise ValueError(f"{path} cannot be loaded here: {error}") from error
     except Mismatch as error:
         raise ValueError(f"{path}: the saved learner does not fit like: {error}") from error
     except Untrusted as error:
@@ -715,8 +721,10 @@ def _built(learner, selector, estimator, sample, error):
     net = _final_net(estimator)
     device = torch.device(net.device or "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise error(where, f"params.estimator.device is {net.device!r}, which this machine lacks; "
-                           "build the learner with device='cpu' and load with like=learner")
+        if error is Mismatch:
+            raise NotHere("like", f"its net's device is {net.device!r}, which this machine lacks")
+        raise NotHere(where, f"params.estimator.device is {net.device!r}, which this machine lacks; "
+                             "build the learner with device='cpu' and load with like=learner")
     try:
         # initialization draws weights that the saved ones replace: leave torch's RNG as it was
         with _torch_seeded(0, net.device):

@@ -313,6 +313,28 @@ def test_like_with_other_classes_or_estimator_kind_is_refused(tmp_path):
         ActiveLearner.load(tmp_path / "a.skal", like=ActiveNet(MLP))
 
 
+def test_a_save_from_a_gpu_loads_on_a_cpu_with_like(tmp_path):
+    # a save's tensors are device-free; only the device parameter says where it was made, so a
+    # save edited to say "cuda" is what a GPU run writes
+    X, y = _tabular(40)
+    learner = _script_learner(ImportableNet).fit(X, y)
+    learner.save(tmp_path / "cpu.skal")
+    with zipfile.ZipFile(tmp_path / "cpu.skal") as archive:
+        members = {i.filename: (archive.read(i), i.compress_type) for i in archive.infolist()}
+    meta = json.loads(members["learner.json"][0])
+    meta["params"]["estimator"]["params"]["device"] = "cuda"
+    members["learner.json"] = (json.dumps(meta).encode(), zipfile.ZIP_DEFLATED)
+    with zipfile.ZipFile(tmp_path / "gpu.skal", "w") as archive:
+        for name, (data, method) in members.items():
+            archive.writestr(name, data, compress_type=method)
+    loaded = ActiveLearner.load(tmp_path / "gpu.skal", like=_script_learner(ImportableNet, device="cpu"))
+    _assert_same_learner(loaded, learner, X)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"gpu\.skal cannot be loaded here: learner\.json: "
+                                             r"params\.estimator\.device is 'cuda', which this machine lacks"):
+            ActiveLearner.load(tmp_path / "gpu.skal", trusted=[ImportableNet])
+
+
 def test_a_script_module_resumes_in_another_process(tmp_path):
     # The case: a module class defined in the user's script, saved, and resumed by
     # running the same script again; LRScheduler(policy=StepLR) travels in the same save.
