@@ -19,9 +19,11 @@ trust list. Every name in ``learner.json`` is looked up in the trust list
 anything is imported, called or built. The learner is built whole before
 ``load`` returns.
 
-Two functions, :func:`_learner_state` and :func:`_install_state` (with the
-checks of :func:`_check_tensors`), are the only code that reads or writes the
-learner's and the net's fitted internals.
+Only :func:`_learner_state` and :func:`_install_state` read or write the
+learner's and the net's fitted internals; :func:`_check_tensors`,
+:func:`_read_tensors` and :func:`_materialize` know the net's components (through
+skorch's registry of modules, criteria and optimizers) and the names of
+ActiveNet's per-sample training state (``_DYNAMICS``, ``_SNAPSHOT``).
 """
 
 import json
@@ -33,6 +35,7 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from skorch.history import History
+from skorch.net import NeuralNet
 from torch.nn.parameter import is_lazy
 
 from . import _archive, _trust
@@ -44,6 +47,10 @@ TENSORS, TRANSFORMERS = "tensors.safetensors", "transformers.skops"
 ARRAYS = ("classes", "X_labeled", "y_labeled", "labeled_cycle", "reference_mask")
 MEMBERS = (JSON, *(f"{name}.npy" for name in ARRAYS), TENSORS)
 _SEED_MAX = np.iinfo(np.int32).max  # seeds are drawn in [0, 2**31 - 1)
+# ActiveNet's per-sample training state: tensors with a row per training sample, and the
+# module's weights at epoch T-1 (keys "snapshot_.<module key>")
+_DYNAMICS = ("training_dynamics_", "dynamics_visits_")
+_SNAPSHOT = "snapshot_."
 
 
 class Mismatch(InvalidSave):
@@ -110,6 +117,12 @@ def _optimizers(net):
     return [f"{name}_" for name in net._optimizers]
 
 
+def _as_snapshot(tensors):
+    """The snapshot keys of the module's entries in ``tensors``."""
+    return {f"{_SNAPSHOT}{key[len('module_.'):]}": value for key, value in tensors.items()
+            if key.startswith("module_.")}
+
+
 def _learner_state(learner):
     """What a save holds of a fitted learner beyond its parameters.
 
@@ -148,11 +161,11 @@ def _learner_state(learner):
         optimizers[name] = {"class": _trust.qualified_name(type(optimizer)), "state": entries,
                             "param_groups": encode(state["param_groups"], f"estimator_.{name}", True)}
     # the per-sample training state of the net (ActiveNet's attributes)
-    for name in ("training_dynamics_", "dynamics_visits_"):
+    for name in _DYNAMICS:
         if getattr(net, name, None) is not None:
             tensors[name] = getattr(net, name)
     for key, value in (getattr(net, "snapshot_", None) or {}).items():
-        tensors[f"snapshot_.{key}"] = value
+        tensors[f"{_SNAPSHOT}{key}"] = value
     return {
         "fitted": {
             "seed": int(learner._seed),
@@ -210,9 +223,9 @@ def _install_state(learner, selector, estimator, state, tensors, transformers):
             getattr(net, name).load_state_dict({"state": optimizer_state,
                                                 "param_groups": record["param_groups"]})
     device = torch.device(net.device or "cpu")
-    for name in ("training_dynamics_", "dynamics_visits_"):
+    for name in _DYNAMICS:
         setattr(net, name, tensors[name].to(device) if name in tensors else None)
-    snapshot = {k[len("snapshot_."):]: v.to(device) for k, v in tensors.items() if k.startswith("snapshot_.")}
+    snapshot = {k[len(_SNAPSHOT):]: v.to(device) for k, v in tensors.items() if k.startswith(_SNAPSHOT)}
     net.snapshot_ = snapshot or None
     net.dynamics_epoch_ = state["net"]["dynamics_epoch"]
     net.history_ = History(state["net"]["history"])
@@ -252,6 +265,7 @@ def _check_meta(meta):
     _expect(meta.get("format") == FORMAT, JSON,
             f"unsupported save format {meta.get('format')!r} (this skal reads format {FORMAT})")
     _exact_keys(meta, {"format", "skal", "params", "fitted", "net"}, "")
+    _expect(isinstance(meta["skal"], str), JSON, "skal: must be the version string of the skal that saved it")
     fitted, net = meta["fitted"], meta["net"]
     _expect(isinstance(fitted, dict), JSON, "fitted: not an object")
     _exact_keys(fitted, {"seed", "stale", "n_features_in_", "feature_names_in_", "objects"}, "fitted.")
@@ -384,15 +398,14 @@ def _check_tensors(header, net, net_json, n_train, n_classes, error):
                     expected[f"{name}.state.{index}.{key}"] = _ScalarOr(shape)
                 elif not (value is None or isinstance(value, (bool, int, float))):
                     raise error(JSON, f"net.optimizers.{name}.state.{index}.{key}: not a number")
-    if any(key.startswith("snapshot_.") for key in present):
-        expected.update({f"snapshot_.{key[len('module_.'):]}": present.get(key, shape)
-                         for key, shape in expected.items() if key.startswith("module_.")})
-    if "training_dynamics_" in present or "dynamics_visits_" in present:
-        rows = present.get("training_dynamics_", (0,))[0]
+    if any(key.startswith(_SNAPSHOT) for key in present):
+        expected.update(_as_snapshot({key: present.get(key, shape) for key, shape in expected.items()}))
+    if any(name in present for name in _DYNAMICS):
+        dynamics, visits = _DYNAMICS
+        rows = present.get(dynamics, (0,))[0]
         if rows > n_train:
-            raise error(TENSORS, f"training_dynamics_ has {rows} rows for {n_train} training samples")
-        expected["training_dynamics_"] = (rows, n_classes)
-        expected["dynamics_visits_"] = (rows,)
+            raise error(TENSORS, f"{dynamics} has {rows} rows for {n_train} training samples")
+        expected[dynamics], expected[visits] = (rows, n_classes), (rows,)
     _compare(present, expected, lambda key: True, error)
     return groups
 
@@ -474,10 +487,9 @@ def _read_tensors(archive, net):
         raise InvalidSave(TENSORS, f"not a valid safetensors file: {error}") from error
     own = {f"{name}.{key}": value for name in _components(net)
            for key, value in getattr(net, name).state_dict().items()}
-    own.update({f"snapshot_.{key[len('module_.'):]}": value for key, value in own.items()
-                if key.startswith("module_.")})
+    own.update(_as_snapshot(own))
     for key, value in tensors.items():
-        dtype = own[key].dtype if key in own else torch.float32 if "." not in key else None
+        dtype = own[key].dtype if key in own else torch.float32 if key in _DYNAMICS else None
         if dtype is not None and value.dtype != dtype:
             raise InvalidSave(TENSORS, f"{key} has dtype {value.dtype} in the file, {dtype} in the net")
     return tensors
@@ -679,6 +691,9 @@ def _load(cls, path, trust, like):
         _check_headers(headers, meta["fitted"])
         arrays = {name: archive.npy_array(f"{name}.npy", headers[name]) for name in ARRAYS}
         _check_values(arrays, meta["fitted"])
+        if not isinstance(_final_net(learner.estimator), NeuralNet):
+            raise error(JSON if like is None else "like",
+                        "params.estimator: must be an ActiveNet or a Pipeline ending in one")
         pipeline = isinstance(learner.estimator, Pipeline)
         if archive.has(TRANSFORMERS) != pipeline:
             raise error(TRANSFORMERS, "missing: the estimator is a Pipeline" if pipeline else

@@ -532,6 +532,10 @@ def test_selector_and_estimator_slots_take_only_their_kind(saved, tmp_path):
             "steps": [{"__tuple__": ["net", {"__object__": "skal.net:ActiveNet", "params": {
                 "module": {"__type__": "skal.models:MLP"}}}]}], "memory": "/tmp/cache"}},
          r"params\.estimator\.memory: must be None \(a loaded learner never caches\)"),
+        ("estimator", {"__object__": "sklearn.pipeline:Pipeline", "params": {
+            "steps": [{"__tuple__": ["clf", {"__object__": "sklearn.linear_model._logistic:LogisticRegression",
+                                             "params": {}}]}]}},
+         r"params\.estimator: must be an ActiveNet or a Pipeline ending in one"),
     ]:
         members = _members(saved[0])
         meta = json.loads(members["learner.json"][0])
