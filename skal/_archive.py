@@ -86,7 +86,7 @@ def write_archive(target, existing, members):
     fd, temporary = _create_temporary(directory, os.path.basename(target))
     try:
         with os.fdopen(fd, "wb") as f:
-            if existing is not None:
+            if existing is not None and hasattr(os, "fchmod"):
                 # keep the existing file's permissions (and owner, where allowed)
                 os.fchmod(f.fileno(), stat.S_IMODE(existing.st_mode))
                 try:
@@ -114,11 +114,15 @@ def _create_temporary(directory, base):
     # (tempfile.mkstemp would make it 0600).
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     while True:
-        temporary = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        # the name stays under NAME_MAX (255) whatever the target's length
+        temporary = os.path.join(directory, f".{base[:200]}.{secrets.token_hex(6)}.tmp")
         try:
             return os.open(temporary, flags, 0o666), temporary
         except FileExistsError:
             continue
+        except PermissionError as error:
+            raise PermissionError(error.errno, f"cannot write a save in the directory {directory!r}: "
+                                               f"{error.strerror}", os.path.join(directory, base)) from None
 
 
 def _fsync_directory(directory):
@@ -151,11 +155,21 @@ class Archive:
     ----------
     path : str
     required : set of str
-        Members that must be there; ``optional`` ones may be.
+        Members that must be there; ``optional`` ones may be, and so may those whose
+        name matches ``pattern`` (a compiled regular expression).
     """
 
-    def __init__(self, path, required, optional=()):
-        self.path = path
+    def __init__(self, path, required, optional=(), pattern=None):
+        self.path, self.pattern = path, pattern
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            status = None  # let open() raise its own error
+        if status is not None and not stat.S_ISREG(status.st_mode) and not stat.S_ISDIR(status.st_mode):
+            # a fifo would block open(); a device is never a save
+            raise InvalidSave(None, f"{_file_kind(status.st_mode)}, not a regular file")
         try:
             self.zip = zipfile.ZipFile(path)
         except FileNotFoundError:
@@ -181,7 +195,8 @@ class Archive:
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise InvalidSave(duplicates[0], "the archive holds this member more than once")
-        unknown = sorted(set(names) - required - optional)
+        unknown = sorted(name for name in set(names) - required - optional
+                         if not (self.pattern and self.pattern.match(name)))
         if unknown:
             raise InvalidSave(unknown[0], "not a member of a skal save")
         missing = sorted(required - set(names))
@@ -197,6 +212,9 @@ class Archive:
 
     def has(self, name):
         return name in self.zip.NameToInfo
+
+    def names(self):
+        return set(self.zip.NameToInfo)
 
     def info(self, name):
         return self.zip.getinfo(name)

@@ -30,8 +30,10 @@ _NET_SLOTS = {"module": "module", "criterion": "criterion", "optimizer": "optimi
               "iterator_train": "iterator", "iterator_valid": "iterator",
               "torch_load_kwargs": "torch_load_kwargs"}
 _CLASS_KINDS = ("module", "criterion", "optimizer", "lr_scheduler", "dataset", "iterator")
-_TAGS = {"__tuple__": (), "__dict__": (), "__array__": ("dtype", "shape"), "__type__": (),
+_TAGS = {"__tuple__": (), "__dict__": (), "__array__": ("dtype", "shape"), "__npy__": (), "__type__": (),
          "__function__": (), "__object__": ("params",), "__device__": (), "__torch_dtype__": ()}
+INLINE_ARRAY = 1024  # elements; larger arrays in parameters (an ISAL reference set) go to npy members
+ARRAY_MEMBER = re.compile(r"^params\.[0-9]{1,6}\.npy$")
 _DTYPE = re.compile(r"^[<>|=]?(b1|[iu][1248]|f[248]|U[0-9]{1,6})$")
 
 
@@ -51,8 +53,12 @@ def _import_path(obj, where):
     return f"{module}:{name[len(module) + 1:]}"
 
 
-def encode(value, where, data_only=False):
-    """JSON form of a parameter value; ``where`` names it in a TypeError."""
+def encode(value, where, data_only=False, arrays=None):
+    """JSON form of a parameter value; ``where`` names it in a TypeError.
+
+    With ``arrays`` (a list), arrays of more than INLINE_ARRAY elements are appended to it and
+    named by their member (``{"__npy__": "params.<i>.npy"}``) instead of written out as JSON.
+    """
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, numbers.Integral) and not isinstance(value, np.bool_):
@@ -62,17 +68,20 @@ def encode(value, where, data_only=False):
     if isinstance(value, np.bool_):
         return bool(value)
     if isinstance(value, np.ndarray):
-        return {"__array__": _array_list(value, where), "dtype": _array_dtype(value, where),
-                "shape": list(value.shape)}
+        dtype = _array_dtype(value, where)
+        if arrays is not None and value.size > INLINE_ARRAY and dtype != "object":
+            arrays.append(value)
+            return {"__npy__": f"params.{len(arrays) - 1}.npy"}
+        return {"__array__": _array_list(value, where), "dtype": dtype, "shape": list(value.shape)}
     if isinstance(value, tuple):
-        return {"__tuple__": [encode(v, f"{where}[{i}]", data_only) for i, v in enumerate(value)]}
+        return {"__tuple__": [encode(v, f"{where}[{i}]", data_only, arrays) for i, v in enumerate(value)]}
     if isinstance(value, list):
-        return [encode(v, f"{where}[{i}]", data_only) for i, v in enumerate(value)]
+        return [encode(v, f"{where}[{i}]", data_only, arrays) for i, v in enumerate(value)]
     if isinstance(value, dict):
         bad = [k for k in value if not isinstance(k, str)]
         if bad:
             raise TypeError(f"cannot save {where}: a dict key {bad[0]!r} is not a string.")
-        return {"__dict__": {k: encode(v, f"{where}[{k!r}]", data_only) for k, v in value.items()}}
+        return {"__dict__": {k: encode(v, f"{where}[{k!r}]", data_only, arrays) for k, v in value.items()}}
     if isinstance(value, torch.device):
         return {"__device__": str(value)}
     if isinstance(value, torch.dtype):
@@ -85,7 +94,7 @@ def encode(value, where, data_only=False):
         return {"__function__": _import_path(value, where)}
     if hasattr(value, "get_params") or isinstance(value, ValidSplit):
         return {"__object__": _import_path(type(value), where),
-                "params": {k: _encode_param(type(value), k, v, f"{where}.{k}")
+                "params": {k: _encode_param(type(value), k, v, f"{where}.{k}", arrays)
                            for k, v in object_params(value).items()}}
     if isinstance(value, torch.nn.Module):
         raise TypeError(f"cannot save {where}: a module instance ({type(value).__name__}); pass the "
@@ -97,11 +106,11 @@ def encode(value, where, data_only=False):
     )
 
 
-def _encode_param(owner, key, value, where):
+def _encode_param(owner, key, value, where, arrays=None):
     if key == "memory" and value is not None and issubclass(owner, BaseEstimator):
         raise TypeError(f"cannot save {where}: a cache location; a loaded learner never caches "
                         "(joblib's cache reads pickles), so set it to None before saving.")
-    return encode(value, where)
+    return encode(value, where, arrays=arrays)
 
 
 def object_params(value):
@@ -130,8 +139,9 @@ def _array_list(value, where):
     return items
 
 
-def encode_params(learner):
-    return {k: _encode_param(type(learner), k, v, k) for k, v in learner.get_params(deep=False).items()}
+def encode_params(learner, arrays=None):
+    return {k: _encode_param(type(learner), k, v, k, arrays)
+            for k, v in learner.get_params(deep=False).items()}
 
 
 def names_in(value):
@@ -171,8 +181,8 @@ def _param_kind(owner, key):
 class _Decoder:
     """Rebuild parameters from ``learner.json``, checking every name and its kind first."""
 
-    def __init__(self, trust):
-        self.trust = trust
+    def __init__(self, trust, read_array=None):
+        self.trust, self.read_array, self.members = trust, read_array, set()
 
     def params(self, owner, params, where, depth):
         if not isinstance(params, dict):
@@ -213,6 +223,11 @@ class _Decoder:
             return {k: self.value(v, f"{where}[{k!r}]", None, depth + 1) for k, v in content.items()}
         if tag == "__array__":
             return _decode_array(value, where)
+        if tag == "__npy__":
+            if self.read_array is None or not (isinstance(content, str) and ARRAY_MEMBER.match(content)):
+                raise InvalidSave(JSON, f"{where}: {content!r} is not an array member of this save")
+            self.members.add(content)
+            return self.read_array(content)
         if tag == "__device__":
             try:
                 return torch.device(content)
@@ -349,14 +364,15 @@ def _decode_array(value, where):
         raise InvalidSave(JSON, f"{where}: malformed array: {error}") from None
 
 
-def decode_params(cls, params, trust):
-    decoder = _Decoder(trust)
+def decode_params(cls, params, trust, read_array=None):
+    """The learner that ``params`` describe, and the array members it read."""
+    decoder = _Decoder(trust, read_array)
     learner = cls(**_cls_params(cls, decoder.params(cls, params, "params", 1)))
     try:
         learner._validate_params()
     except (TypeError, ValueError) as error:
         raise InvalidSave(JSON, f"params: {error}") from None
-    return learner
+    return learner, decoder.members
 
 
 def _cls_params(cls, params):

@@ -40,7 +40,8 @@ from torch.nn.parameter import is_lazy
 
 from . import _archive, _trust
 from ._archive import InvalidSave
-from ._params import JSON, Untrusted, decode_params, encode, encode_params, names_in, object_params
+from ._params import (ARRAY_MEMBER, JSON, Untrusted, decode_params, encode, encode_params, names_in,
+                      object_params)
 
 FORMAT = 2
 TENSORS, TRANSFORMERS = "tensors.safetensors", "transformers.skops"
@@ -542,11 +543,14 @@ def _members(learner):
     """Every member of the save of ``learner``: name -> (bytes, compressed)."""
     from . import __version__
 
-    params = encode_params(learner)
+    arrays = []
+    params = encode_params(learner, arrays)
     state = _learner_state(learner)
     meta = {"format": FORMAT, "skal": __version__, "params": params, "fitted": state["fitted"],
             "net": state["net"]}
     members = {JSON: (json.dumps(meta).encode(), True)}
+    for i, array in enumerate(arrays):
+        members[f"params.{i}.npy"] = (_archive.npy_bytes(array), False)
     for name in ARRAYS:
         members[f"{name}.npy"] = (_archive.npy_bytes(state["arrays"][name]), False)
     members[TENSORS] = (_safetensors_bytes(state["tensors"]), False)
@@ -584,7 +588,7 @@ def save(learner, path):
 
 def check_savable(learner):
     """Encode ``learner`` as a save would, without writing; the names a load must trust."""
-    names = names_in(encode_params(learner))
+    names = names_in(encode_params(learner, []))
     if hasattr(learner, "estimator_"):
         members = _members(learner)
         if TRANSFORMERS in members:
@@ -644,7 +648,7 @@ def get_untrusted_types(path):
 
 
 def _untrusted_types(path):
-    with _archive.Archive(path, MEMBERS, (TRANSFORMERS,)) as archive:
+    with _archive.Archive(path, MEMBERS, (TRANSFORMERS,), ARRAY_MEMBER) as archive:
         meta = archive.read_json(JSON)
         _check_meta(meta)
         names = names_in(meta["params"])
@@ -679,11 +683,19 @@ def load(cls, path, trusted=None, like=None):
 
 def _load(cls, path, trust, like):
     error = InvalidSave if like is None else Mismatch
-    with _archive.Archive(path, MEMBERS, (TRANSFORMERS,)) as archive:
+    with _archive.Archive(path, MEMBERS, (TRANSFORMERS,), ARRAY_MEMBER) as archive:
         meta = archive.read_json(JSON)
         _check_meta(meta)
         if like is None:
-            learner = decode_params(cls, meta["params"], trust)
+            def read_array(name):
+                if not archive.has(name):
+                    raise InvalidSave(name, "missing from the archive")
+                return archive.npy_array(name, archive.npy_header(name))
+
+            learner, used = decode_params(cls, meta["params"], trust, read_array)
+            unused = sorted(name for name in archive.names() if ARRAY_MEMBER.match(name) and name not in used)
+            if unused:
+                raise InvalidSave(unused[0], "no parameter refers to this member")
         else:
             learner = clone(like)
             learner._validate_params()

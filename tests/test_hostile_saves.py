@@ -378,6 +378,45 @@ def test_a_member_stored_twice_is_refused(saved, tmp_path):
         ActiveLearner.load(tmp_path / "twice.skal")
 
 
+@pytest.fixture(scope="module")
+def isal_save(tmp_path_factory):
+    from skal.selectors import ISAL
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, D)).astype(np.float32)
+    y = X[:, :3].argmax(1)
+    learner = ActiveLearner(ActiveNet(MLP, max_epochs=1, verbose=0),
+                            ISAL(reference=(X[:250], y[:250]), depth=2, repeats=1), random_state=0)
+    path = tmp_path_factory.mktemp("isal") / "isal.skal"
+    learner.fit(X[250:], y[250:]).save(path)
+    return path
+
+
+def _reference_member(value):
+    return _edit_json(lambda m: m["params"]["selector"]["params"]["reference"]["__tuple__"].__setitem__(0, value))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_drop("params.0.npy"), r"params\.0\.npy: missing from the archive"),
+    (_set("params.7.npy", lambda: _npy(np.zeros(3))), r"params\.7\.npy: no parameter refers to this member"),
+    (_set("params.0.npy", lambda: _object_npy()), r"params\.0\.npy: has dtype object"),
+    (_set("params.0.npy", lambda: _npy_header((10**9,), np.float32) + bytes(8)),
+     r"params\.0\.npy: its header describes \d+ bytes"),
+    (_reference_member({"__npy__": "../../etc/passwd"}),
+     r"learner\.json: params\.selector\.reference\[0\]: '\.\./\.\./etc/passwd' is not an array member"),
+    (_reference_member({"__npy__": "X_labeled.npy"}),
+     r"learner\.json: params\.selector\.reference\[0\]: 'X_labeled\.npy' is not an array member"),
+    (_set("params.x.npy", b""), r"params\.x\.npy: not a member of a skal save"),
+], ids=["missing", "unreferenced", "object", "header-lies", "path-traversal", "other-member", "bad-name"])
+def test_crafted_parameter_arrays_are_refused(isal_save, tmp_path, damage, message):
+    members = _members(isal_save)
+    assert "params.0.npy" in members
+    damage(members)
+    _write(tmp_path / "odd.skal", members)
+    with pytest.raises(ValueError, match=r"odd\.skal is not a valid skal save: " + message):
+        ActiveLearner.load(tmp_path / "odd.skal")
+
+
 # --- code execution: nothing named in a file runs, or is even imported ------------------------
 
 

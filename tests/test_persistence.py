@@ -200,6 +200,25 @@ def test_feature_names_survive(tmp_path):
     np.testing.assert_array_equal(loaded.predict(frame), learner.predict(frame))
 
 
+def test_a_selector_holding_arrays_round_trips_them_as_members(tmp_path):
+    # ISAL with its own reference set: large arrays in parameters go to npy members, not JSON
+    X, y = _tabular(400)
+    reference = (X[100:], y[100:].astype(np.int32))  # 1,500 values: a member; 300 labels: inline
+    learner = ActiveLearner(ActiveNet(MLP, max_epochs=1, verbose=0),
+                            ISAL(reference=reference, depth=3, repeats=1), random_state=0).fit(X[:40], y[:40])
+    learner.save(tmp_path / "isal.skal")
+    with zipfile.ZipFile(tmp_path / "isal.skal") as archive:
+        assert {"params.0.npy", "params.1.npy"} - set(archive.namelist()) == {"params.1.npy"}  # y is small
+        selector = json.loads(archive.read("learner.json"))["params"]["selector"]["params"]
+        assert selector["reference"]["__tuple__"][0] == {"__npy__": "params.0.npy"}
+    loaded = ActiveLearner.load(tmp_path / "isal.skal")
+    X_ref, y_ref = loaded.selector.reference
+    np.testing.assert_array_equal(X_ref, reference[0])
+    np.testing.assert_array_equal(y_ref, reference[1])
+    assert (X_ref.dtype, y_ref.dtype) == (np.float32, np.int32)
+    np.testing.assert_array_equal(loaded.query(X[40:100], 5), learner.query(X[40:100], 5))
+
+
 def test_load_leaves_torch_global_random_state_alone(tmp_path):
     X, y = _images(20, 0)
     _learner(Entropy()).fit(X, y).save(tmp_path / "a.skal")
@@ -576,6 +595,19 @@ def test_a_symlink_to_a_directory_is_refused(small, tmp_path):
     with pytest.raises(IsADirectoryError, match=r"is a directory; give a file name"):
         learner.save(tmp_path / "link")
     assert list((tmp_path / "dir").iterdir()) == []
+
+
+def test_loading_a_fifo_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "pipe.skal")
+    with pytest.raises(ValueError, match=r"pipe\.skal is not a valid skal save: a fifo, not a regular file"):
+        ActiveLearner.load(tmp_path / "pipe.skal")
+
+
+def test_a_long_file_name_saves(small, tmp_path):
+    learner, X = small
+    path = tmp_path / ("x" * 245 + ".skal")
+    learner.save(path)
+    np.testing.assert_array_equal(ActiveLearner.load(path).predict_proba(X), learner.predict_proba(X))
 
 
 @pytest.mark.parametrize("mode", [0o600, 0o640, 0o644, 0o664])
