@@ -275,7 +275,7 @@ class _Decoder:
         params = self.params(obj, value["params"], where, depth)
         try:
             return obj(**params)
-        except (TypeError, ValueError) as error:
+        except Exception as error:  # a trusted class refusing the file's arguments, however it does
             raise InvalidSave(JSON, f"{where}: cannot rebuild {name}: {error}") from None
 
     def _none(self, value, where, depth):

@@ -722,10 +722,14 @@ def _load(cls, path, trust, like):
                         f"the selector cannot be set up: {failure}") from failure
         transformers = _load_transformers(archive, estimator, trust, error) if pipeline else None
         sample = arrays["X_labeled"][:1]
-        for step in transformers or ():
-            if not isinstance(step, str) and step is not None:
-                sample = step.transform(sample)
-        sample = np.asarray(sample, dtype=np.float32)
+        try:
+            for step in transformers or ():
+                if not isinstance(step, str) and step is not None:
+                    sample = step.transform(sample)
+            sample = np.asarray(sample.toarray() if hasattr(sample, "toarray") else sample, dtype=np.float32)
+        except Exception as failure:  # fitted state from the file that does not fit its samples
+            raise error(TRANSFORMERS, f"the fitted transformers cannot transform the saved samples: "
+                                      f"{failure}") from failure
         net = _built(learner, selector, estimator, sample, error)
         header = archive.safetensors_header(TENSORS)
         n_train = int((~arrays["reference_mask"]).sum())
@@ -752,16 +756,17 @@ def _built(learner, selector, estimator, sample, error):
             raise NotHere("like", f"its net's device is {net.device!r}, which this machine lacks")
         raise NotHere(where, f"params.estimator.device is {net.device!r}, which this machine lacks; "
                              "build the learner with device='cpu' and load with like=learner")
+    # Exception, not narrower: trusted classes given the file's arguments fail in their own ways
     try:
         # initialization draws weights that the saved ones replace: leave torch's RNG as it was
         with _torch_seeded(0, net.device):
             net.initialize()
-    except (TypeError, ValueError, RuntimeError, AttributeError, KeyError, IndexError) as failure:
+    except Exception as failure:
         raise error(where, f"the net cannot be built from its parameters: {failure}") from failure
     try:
         with _torch_seeded(0, net.device):
             _materialize(net, sample)
-    except (TypeError, ValueError, RuntimeError, AttributeError, KeyError, IndexError) as failure:
+    except Exception as failure:
         raise error(where, f"the net cannot run on the saved samples: {failure}") from failure
     return net
 

@@ -617,10 +617,13 @@ def _skops(obj):
      r"transformers\.skops: step 'standardscaler': holds a StandardScaler with other parameters"),
     (lambda X: _skops([StandardScaler()]), r"transformers\.skops: step 'standardscaler': is not fitted"),
     (lambda X: _skops([]), r"transformers\.skops: must hold the 1 fitted transformer\(s\) of the Pipeline"),
+    (lambda X: _skops([StandardScaler().fit(X[:, :4])]),
+     r"transformers\.skops: the fitted transformers cannot transform the saved samples: X has 5 features, "
+     r"but StandardScaler is expecting 4"),
     (lambda X: b"not a zip", r"transformers\.skops: not a valid skops file"),
     (lambda X: _deflated(_skops([StandardScaler().fit(X)])),
      r"transformers\.skops: inner member '\S+' must be stored uncompressed"),
-], ids=["other-class", "other-params", "unfitted", "empty", "garbage", "deflated-inside"])
+], ids=["other-class", "other-params", "unfitted", "empty", "other-features", "garbage", "deflated-inside"])
 def test_crafted_pipeline_transformers_are_refused(pipeline_save, tmp_path, data, message):
     path, X = pipeline_save
     members = _members(path)
