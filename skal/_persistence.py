@@ -28,6 +28,7 @@ ActiveNet's per-sample training state (``_DYNAMICS``, ``_SNAPSHOT``).
 
 import json
 import numbers
+import warnings
 
 import numpy as np
 import torch
@@ -715,6 +716,7 @@ def _load(cls, path, trust, like):
             raise error(JSON if like is None else "classes.npy",
                         f"classes: the saved classes_ {arrays['classes'].tolist()} are not the "
                         f"parameter's {np.unique(np.asarray(learner.classes)).tolist()}")
+        header = archive.safetensors_header(TENSORS)
         try:
             selector, estimator = _build(learner, arrays["classes"])
         except (TypeError, ValueError) as failure:
@@ -730,8 +732,7 @@ def _load(cls, path, trust, like):
         except Exception as failure:  # fitted state from the file that does not fit its samples
             raise error(TRANSFORMERS, f"the fitted transformers cannot transform the saved samples: "
                                       f"{failure}") from failure
-        net = _built(learner, selector, estimator, sample, error)
-        header = archive.safetensors_header(TENSORS)
+        net = _built(learner, selector, estimator, sample, error, archive.info(TENSORS).file_size)
         n_train = int((~arrays["reference_mask"]).sum())
         groups = _check_tensors(header, net, meta["net"], n_train, len(arrays["classes"]), error)
         tensors = _read_tensors(archive, net)
@@ -744,8 +745,12 @@ def _load(cls, path, trust, like):
         raise error(TENSORS, f"cannot be restored onto the net: {failure}") from failure
 
 
-def _built(learner, selector, estimator, sample, error):
-    """The initialized net of ``estimator``, its lazy modules given their shapes by ``sample``."""
+def _built(learner, selector, estimator, sample, error, tensor_bytes):
+    """The initialized net of ``estimator``, its lazy modules given their shapes by ``sample``.
+
+    Before anything is allocated, the size of the weights that the parameters describe is
+    checked against the bytes of the tensors member, which must hold them all.
+    """
     from .learner import _torch_seeded
 
     where = JSON if error is InvalidSave else "like"
@@ -756,6 +761,10 @@ def _built(learner, selector, estimator, sample, error):
             raise NotHere("like", f"its net's device is {net.device!r}, which this machine lacks")
         raise NotHere(where, f"params.estimator.device is {net.device!r}, which this machine lacks; "
                              "build the learner with device='cpu' and load with like=learner")
+    size = _weights_bytes(net)
+    if size is not None and size > tensor_bytes:
+        raise error(TENSORS, f"holds {tensor_bytes} bytes, fewer than the {size} bytes of weights "
+                             "that the parameters describe")
     # Exception, not narrower: trusted classes given the file's arguments fail in their own ways
     try:
         # initialization draws weights that the saved ones replace: leave torch's RNG as it was
@@ -769,6 +778,24 @@ def _built(learner, selector, estimator, sample, error):
     except Exception as failure:
         raise error(where, f"the net cannot run on the saved samples: {failure}") from failure
     return net
+
+
+def _weights_bytes(net):
+    """Bytes of the net's weights and buffers, from an initialization on the meta device.
+
+    Nothing is allocated, so a file naming a net of terabytes is refused before it is built;
+    None when the net cannot be built there (it is then checked after the real build).
+    """
+    probe = clone(net).set_params(device="meta")
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe.initialize()
+        return sum(value.numel() * value.element_size() for name in _components(probe)
+                   for value in getattr(probe, name).state_dict().values()
+                   if isinstance(value, torch.Tensor) and not is_lazy(value))
+    except Exception:  # e.g. a module that computes a buffer from data in __init__
+        return None
 
 
 def _materialize(net, sample):

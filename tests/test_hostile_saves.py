@@ -244,6 +244,10 @@ CORPUS = [
      r"learner\.json: params\.estimator\.device: not a device"),
     ("torch-dtype-bad", _params(lambda p: p.update(module__dtype={"__torch_dtype__": "nn"})),
      r"learner\.json: params\.estimator\.module__dtype: 'nn' is not a torch dtype"),
+    # 10**12 weights (4 TB): refused from a build on the meta device, before anything is allocated
+    ("module-of-terabytes", _params(lambda p: p.update(module__hidden_sizes={"__tuple__": [10**6, 10**6]})),
+     r"tensors\.safetensors: holds \d+ bytes, fewer than the 4000\d{9} bytes of weights that the "
+     r"parameters describe"),
     ("module-kwarg-breaks-init", _params(lambda p: p.update(module__hidden_sizes=-3)),
      r"learner\.json: the net cannot be built from its parameters"),
     ("cuda-device-999", _params(lambda p: p.update(device="cuda:999")),
@@ -296,9 +300,15 @@ CORPUS = [
     # --- the tensors
     ("tensors-empty", _set("tensors.safetensors", b""),
      r"tensors\.safetensors: not a valid safetensors file: shorter than a safetensors header"),
+    # a valid safetensors file without the weights: never a net with random weights
     ("tensors-none", _set("tensors.safetensors", lambda: save_safetensors({})),
+     r"tensors\.safetensors: holds 16 bytes, fewer than the 108 bytes of weights that the parameters "
+     r"describe"),
+    ("tensors-only-optimizer", _tensors(lambda t: {k: v for k, v in t.items() if not k.startswith("module_.")}),
      r"tensors\.safetensors: missing module_\.layers\.1\.weight, module_\.layers\.1\.bias, "
      r"module_\.layers\.3\.weight, module_\.layers\.3\.bias"),
+    ("tensors-one-missing", _tensors(lambda t: _with(t, **{"module_.layers.3.bias": None})),
+     r"tensors\.safetensors: missing module_\.layers\.3\.bias$"),
     ("tensors-raw-pickle", _set("tensors.safetensors", lambda: pickle.dumps(_Payload())),
      r"tensors\.safetensors: not a valid safetensors file"),
     ("tensors-torch-save", _set("tensors.safetensors", lambda: _torch_saved({"module_": _Payload()})),
