@@ -416,6 +416,11 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             Naming the first parameter (or fitted attribute) that cannot be
             saved.
 
+        See Also
+        --------
+        save : Writes the file.
+        skal.get_untrusted_types : The same list, read from a file.
+
         Examples
         --------
         >>> from skal import ActiveLearner, ActiveNet
