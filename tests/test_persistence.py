@@ -165,6 +165,20 @@ def test_ordinary_skorch_and_sklearn_set_ups_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(X), learner.predict_proba(X))
 
 
+def test_a_listed_module_factory_round_trips(tmp_path):
+    # resnet18_cifar is a function: trusted for `module` because it is named on the list
+    from skal.models import resnet18_cifar
+
+    X, y = _images(16, 0)
+    net = ActiveNet(resnet18_cifar, module__in_channels=1, max_epochs=1, batch_size=8, verbose=0)
+    learner = ActiveLearner(net, Entropy(), classes=np.arange(3), random_state=0).fit(X, y)
+    learner.save(tmp_path / "resnet.skal")
+    assert get_untrusted_types(tmp_path / "resnet.skal") == []
+    loaded = ActiveLearner.load(tmp_path / "resnet.skal")
+    assert loaded.estimator.module is resnet18_cifar
+    np.testing.assert_array_equal(loaded.predict_proba(X), learner.predict_proba(X))
+
+
 @pytest.mark.parametrize("kind", ["series-str", "categorical", "categorical-int", "numpy-str",
                                   "object-str", "int", "bool", "float"])
 def test_labels_of_every_kind_come_back_with_their_values_and_dtype_kind(kind, tmp_path):
