@@ -27,6 +27,7 @@ SCRIPTS = [
     ("bench_long_campaign.py", False),
     ("bench_initial.py", False),
     ("main_job_recipe.py", False),
+    ("bench_persistence.py", False),
     ("compare_fashion_mnist.py", True),
 ]
 # full runs of these take an hour: included in --quick runs, in full runs only with --all / --only

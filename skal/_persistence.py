@@ -3,261 +3,820 @@
 A save is one zip file:
 
 - ``learner.json``: the learner's parameters, nested (the net, the selector,
-  skorch callbacks), with classes and functions named by import path, and the
-  small fitted state (classes, seed, feature count);
-- ``*.npy``: the labeled set, its labels, cycles and reference mask
-  (``allow_pickle=False``);
-- ``tensors.pt``: the net's weights, heads, optimizer state, snapshot and
-  training dynamics, read back with ``torch.load(weights_only=True)``.
+  skorch callbacks), classes and functions named by import path; the small
+  fitted state (seed, feature count, history, optimizer settings);
+- ``*.npy``: the labeled set, its labels, cycles and reference mask (labels of
+  Python strings or numbers as plain arrays, flagged to come back as objects);
+- ``tensors.safetensors``: every tensor of the net (weights and buffers of the
+  module, heads and criterion, optimizer state, and each training part's
+  state, e.g. the snapshot and the training dynamics, as ``parts.<name>.<key>``);
+- ``transformers.skops``: a Pipeline's fitted transformers, through
+  :mod:`skops.io`, only for Pipeline estimators.
 
-Loading imports the named classes (only torch modules, optimizers and data
-classes, skorch and scikit-learn classes, and functions from skal, torch and
-torchvision) and never unpickles anything. Writes go to a temporary file that
-replaces the target only once it is complete.
+Loading runs no pickle anywhere: arrays are read with ``allow_pickle=False``,
+tensors by :mod:`safetensors`, transformers by :mod:`skops.io` with an explicit
+trust list. Every name in ``learner.json`` is looked up in the trust list
+(:mod:`skal._trust`) and checked to be of the kind its parameter needs before
+anything is imported, called or built. The learner is built whole before
+``load`` returns.
+
+Only :func:`_learner_state` and :func:`_install_state` read or write the
+learner's fitted state (through its ``_state()`` / ``_commit()``) and the net's;
+:func:`_check_tensors`, :func:`_read_tensors` and :func:`_materialize` know the
+net's components through skorch's registry of modules, criteria and optimizers,
+and the training parts' state through their public ``state_dict`` /
+``state_shapes`` / ``load_state_dict``.
 """
 
-import importlib
-import inspect
-import io
 import json
-import os
-import pickle
-import tempfile
-import zipfile
-import zlib
+import numbers
+import warnings
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import clone
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+from skorch.history import History
+from skorch.net import NeuralNet
+from torch.nn.parameter import is_lazy
 
-FORMAT = 1
+from . import _archive, _trust
+from ._archive import InvalidSave
+from ._params import (ARRAY_MEMBER, JSON, Untrusted, decode_params, encode, encode_params, names_in,
+                      object_params)
 
-_FUNCTION_PACKAGES = ("skal", "torch", "torchvision")
-_FITTED_KEYS = {"seed", "n_features_in_", "feature_names_in_", "history"}
-
-
-# --- parameters <-> JSON -------------------------------------------------------
-
-
-def _import_path(obj):
-    module, name = obj.__module__, obj.__qualname__
-    if "<locals>" in name or module == "__main__":
-        raise TypeError(f"{obj!r} is not importable (defined in a function or in __main__)")
-    return f"{module}:{name}"
-
-
-def encode(value, where):
-    """JSON-able form of a parameter value; ``where`` names it in errors."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        if value.dtype == object:
-            raise TypeError(f"cannot save {where}: an object array")
-        return {"__array__": value.tolist(), "dtype": value.dtype.str}
-    if isinstance(value, tuple):
-        return {"__tuple__": [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
-    if isinstance(value, list):
-        return [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        return {"__dict__": {str(k): encode(v, f"{where}[{k!r}]") for k, v in value.items()}}
-    if inspect.isclass(value) or inspect.isfunction(value):
-        try:
-            return {"__import__": _import_path(value)}
-        except TypeError as error:
-            raise TypeError(f"cannot save {where}: {error}; use joblib.dump") from None
-    if hasattr(value, "get_params"):
-        # skorch's get_params also lists private bookkeeping (``_params_to_validate``),
-        # which its __init__ rebuilds
-        params = {k: v for k, v in value.get_params(deep=False).items() if not k.startswith("_")}
-        return {"__object__": _import_path(type(value)),
-                "params": {k: encode(v, f"{where}.{k}") for k, v in params.items()}}
-    raise TypeError(
-        f"cannot save {where} of type {type(value).__name__}: only numbers, strings, arrays, "
-        "containers, importable classes and functions, and objects with get_params can be saved "
-        "without pickle (use joblib.dump for anything else)"
-    )
+FORMAT = 2
+TENSORS, TRANSFORMERS = "tensors.safetensors", "transformers.skops"
+ARRAYS = ("classes", "X_labeled", "y_labeled", "labeled_cycle", "reference_mask")
+MEMBERS = (JSON, *(f"{name}.npy" for name in ARRAYS), TENSORS)
+_SEED_MAX = np.iinfo(np.int32).max  # seeds are drawn in [0, 2**31 - 1)
+_PARTS = "parts."  # tensors of training part NAME are saved as "parts.NAME.<key>"
 
 
-def _allowed(target):
-    if inspect.isclass(target):
-        allowed_bases = (torch.nn.Module, torch.optim.Optimizer, torch.utils.data.Dataset,
-                         torch.utils.data.DataLoader, BaseEstimator)
-        module = target.__module__
-        return issubclass(target, allowed_bases) or module.startswith(("skorch", "sklearn", "skal"))
-    if inspect.isfunction(target) or inspect.isbuiltin(target):
-        return target.__module__.split(".")[0] in _FUNCTION_PACKAGES
-    return False
+class Mismatch(InvalidSave):
+    """A save whose state does not fit the learner given as ``like``."""
 
 
-def _resolve(path):
-    module_name, _, qualname = path.partition(":")
-    target = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    if not _allowed(target):
-        raise ValueError(f"refusing to load {path}: not a torch, skorch, scikit-learn or skal "
-                         "class, nor a function from skal, torch or torchvision")
-    return target
+class NotHere(InvalidSave):
+    """A valid save that needs what this machine lacks (a CUDA device)."""
 
 
-def decode(value):
-    if isinstance(value, list):
-        return [decode(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if "__array__" in value:
-        return np.array(value["__array__"], dtype=np.dtype(value["dtype"]))
-    if "__tuple__" in value:
-        return tuple(decode(v) for v in value["__tuple__"])
-    if "__dict__" in value:
-        return {k: decode(v) for k, v in value["__dict__"].items()}
-    if "__import__" in value:
-        return _resolve(value["__import__"])
-    if "__object__" in value:
-        cls = _resolve(value["__object__"])
-        return cls(**{k: decode(v) for k, v in value["params"].items()})
-    raise ValueError(f"unknown entry in the saved parameters: {sorted(value)}")
+# --- labels -------------------------------------------------------------------------------
 
 
-# --- arrays and tensors ----------------------------------------------------------
+def _label_array(values, where):
+    """``(plain array, came_from_objects)``: object arrays of str/int/float/bool as plain ones."""
+    values = np.asarray(values)
+    if values.dtype != object:
+        if values.dtype.kind not in "biufU":
+            raise TypeError(f"cannot save {where}: labels of dtype {values.dtype}.")
+        return values, False
+    items = values.tolist()
+    kinds = {_label_kind(item) for item in items}
+    if None in kinds or len(kinds) > 1:
+        names = sorted({type(item).__name__ for item in items})
+        raise TypeError(f"cannot save {where}: labels of type {', '.join(names)}; only str, int, "
+                        "float or bool labels (one type per learner) can be saved.")
+    kind = kinds.pop() if kinds else "U"
+    try:
+        plain = np.array(items, dtype={"U": str, "i": np.int64, "f": np.float64, "b": bool}[kind])
+    except OverflowError:
+        raise TypeError(f"cannot save {where}: integer labels beyond 64 bits.") from None
+    if kind == "U" and plain.tolist() != items:
+        raise TypeError(f"cannot save {where}: a label ends with a NUL character.")
+    return plain, True
 
 
-def _npy(array):
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
+def _label_kind(item):
+    if isinstance(item, (str, np.str_)):
+        return "U"
+    if isinstance(item, (bool, np.bool_)):
+        return "b"
+    if isinstance(item, numbers.Integral):
+        return "i"
+    if isinstance(item, (float, np.floating)):
+        return "f"
+    return None
 
 
-def _read_npy(archive, name):
-    return np.load(io.BytesIO(archive.read(name)), allow_pickle=False).copy()  # writable
+# --- the adapters: the only code that touches the learner's and net's fitted state --------
 
 
-def _net_tensors(net):
-    state = {f"{name}_": getattr(net, name + "_").state_dict() for name in net._modules}
-    state["optimizer_"] = net.optimizer_.state_dict()
-    state["parts"] = {name: part.state_dict() for name, part in net.parts_.items()}
-    return state
+def _final_net(estimator):
+    from .learner import _final_net
+
+    return _final_net(estimator)
 
 
-def _restore_net(net, state):
-    device = torch.device(net.device or "cpu")
-    expected = {f"{name}_" for name in net._modules} | {"optimizer_", "parts"}
-    if set(state) != expected:
-        raise ValueError(f"tensors.pt has {sorted(state)}, expected {sorted(expected)}")
-    for name in net._modules:
-        getattr(net, name + "_").load_state_dict(state[name + "_"])
-    net.optimizer_.load_state_dict(state["optimizer_"])
-    if set(state["parts"]) != set(net.parts_):
-        raise ValueError(f"tensors.pt has training parts {sorted(state['parts'])}, the net "
-                         f"{sorted(net.parts_)}")
+def _components(net):
+    """Attribute names of the net's torch modules and criteria: skorch's own registry."""
+    return [f"{name}_" for name in (*net._modules, *net._criteria)]
+
+
+def _optimizers(net):
+    return [f"{name}_" for name in net._optimizers]
+
+
+def _learner_state(learner):
+    """What a save holds of a fitted learner beyond its parameters.
+
+    Returns
+    -------
+    dict
+        ``fitted`` and ``net`` (JSON), ``arrays`` (name -> ndarray), ``tensors``
+        (name -> tensor) and ``transformers`` (a Pipeline's fitted steps, or None).
+    """
+    fitted = learner._state()
+    estimator = fitted.estimator
+    net = _final_net(estimator)
+    classes, classes_objects = _label_array(fitted.classes, "classes_")
+    y, y_objects = _label_array(fitted.labeled.y, "y_labeled_")
+    tensors, optimizers = {}, {}
+    for name in _components(net):
+        for key, value in getattr(net, name).state_dict().items():
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"cannot save estimator_.{name}: its state {key!r} is a "
+                                f"{type(value).__name__}, not a tensor.")
+            tensors[f"{name}.{key}"] = value
+    for name in _optimizers(net):
+        optimizer = getattr(net, name)
+        state = optimizer.state_dict()
+        entries = {}
+        for index, values in state["state"].items():
+            entries[str(index)] = {}
+            for key, value in values.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"{name}.state.{index}.{key}"] = value
+                    entries[str(index)][key] = {"__tensor__": True}
+                elif value is None or isinstance(value, (bool, int, float)):
+                    entries[str(index)][key] = value
+                else:
+                    raise TypeError(f"cannot save estimator_.{name}: its state holds a "
+                                    f"{type(value).__name__} ({key!r}).")
+        optimizers[name] = {"class": _trust.qualified_name(type(optimizer)), "state": entries,
+                            "param_groups": encode(state["param_groups"], f"estimator_.{name}", True)}
+    # the training parts' state (the snapshot, the training dynamics, a head's epoch)
     for name, part in net.parts_.items():
-        part.load_state_dict({k: v.to(device) for k, v in state["parts"][name].items()})
+        for key, value in part.state_dict().items():
+            tensors[f"{_PARTS}{name}.{key}"] = value
+    return {
+        "fitted": {
+            "seed": int(fitted.seed),
+            "stale": bool(fitted.stale),  # a failed teach stays failed
+            "n_features_in_": int(fitted.n_features_in),
+            "feature_names_in_": (fitted.feature_names_in.tolist()
+                                  if fitted.feature_names_in is not None else None),
+            "objects": {"classes": classes_objects, "y_labeled": y_objects},
+        },
+        "net": {
+            "history": _history(net),
+            "optimizers": optimizers,
+            "modules": {name: _trust.qualified_name(type(getattr(net, name))) for name in _components(net)},
+            "parts": {name: sorted(part.state_dict()) for name, part in net.parts_.items()},
+        },
+        "arrays": {"classes": classes, "X_labeled": fitted.labeled.X, "y_labeled": y,
+                   "labeled_cycle": fitted.labeled.cycle, "reference_mask": fitted.labeled.reference},
+        "tensors": tensors,
+        "transformers": ([step for _, step in estimator.steps[:-1]]
+                         if isinstance(estimator, Pipeline) else None),
+    }
 
 
-# --- save / load ---------------------------------------------------------------------
+def _history(net):
+    def scalar(value):
+        if isinstance(value, np.generic):
+            return value.item()
+        raise TypeError(f"cannot save estimator_.history: it records a {type(value).__name__}.")
+
+    return json.loads(json.dumps(net.history.to_list(), default=scalar))
+
+
+def _build(learner, classes, sample_shape):
+    """The learner's fitted selector and its net, configured (not yet initialized)."""
+    selector = learner._current_selector(sample_shape, classes)
+    estimator = learner._configured_net(selector, classes)
+    return selector, estimator
+
+
+def _install_state(learner, selector, estimator, state, tensors, transformers):
+    """Put the checked state onto a learner that nothing else holds yet."""
+    net = _final_net(estimator)
+    fitted, arrays = state["fitted"], state["arrays"]
+    with torch.no_grad():
+        for name in _components(net):
+            prefix = f"{name}."
+            getattr(net, name).load_state_dict(
+                {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        for name in _optimizers(net):
+            record = state["net"]["optimizers"][name]
+            optimizer_state = {
+                int(index): {key: tensors[f"{name}.state.{index}.{key}"] if isinstance(value, dict) else value
+                             for key, value in values.items()}
+                for index, values in record["state"].items()}
+            getattr(net, name).load_state_dict({"state": optimizer_state,
+                                                "param_groups": record["param_groups"]})
+    device = torch.device(net.device or "cpu")
+    for name, part in net.parts_.items():
+        prefix = f"{_PARTS}{name}."
+        part.load_state_dict({k[len(prefix):]: v.to(device) for k, v in tensors.items() if k.startswith(prefix)})
+    net.history_ = History(state["net"]["history"])
+    if transformers is not None:
+        estimator.steps = [*zip([name for name, _ in estimator.steps[:-1]], transformers),
+                           estimator.steps[-1]]
+    from .learner import _Fitted, _LabeledSet
+
+    names = fitted["feature_names_in_"]
+    labeled = _LabeledSet(arrays["X_labeled"], arrays["y_labeled"], arrays["labeled_cycle"],
+                          arrays["reference_mask"])
+    # the learner is complete in one assignment: nothing half-built is ever seen
+    learner._commit(_Fitted(estimator, selector, clone(learner.estimator), arrays["classes"], labeled,
+                            fitted["seed"], fitted["n_features_in_"],
+                            None if names is None else np.asarray(names, dtype=object),
+                            stale=fitted["stale"]))
+    return learner
+
+
+# --- checks of a file's content, before anything is built from it ------------------------
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _expect(condition, member, message, error=InvalidSave):
+    if not condition:
+        raise error(member, message)
+
+
+def _check_meta(meta):
+    """Type-check learner.json apart from the parameters (checked as they are decoded)."""
+    _expect(isinstance(meta, dict), JSON, "not a JSON object")
+    _expect(meta.get("format") == FORMAT, JSON,
+            f"unsupported save format {meta.get('format')!r} (this skal reads format {FORMAT})")
+    _exact_keys(meta, {"format", "skal", "params", "fitted", "net"}, "")
+    _expect(isinstance(meta["skal"], str), JSON, "skal: must be the version string of the skal that saved it")
+    fitted, net = meta["fitted"], meta["net"]
+    _expect(isinstance(fitted, dict), JSON, "fitted: not an object")
+    _exact_keys(fitted, {"seed", "stale", "n_features_in_", "feature_names_in_", "objects"}, "fitted.")
+    _expect(_is_int(fitted["seed"]) and 0 <= fitted["seed"] < _SEED_MAX, JSON,
+            f"fitted.seed: must be an integer in [0, {_SEED_MAX}), got {fitted['seed']!r}")
+    _expect(isinstance(fitted["stale"], bool), JSON, f"fitted.stale: must be true or false, got "
+                                                     f"{fitted['stale']!r}")
+    _expect(_is_int(fitted["n_features_in_"]) and fitted["n_features_in_"] >= 1, JSON,
+            f"fitted.n_features_in_: must be a positive integer, got {fitted['n_features_in_']!r}")
+    names = fitted["feature_names_in_"]
+    _expect(names is None or isinstance(names, list) and all(isinstance(n, str) for n in names)
+            and len(names) == fitted["n_features_in_"] and len(set(names)) == len(names), JSON,
+            "fitted.feature_names_in_: must be null or n_features_in_ distinct strings")
+    objects = fitted["objects"]
+    _expect(isinstance(objects, dict) and set(objects) == {"classes", "y_labeled"}
+            and all(isinstance(v, bool) for v in objects.values()), JSON,
+            "fitted.objects: must map classes and y_labeled to true or false")
+    _expect(isinstance(net, dict), JSON, "net: not an object")
+    _exact_keys(net, {"history", "optimizers", "modules", "parts"}, "net.")
+    history = net["history"]
+    _expect(isinstance(history, list) and all(
+        isinstance(epoch, dict) and all(isinstance(batch, dict) for batch in _batches(epoch))
+        for epoch in history), JSON, "net.history: must be a list of epoch records (objects) whose "
+                                     "batches are lists of objects")
+    _expect(isinstance(net["parts"], dict) and all(
+        isinstance(keys, list) and all(isinstance(key, str) for key in keys)
+        for keys in net["parts"].values()), JSON,
+        "net.parts: must map training part names to lists of their state's keys")
+    _expect(isinstance(net["optimizers"], dict) and all(
+        isinstance(r, dict) and set(r) == {"class", "state", "param_groups"} and isinstance(r["class"], str)
+        and isinstance(r["state"], dict) and isinstance(r["param_groups"], list)
+        for r in net["optimizers"].values()), JSON,
+        "net.optimizers: must map names to {class, state, param_groups}")
+    _expect(isinstance(net["modules"], dict), JSON, "net.modules: not an object")
+
+
+def _batches(epoch):
+    batches = epoch.get("batches", [])
+    return batches if isinstance(batches, list) else [None]
+
+
+def _exact_keys(value, keys, where):
+    missing, unknown = sorted(keys - set(value)), sorted(set(value) - keys)
+    if missing:
+        raise InvalidSave(JSON, f"lacks {where}{missing[0]}")
+    if unknown:
+        raise InvalidSave(JSON, f"{where}{unknown[0]}: not a field of a skal save")
+
+
+def _check_headers(headers, fitted):
+    """Shapes and dtypes of the arrays, from their npy headers alone (nothing inflated yet)."""
+    (x_shape, x_dtype, _), (y_shape, y_dtype, _) = headers["X_labeled"], headers["y_labeled"]
+    (c_shape, c_dtype, _) = headers["classes"]
+    _expect(x_dtype == np.float32 and len(x_shape) >= 2 and x_shape[0] >= 1, "X_labeled.npy",
+            f"must be a float32 array of shape (n_labeled, n_features, ...), got {x_dtype} {x_shape}")
+    n = x_shape[0]
+    _expect(x_shape[1] == fitted["n_features_in_"], "X_labeled.npy",
+            f"has {x_shape[1]} features but learner.json says n_features_in_="
+            f"{fitted['n_features_in_']}")
+    _expect(fitted["feature_names_in_"] is None or len(x_shape) == 2, "X_labeled.npy",
+            "feature names are only recorded for 2-d samples")
+    for name, dtype in (("labeled_cycle", np.int64), ("reference_mask", np.bool_)):
+        shape, got, _ = headers[name]
+        _expect(got == dtype and shape == (n,), f"{name}.npy",
+                f"must be a {np.dtype(dtype)} array of shape ({n},) like X_labeled, got {got} {shape}")
+    _expect(y_shape == (n,) and y_dtype.kind in "biufU", "y_labeled.npy",
+            f"must be labels of shape ({n},) like X_labeled, got {y_dtype} {y_shape}")
+    _expect(len(c_shape) == 1 and c_shape[0] >= 1 and c_dtype.kind in "biufU", "classes.npy",
+            f"must be a non-empty 1-d array of labels, got {c_dtype} {c_shape}")
+    _expect((y_dtype.kind == "U") == (c_dtype.kind == "U"), "y_labeled.npy",
+            f"labels of dtype {y_dtype} cannot be among classes of dtype {c_dtype}")
+    # a label longer than every class cannot be one of them
+    _expect(y_dtype.kind != "U" or y_dtype.itemsize <= c_dtype.itemsize, "y_labeled.npy",
+            f"labels of dtype {y_dtype} are longer than every class ({c_dtype})")
+
+
+def _check_values(arrays, fitted):
+    classes, y = arrays["classes"], arrays["y_labeled"]
+    cycle, mask, X = arrays["labeled_cycle"], arrays["reference_mask"], arrays["X_labeled"]
+    _expect(classes.dtype.kind != "f" or np.isfinite(classes).all(), "classes.npy", "holds NaN or infinity")
+    _expect(bool(np.all(classes[1:] > classes[:-1])), "classes.npy", "must be sorted and unique")
+    outside = np.flatnonzero(~np.isin(y, classes))
+    if len(outside):
+        raise InvalidSave("y_labeled.npy", f"label {y[outside[0]].item()!r} (row {outside[0]}) is "
+                                           "not among classes")
+    _expect(cycle[0] == 0 and bool(np.all(np.diff(cycle) >= 0)), "labeled_cycle.npy",
+            "cycles must start at 0 and never decrease")
+    _expect(not mask.all(), "reference_mask.npy", "holds every sample out: nothing to train on")
+    _expect(not (mask & (cycle > 0)).any(), "reference_mask.npy",
+            "only samples of the initial fit (cycle 0) can be held out")
+    _expect(bool(np.isfinite(X).all()), "X_labeled.npy", "holds NaN or infinity")
+    for name in ("classes", "y_labeled"):
+        if fitted["objects"][name]:
+            arrays[name] = arrays[name].astype(object)
+
+
+def _check_tensors(header, net, net_json, n_train, n_classes, error):
+    """Every tensor the net needs is in the file with its shape, and nothing else is.
+
+    Returns the optimizers' checked parameter groups.
+    """
+    present = {key: tuple(entry["shape"]) for key, entry in header.items()}
+    expected, param_keys = {}, {}
+    for name in _components(net):
+        module = getattr(net, name)
+        for key, value in module.state_dict().items():
+            expected[f"{name}.{key}"] = None if is_lazy(value) else tuple(value.shape)
+        for key, value in module.named_parameters():
+            param_keys[id(value)] = f"{name}.{key}"
+    # the modules first: a different architecture is named by its weights
+    _compare(present, expected, lambda key: "." in key and key.split(".")[0] in _components(net),
+             error)
+    records = net_json["optimizers"]
+    if set(records) != set(_optimizers(net)):
+        raise error(JSON, f"net.optimizers: the file has {sorted(records)}, the net "
+                          f"{sorted(_optimizers(net))}")
+    groups = {}
+    for name in _optimizers(net):
+        optimizer, record = getattr(net, name), records[name]
+        own = _trust.qualified_name(type(optimizer))
+        if record["class"] != own:
+            raise error(JSON, f"net.optimizers.{name}: the file holds the state of {record['class']}, "
+                              f"the net's optimizer is {own}")
+        groups[name] = _check_param_groups(record["param_groups"], optimizer, name, error)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        for index, entries in record["state"].items():
+            if not (index.isdigit() and int(index) < len(params) and isinstance(entries, dict)):
+                raise error(JSON, f"net.optimizers.{name}.state: {index!r} is not a parameter index")
+            shape = present.get(param_keys.get(id(params[int(index)])))
+            for key, value in entries.items():
+                if value == {"__tensor__": True}:
+                    expected[f"{name}.state.{index}.{key}"] = _ScalarOr(shape)
+                elif not (value is None or isinstance(value, (bool, int, float))):
+                    raise error(JSON, f"net.optimizers.{name}.state.{index}.{key}: not a number")
+    for name, part in net.parts_.items():
+        prefix = f"{_PARTS}{name}."
+        if not any(key.startswith(prefix) for key in present):
+            continue  # a part that never trained holds nothing (a snapshot of a lazy net)
+        for key, (shape, _) in part.state_spec(net).items():
+            if shape and shape[0] is None:  # a row per training sample: at most n_train
+                rows = present.get(prefix + key, (0,))[:1] or (0,)
+                if rows[0] > n_train:
+                    raise error(TENSORS, f"{prefix}{key} has {rows[0]} rows for {n_train} training samples")
+                shape = (rows[0], *shape[1:])
+            expected[prefix + key] = shape
+    _compare(present, expected, lambda key: True, error)
+    return groups
+
+
+def _compare(present, expected, selected, error):
+    problems = []
+    missing = [key for key in expected if key not in present and selected(key)]
+    unexpected = [key for key in present if key not in expected and selected(key)]
+    if missing:
+        problems.append(f"missing {_some(missing)}")
+    if unexpected:
+        problems.append(f"not in the net: {_some(unexpected)}")
+    for key, shape in expected.items():
+        got = present.get(key)
+        if got is None or shape is None or not selected(key):
+            continue
+        if isinstance(shape, _ScalarOr):
+            if got not in ((), shape.shape):
+                problems.append(f"{key} has shape {list(got)} in the file, [] or "
+                                f"{list(shape.shape or ())} in the net")
+        elif got != shape:
+            problems.append(f"{key} has shape {list(got)} in the file, {list(shape)} in the net")
+    if problems:
+        raise error(TENSORS, "; ".join(problems))
+
+
+class _ScalarOr:
+    """An optimizer state tensor: a scalar (``step``) or the shape of its parameter."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+
+def _some(keys, limit=5):
+    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _check_param_groups(encoded, optimizer, name, error):
+    from ._params import _Decoder
+
+    where = f"net.optimizers.{name}.param_groups"
+    groups = _Decoder(None).value(encoded, where, None, 3)
+    own = optimizer.state_dict()["param_groups"]
+    if not (isinstance(groups, list) and len(groups) == len(own) and all(isinstance(g, dict) for g in groups)):
+        raise error(JSON, f"{where}: must be {len(own)} parameter group(s), as the net's optimizer has")
+    for i, (group, mine) in enumerate(zip(groups, own)):
+        missing = sorted(set(mine) - set(group))
+        if missing:
+            raise error(JSON, f"{where}[{i}]: lacks {missing[0]!r}, which the net's optimizer has")
+        for key in set(group) - set(mine):  # e.g. initial_lr, which LR schedulers add
+            if not (group[key] is None or isinstance(group[key], (bool, int, float))):
+                raise error(JSON, f"{where}[{i}].{key}: must be a number, got {group[key]!r}")
+        if group["params"] != mine["params"]:
+            raise error(JSON, f"{where}[{i}].params: must be {mine['params']}")
+        for key, value in group.items():
+            if key in mine and value is not None and mine[key] is not None and _category(value) != _category(mine[key]):
+                raise error(JSON, f"{where}[{i}].{key}: must be {_category(mine[key])}, got {value!r}")
+    return groups
+
+
+def _category(value):
+    if isinstance(value, bool):
+        return "a bool"
+    if isinstance(value, numbers.Real):
+        return "a number"
+    if isinstance(value, (tuple, list)):
+        return "a sequence"
+    return type(value).__name__
+
+
+def _read_tensors(archive, net):
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_safetensors
+
+    data = archive.read_bytes(TENSORS)
+    try:
+        tensors = load_safetensors(data)
+    except (SafetensorError, ValueError, RuntimeError) as error:
+        raise InvalidSave(TENSORS, f"not a valid safetensors file: {error}") from error
+    own = {f"{name}.{key}": value.dtype for name in _components(net)
+           for key, value in getattr(net, name).state_dict().items()}
+    own.update({f"{_PARTS}{name}.{key}": dtype for name, part in net.parts_.items()
+                for key, (_, dtype) in part.state_spec(net).items()})
+    for key, value in tensors.items():
+        dtype = own.get(key)
+        if dtype is not None and value.dtype != dtype:
+            raise InvalidSave(TENSORS, f"{key} has dtype {value.dtype} in the file, {dtype} in the net")
+    return tensors
+
+
+def _load_transformers(archive, template, trust, error):
+    """A Pipeline's fitted transformers from the skops member, checked against ``template``."""
+    import skops.io
+
+    data = archive.read_bytes(TRANSFORMERS)
+    _archive.check_stored_zip(data, TRANSFORMERS)
+    steps = [step for _, step in template.steps[:-1]]
+    allowed = {_trust.qualified_name(type(step)) for step in steps}
+    try:
+        untrusted = skops.io.get_untrusted_types(data=data)
+        refused = [name for name in untrusted if name not in allowed and not trust.is_trusted(name)]
+        if refused:
+            raise Untrusted(TRANSFORMERS, f"names {refused[0]}, which is not on the trust list; if you "
+                                          f"trust it, pass trusted=[{refused[0]!r}]")
+        loaded = skops.io.loads(data, trusted=untrusted)
+    except InvalidSave:
+        raise
+    except Exception as error:  # skops parses untrusted bytes: any failure is a bad member
+        raise InvalidSave(TRANSFORMERS, f"not a valid skops file: {error}") from error
+    if not (isinstance(loaded, list) and len(loaded) == len(steps)):
+        raise error(TRANSFORMERS, f"must hold the {len(steps)} fitted transformer(s) of the Pipeline")
+    for (name, step), fitted in zip(template.steps[:-1], loaded):
+        if isinstance(step, str) or step is None:
+            if fitted != step:
+                raise error(TRANSFORMERS, f"step {name!r}: must be {step!r}")
+            continue
+        if type(fitted) is not type(step) or _params_json(fitted) != _params_json(step):
+            raise error(TRANSFORMERS, f"step {name!r}: holds a {type(fitted).__name__} with other "
+                                      "parameters than the Pipeline's")
+        try:
+            check_is_fitted(fitted)
+        except Exception:
+            raise error(TRANSFORMERS, f"step {name!r}: is not fitted") from None
+    return loaded
+
+
+def _params_json(estimator):
+    return json.dumps(encode(object_params(estimator), "step"), sort_keys=True)
+
+
+# --- save / load -----------------------------------------------------------------------------
+
+
+def _members(learner):
+    """Every member of the save of ``learner``: name -> (bytes, compressed)."""
+    from . import __version__
+
+    arrays = []
+    params = encode_params(learner, arrays)
+    state = _learner_state(learner)
+    meta = {"format": FORMAT, "skal": __version__, "params": params, "fitted": state["fitted"],
+            "net": state["net"]}
+    members = {JSON: (json.dumps(meta).encode(), True)}
+    for i, array in enumerate(arrays):
+        members[f"params.{i}.npy"] = (_archive.npy_bytes(array), False)
+    for name in ARRAYS:
+        members[f"{name}.npy"] = (_archive.npy_bytes(state["arrays"][name]), False)
+    members[TENSORS] = (_safetensors_bytes(state["tensors"]), False)
+    if state["transformers"] is not None:
+        import skops.io
+
+        try:
+            members[TRANSFORMERS] = (skops.io.dumps(state["transformers"]), False)
+        except Exception as error:  # skops raises whatever its type handlers raise
+            raise TypeError(f"cannot save estimator_: skops cannot store its fitted transformers: "
+                            f"{error}") from error
+    return members
+
+
+def _safetensors_bytes(tensors):
+    from safetensors.torch import save as save_safetensors
+
+    plain, storages = {}, set()
+    for key, value in tensors.items():
+        value = value.detach().to("cpu")
+        storage = value.untyped_storage()
+        if storage.nbytes() and (storage.data_ptr() in storages or storage.nbytes() != value.nbytes
+                                 or not value.is_contiguous()):
+            value = value.contiguous().clone()  # safetensors refuses shared or partial storage
+        storages.add(value.untyped_storage().data_ptr())
+        plain[key] = value
+    return save_safetensors(plain)
 
 
 def save(learner, path):
-    from sklearn.pipeline import Pipeline
+    target, existing = _archive.resolve_target(path)
+    members = _members(learner)  # any TypeError names the parameter before anything is written
+    _archive.write_archive(target, existing, members)
 
-    if isinstance(learner.estimator_, Pipeline):
-        raise TypeError("ActiveLearner.save does not support Pipeline estimators (their fitted "
-                        "transformers would need pickle); use joblib.dump for those.")
-    state = learner._state()
-    learner_json = {
-        "format": FORMAT,
-        "params": {k: encode(v, k) for k, v in learner.get_params(deep=False).items()},
-        "fitted": {
-            "seed": int(state.seed),
-            "n_features_in_": int(state.n_features_in),
-            "feature_names_in_": (state.feature_names_in.tolist()
-                                  if state.feature_names_in is not None else None),
-            "history": state.estimator.history.to_list(),
-            "stale": bool(state.stale),  # a failed teach stays failed
-        },
-    }
-    buffer = io.BytesIO()
-    torch.save(_net_tensors(state.estimator), buffer)
-    members = {
-        "learner.json": json.dumps(learner_json).encode(),
-        "classes.npy": _npy(state.classes),
-        "X_labeled.npy": _npy(state.labeled.X),
-        "y_labeled.npy": _npy(state.labeled.y),
-        "labeled_cycle.npy": _npy(state.labeled.cycle),
-        "reference_mask.npy": _npy(state.labeled.reference),
-        "tensors.pt": buffer.getvalue(),
-    }
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, temporary = tempfile.mkstemp(prefix=".skal-save-", dir=directory)
+
+def check_savable(learner):
+    """Encode ``learner`` as a save would, without writing; the names a load must trust."""
+    names = names_in(encode_params(learner, []))
+    if hasattr(learner, "estimator_"):
+        members = _members(learner)
+        if TRANSFORMERS in members:
+            import skops.io
+
+            names |= set(skops.io.get_untrusted_types(data=members[TRANSFORMERS][0]))
+    return sorted(name for name in names if _trust.default_lookup(name) is None)
+
+
+def get_untrusted_types(path):
+    """The classes and functions a save names beyond the default trust list.
+
+    In the manner of :func:`skops.io.get_untrusted_types`: read the names in
+    ``path`` without importing or building anything, review them, and pass
+    those you trust to :meth:`ActiveLearner.load` as ``trusted=``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by :meth:`ActiveLearner.save`.
+
+    Returns
+    -------
+    list of str
+        Sorted dotted names (``"mypkg.nets.MyNet"``); empty when every name
+        is on the default list.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a valid save.
+
+    See Also
+    --------
+    ActiveLearner.load : Loads, with ``trusted=`` or ``like=``.
+    ActiveLearner.check_savable : The same list, before saving.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from skal import ActiveLearner, ActiveNet, get_untrusted_types
+    >>> from skal.models import MLP
+    >>> X = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    >>> learner = ActiveLearner(ActiveNet(MLP, max_epochs=1, verbose=0), random_state=0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "campaign.skal")
+    >>> learner.fit(X, (X[:, 0] > 0).astype(int)).save(path)
+    >>> get_untrusted_types(path)
+    []
+    """
+    from .learner import _check_path
+
+    path = _check_path(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                for name, data in members.items():
-                    archive.writestr(name, data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)  # atomic: the old save stays until the new one is whole
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+        return _untrusted_types(path)
+    except InvalidSave as error:
+        raise ValueError(f"{path} is not a valid skal save: {error}") from error
 
 
-def load(cls, path):
+def _untrusted_types(path):
+    with _archive.Archive(path, MEMBERS, (TRANSFORMERS,), ARRAY_MEMBER) as archive:
+        meta = archive.read_json(JSON)
+        _check_meta(meta)
+        names = names_in(meta["params"])
+        if archive.has(TRANSFORMERS):
+            import skops.io
+
+            data = archive.read_bytes(TRANSFORMERS)
+            _archive.check_stored_zip(data, TRANSFORMERS)
+            try:
+                names |= set(skops.io.get_untrusted_types(data=data))
+            except Exception as error:  # skops parses untrusted bytes
+                raise InvalidSave(TRANSFORMERS, f"not a valid skops file: {error}") from error
+    return sorted(name for name in names if _trust.default_lookup(name) is None)
+
+
+def load(cls, path, trusted=None, like=None):
+    trust = _trust.TrustList(trusted)
+    if like is not None and not isinstance(like, cls):
+        raise TypeError(f"like must be an {cls.__name__} (built like the saved one), got "
+                        f"{type(like).__name__}.")
     try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-            if bad is not None:
-                raise ValueError(f"member {bad} fails its checksum")
-            meta = json.loads(archive.read("learner.json"))
-            version = meta.get("format") if isinstance(meta, dict) else None
-            if version != FORMAT:
-                raise ValueError(f"unsupported save format {version!r}")
-            if not (isinstance(meta.get("params"), dict) and isinstance(meta.get("fitted"), dict)
-                    and _FITTED_KEYS <= meta["fitted"].keys()):
-                raise ValueError("learner.json lacks the parameters or the fitted state")
-            arrays = {name: _read_npy(archive, f"{name}.npy")
-                      for name in ("classes", "X_labeled", "y_labeled", "labeled_cycle", "reference_mask")}
-            tensors = torch.load(io.BytesIO(archive.read("tensors.pt")), weights_only=True,
-                                 map_location="cpu")
-    except FileNotFoundError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, KeyError, ValueError, EOFError, OSError, RuntimeError,
-            json.JSONDecodeError, pickle.UnpicklingError) as error:
-        # zlib.error: a damaged deflate stream can fail before the checksum is compared
-        raise ValueError(f"{os.fspath(path)} is not a valid skal save: {error}") from error
-    lengths = {name: arrays[name].shape[:1] for name in ("X_labeled", "y_labeled", "labeled_cycle", "reference_mask")}
-    if len(set(lengths.values())) != 1 or () in lengths.values():
-        raise ValueError(f"{os.fspath(path)} is not a valid skal save: the labeled-set arrays "
-                         f"have different lengths {lengths}")
+        return _load(cls, path, trust, like)
+    except NotHere as error:
+        raise ValueError(f"{path} cannot be loaded here: {error}") from error
+    except Mismatch as error:
+        raise ValueError(f"{path}: the saved learner does not fit like: {error}") from error
+    except Untrusted as error:
+        raise ValueError(f"{path}: {error}") from error
+    except InvalidSave as error:
+        raise ValueError(f"{path} is not a valid skal save: {error}") from error
 
-    from .learner import _Fitted, _LabeledSet
 
+def _load(cls, path, trust, like):
+    error = InvalidSave if like is None else Mismatch
+    with _archive.Archive(path, MEMBERS, (TRANSFORMERS,), ARRAY_MEMBER) as archive:
+        meta = archive.read_json(JSON)
+        _check_meta(meta)
+        if like is None:
+            def read_array(name):
+                if not archive.has(name):
+                    raise InvalidSave(name, "missing from the archive")
+                return archive.npy_array(name, archive.npy_header(name))
+
+            learner, used = decode_params(cls, meta["params"], trust, read_array)
+            unused = sorted(name for name in archive.names() if ARRAY_MEMBER.match(name) and name not in used)
+            if unused:
+                raise InvalidSave(unused[0], "no parameter refers to this member")
+        else:
+            learner = clone(like)
+            learner._validate_params()
+        headers = {name: archive.npy_header(f"{name}.npy") for name in ARRAYS}
+        _check_headers(headers, meta["fitted"])
+        arrays = {name: archive.npy_array(f"{name}.npy", headers[name]) for name in ARRAYS}
+        _check_values(arrays, meta["fitted"])
+        if not isinstance(_final_net(learner.estimator), NeuralNet):
+            raise error(JSON if like is None else "like",
+                        "params.estimator: must be an ActiveNet or a Pipeline ending in one")
+        pipeline = isinstance(learner.estimator, Pipeline)
+        if archive.has(TRANSFORMERS) != pipeline:
+            raise error(TRANSFORMERS, "missing: the estimator is a Pipeline" if pipeline else
+                        "present, but the estimator is not a Pipeline")
+        if learner.classes is not None and not np.array_equal(np.unique(np.asarray(learner.classes)),
+                                                              arrays["classes"]):
+            raise error(JSON if like is None else "classes.npy",
+                        f"classes: the saved classes_ {arrays['classes'].tolist()} are not the "
+                        f"parameter's {np.unique(np.asarray(learner.classes)).tolist()}")
+        header = archive.safetensors_header(TENSORS)
+        try:
+            selector, estimator = _build(learner, arrays["classes"], arrays["X_labeled"].shape[1:])
+        except (TypeError, ValueError) as failure:
+            raise error(JSON if like is None else "like",
+                        f"the selector cannot be set up: {failure}") from failure
+        transformers = _load_transformers(archive, estimator, trust, error) if pipeline else None
+        sample = arrays["X_labeled"][:1]
+        try:
+            for step in transformers or ():
+                if not isinstance(step, str) and step is not None:
+                    sample = step.transform(sample)
+            sample = np.asarray(sample.toarray() if hasattr(sample, "toarray") else sample, dtype=np.float32)
+        except Exception as failure:  # fitted state from the file that does not fit its samples
+            raise error(TRANSFORMERS, f"the fitted transformers cannot transform the saved samples: "
+                                      f"{failure}") from failure
+        net = _built(learner, selector, estimator, sample, error, archive.info(TENSORS).file_size)
+        n_train = int((~arrays["reference_mask"]).sum())
+        groups = _check_tensors(header, net, meta["net"], n_train, len(arrays["classes"]), error)
+        tensors = _read_tensors(archive, net)
+    net_state = {**meta["net"], "optimizers": {name: {**record, "param_groups": groups[name]}
+                                               for name, record in meta["net"]["optimizers"].items()}}
+    state = {"fitted": meta["fitted"], "net": net_state, "arrays": arrays}
     try:
-        learner = cls(**{k: decode(v) for k, v in meta["params"].items()})
-        learner._validate_params()
-        classes = arrays["classes"]
-        selector = learner._current_selector(arrays["X_labeled"].shape[1:], classes)
-        net = learner._configured_net(selector, classes)
-        net.initialize()
-    except (ImportError, AttributeError, TypeError, ValueError) as error:
-        raise ValueError(f"{os.fspath(path)}: cannot restore the saved parameters: {error}") from error
-    fitted = meta["fitted"]
-    try:
-        _restore_net(net, tensors)
-    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:
-        raise ValueError(f"{os.fspath(path)} does not match its own parameters: {error}") from error
-    from skorch.history import History
+        return _install_state(learner, selector, estimator, state, tensors, transformers)
+    except (RuntimeError, ValueError, KeyError, TypeError) as failure:
+        raise error(TENSORS, f"cannot be restored onto the net: {failure}") from failure
 
-    net.history_ = History(fitted["history"])
-    names = fitted["feature_names_in_"]
-    labeled = _LabeledSet(arrays["X_labeled"], arrays["y_labeled"], arrays["labeled_cycle"],
-                          arrays["reference_mask"].astype(bool))
-    learner._commit(_Fitted(net, selector, clone(learner.estimator), classes, labeled, fitted["seed"],
-                            fitted["n_features_in_"],
-                            None if names is None else np.asarray(names, dtype=object),
-                            stale=bool(fitted.get("stale", False))))
-    return learner
+
+def _built(learner, selector, estimator, sample, error, tensor_bytes):
+    """The initialized net of ``estimator``, its lazy modules given their shapes by ``sample``.
+
+    Before anything is allocated, the size of the weights that the parameters describe is
+    checked against the bytes of the tensors member, which must hold them all.
+    """
+    from .learner import _torch_seeded
+
+    where = JSON if error is InvalidSave else "like"
+    net = _final_net(estimator)
+    device = torch.device(net.device or "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        if error is Mismatch:
+            raise NotHere("like", f"its net's device is {net.device!r}, which this machine lacks")
+        raise NotHere(where, f"params.estimator.device is {net.device!r}, which this machine lacks; "
+                             "build the learner with device='cpu' and load with like=learner")
+    size = _weights_bytes(net)
+    if size is not None and size > tensor_bytes:
+        raise error(TENSORS, f"holds {tensor_bytes} bytes, fewer than the {size} bytes of weights "
+                             "that the parameters describe")
+    # Exception, not narrower: trusted classes given the file's arguments fail in their own ways
+    try:
+        # initialization draws weights that the saved ones replace: leave torch's RNG as it was
+        with _torch_seeded(0, net.device):
+            net.initialize()
+    except Exception as failure:
+        raise error(where, f"the net cannot be built from its parameters: {failure}") from failure
+    try:
+        with _torch_seeded(0, net.device):
+            _materialize(net, sample)
+    except Exception as failure:
+        raise error(where, f"the net cannot run on the saved samples: {failure}") from failure
+    return net
+
+
+def _weights_bytes(net):
+    """Bytes of the net's weights and buffers, from an initialization on the meta device.
+
+    Nothing is allocated, so a file naming a net of terabytes is refused before it is built;
+    None when the net cannot be built there (it is then checked after the real build).
+    """
+    probe = clone(net).set_params(device="meta")
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probe.initialize()
+        return sum(value.numel() * value.element_size() for name in _components(probe)
+                   for value in getattr(probe, name).state_dict().values()
+                   if isinstance(value, torch.Tensor) and not is_lazy(value))
+    except Exception:  # e.g. a module that computes a buffer from data in __init__
+        return None
+
+
+def _materialize(net, sample):
+    """Give lazy modules (LazyLinear...) their shapes with one forward pass, as training would.
+
+    Their parameters have no shape before it, so the saved ones could not be checked.
+    """
+    heads = [getattr(net, name) for name in _components(net)
+             if name not in ("module_", "criterion_") and isinstance(getattr(net, name), torch.nn.Module)]
+    modules = [net.module_, *heads]
+    if not any(is_lazy(value) for module in modules for value in module.state_dict().values()):
+        return
+    levels, handles = {}, []
+    layers = list(getattr(net, "feature_layers_", ())) if heads else []
+    for name in layers:
+        hook = (lambda key: lambda module, args, out: levels.__setitem__(key, out))(name)
+        handles.append(net.module_.get_submodule(name).register_forward_hook(hook))
+    modes = [module.training for module in modules]
+    try:
+        for module in modules:
+            module.eval()
+        with torch.no_grad():  # not inference_mode: the parameters stay trainable
+            net.module_(torch.as_tensor(sample, device=net.device))
+            for head in heads:
+                head([levels[name] for name in layers])
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, mode in zip(modules, modes):
+            module.train(mode)

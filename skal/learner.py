@@ -515,53 +515,108 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     def save(self, path):
         """Save the fitted learner to one file, without pickle.
 
-        Parameters are stored as JSON (classes and functions by import
-        path), the labeled set as ``.npy`` arrays, the net's weights, heads,
-        optimizer state and training parts' state as tensors. The file
-        is written to a temporary name and moved into place when complete, so
-        an interrupted save leaves the previous one intact.
+        The parameters go to JSON (classes and functions by import path), the
+        labeled set to ``.npy`` arrays, every tensor of the net (weights,
+        heads, optimizer state, snapshot, training dynamics) to safetensors,
+        and a Pipeline's fitted transformers to :mod:`skops.io`. The file is
+        written to a temporary name in the target's directory and moved into
+        place when complete, so an interrupted save leaves the previous one
+        intact. A symlink is written through to its target; an existing file
+        keeps its permissions, a new one gets the usual ones (umask).
 
         Parameters
         ----------
         path : str or path-like
-            Target file (conventionally ``*.skal``).
+            Target file (conventionally ``*.skal``): a regular file or a new
+            name, never a directory, device, fifo or socket.
 
         Raises
         ------
         TypeError
-            If a parameter cannot be stored without pickle (a Pipeline
-            estimator, a lambda, an object without ``get_params``); the
-            message names it. ``joblib.dump`` works for those.
+            If something cannot be stored without pickle (a lambda, an object
+            without ``get_params``, labels that are not str, int, float or
+            bool); the message names it, and nothing is written.
+            :meth:`check_savable` finds these before training.
 
         See Also
         --------
         load : The inverse.
+        check_savable : The same checks, without writing.
         """
         from ._persistence import save
 
         with self._serialised():
             check_is_fitted(self)
-            path = _check_path(path)
-            if os.path.isdir(path):
-                raise IsADirectoryError(f"path {path!r} is a directory; give a file name, e.g. "
-                                        f"{os.path.join(path, 'learner.skal')!r}.")
-            directory = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(directory):
-                raise FileNotFoundError(f"path {path!r}: the directory {directory!r} does not exist.")
-            save(self, path)
+            save(self, _check_path(path))
+
+    def check_savable(self):
+        """Check that :meth:`save` can store this learner, without training or writing.
+
+        Encodes the parameters (and, once fitted, the whole fitted state) as
+        :meth:`save` would. Works on an unfitted learner, so a set-up that
+        cannot be saved fails before hours of training, not after.
+
+        Returns
+        -------
+        untrusted : list of str
+            The classes and functions the save would name beyond the default
+            trust list of :meth:`load` (e.g. a module class of your own): pass
+            them as ``trusted=`` to :meth:`load`, or load with ``like=``.
+
+        Raises
+        ------
+        TypeError
+            Naming the first parameter (or fitted attribute) that cannot be
+            saved.
+
+        See Also
+        --------
+        save : Writes the file.
+        skal.get_untrusted_types : The same list, read from a file.
+
+        Examples
+        --------
+        >>> from skal import ActiveLearner, ActiveNet
+        >>> from skal.models import MLP
+        >>> ActiveLearner(ActiveNet(MLP)).check_savable()
+        []
+        >>> ActiveLearner(ActiveNet(MLP, train_transform=lambda x: x)).check_savable()
+        Traceback (most recent call last):
+        ...
+        TypeError: cannot save estimator.train_transform: <function <lambda> at ...> is not importable (a lambda, or defined inside a function); define it at module level, or use joblib.dump.
+        """
+        from ._persistence import check_savable
+
+        with self._serialised():
+            return check_savable(self)
 
     @classmethod
-    def load(cls, path):
-        """Load a learner written by :meth:`save`; runs no pickled code.
+    def load(cls, path, *, trusted=None, like=None):
+        """Load a learner written by :meth:`save`; runs no pickle and nothing untrusted.
 
-        Only classes that are torch modules, optimizers or data classes,
-        skorch, scikit-learn or skal classes, and functions from skal, torch
-        or torchvision are imported by the names in the file; tensors are
-        read with ``torch.load(weights_only=True)`` and arrays without pickle.
+        Every class and function that the file names is looked up in a trust
+        list (torch modules, optimizers and LR schedulers; skorch callbacks and
+        ``ValidSplit``; scikit-learn estimators; skal's classes; a few named
+        functions such as :func:`skal.models.resnet18_cifar`) and checked to
+        be of the kind its parameter needs before anything is imported or
+        built. Tensors are read by safetensors, arrays without pickle, a
+        Pipeline's transformers by :mod:`skops.io`. Sizes are checked before
+        anything is inflated. The learner is built whole before it is returned.
 
         Parameters
         ----------
         path : str or path-like
+        trusted : list of str, class or function, default=None
+            Names (as :func:`skal.get_untrusted_types` lists them, e.g.
+            ``"mypkg.nets.MyNet"``) or objects to trust beyond the default list.
+        like : ActiveLearner, default=None
+            Restore the saved state onto a clone of this learner instead of
+            rebuilding the parameters from the file, which then names nothing
+            that is imported (skorch's ``initialize()`` + ``load_params``
+            pattern). For a module class defined in a script (``__main__``):
+            build the same learner in code and pass it here. Its parameters are
+            used as they are; the saved weights, labeled set and fitted state
+            must fit it.
 
         Returns
         -------
@@ -572,8 +627,14 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If the file is truncated, corrupted, carries anything but tensors
-            where tensors belong, or names a class outside those above.
+            If the file is not a valid save (the message names the member at
+            fault), names something that is not trusted (it names it), or does
+            not fit ``like`` (it names what differs: a tensor's key or shape,
+            the classes, the optimizer).
+
+        See Also
+        --------
+        skal.get_untrusted_types : What a file names beyond the default list.
 
         Examples
         --------
@@ -590,10 +651,13 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         >>> loaded = ActiveLearner.load(path)
         >>> bool(np.array_equal(loaded.predict_proba(X), learner.predict_proba(X)))
         True
+        >>> same = ActiveLearner.load(path, like=ActiveLearner(ActiveNet(MLP, max_epochs=2), Entropy()))
+        >>> bool(np.array_equal(same.predict_proba(X), learner.predict_proba(X)))
+        True
         """
         from ._persistence import load
 
-        return load(cls, _check_path(path))
+        return load(cls, _check_path(path), trusted=trusted, like=like)
 
     # --- prediction -----------------------------------------------------------------------------
 

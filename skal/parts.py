@@ -159,9 +159,27 @@ class TrainingPart(Callback):
         Raises
         ------
         ValueError
-            If a key is missing or unknown.
+            If a key is missing or unknown, or a shape does not fit.
         """
         _check_keys(self, state, set())
+
+    def state_spec(self, net):
+        """What :meth:`state_dict` holds once ``net`` has trained with this part.
+
+        Lets a save be checked before any tensor is read.
+
+        Parameters
+        ----------
+        net : skal.ActiveNet
+            Initialised, with this part among its callbacks.
+
+        Returns
+        -------
+        dict of str to (tuple, torch.dtype)
+            Each key's shape (a leading ``None``: one row per training
+            sample) and dtype.
+        """
+        return {}
 
     def loss(self, net, logits, y_true):
         """This part's term of a training batch's loss.
@@ -284,6 +302,10 @@ class TrainingDynamics(TrainingPart):
     def state_dict(self):
         return {} if self.mean_ is None else {"mean": self.mean_, "visits": self.visits_}
 
+    def state_spec(self, net):
+        n_classes = None if net.classes is None else len(net.classes)
+        return {"mean": ((None, n_classes), torch.float32), "visits": ((None,), torch.float32)}
+
     def load_state_dict(self, state):
         _check_keys(self, state, {"mean", "visits"} if state else set())
         mean, visits = state.get("mean"), state.get("visits")
@@ -386,6 +408,9 @@ class EpochSnapshot(TrainingPart):
     def state_dict(self):
         return {} if self.state_ is None else dict(self.state_)
 
+    def state_spec(self, net):
+        return {key: (tuple(value.shape), value.dtype) for key, value in net.module_.state_dict().items()}
+
     def load_state_dict(self, state):
         self.state_ = dict(state) or None  # checked against the module when it is used
 
@@ -442,6 +467,9 @@ class _FeatureTraining(TrainingPart):
 
     def state_dict(self):
         return {"epoch": torch.tensor(self.epoch_)}
+
+    def state_spec(self, net):
+        return {"epoch": ((), torch.int64)}
 
     def load_state_dict(self, state):
         _check_keys(self, state, {"epoch"})
