@@ -1,9 +1,9 @@
-"""Pure tensor losses and the training-dynamics update used by ActiveNet."""
+"""Pure tensor losses of the training parts (skal.parts)."""
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["dynamic_kl_loss", "running_mean_update", "loss_ranking_loss", "dynamics_prediction_loss"]
+__all__ = ["dynamic_kl_loss", "loss_ranking_loss", "dynamics_prediction_loss"]
 
 
 def dynamic_kl_loss(logits, target_probs):
@@ -34,38 +34,6 @@ def dynamic_kl_loss(logits, target_probs):
     """
     log_q = F.log_softmax(logits.float(), dim=1)
     return F.kl_div(log_q, target_probs.detach().to(log_q.dtype), reduction="batchmean")
-
-
-def running_mean_update(mean, value, epoch):
-    """Eq. 12 of DISAL: fold ``value`` into a running mean over epochs.
-
-    ``epoch`` is the number of values already in the mean: the 0-based epoch
-    within the current fit when every sample is seen once per epoch, so
-    epoch 0 returns ``value`` itself (old values are overwritten when a new
-    fit starts). ActiveNet passes each sample's visit count.
-
-    Parameters
-    ----------
-    mean : torch.Tensor
-        Mean over epochs ``0 .. epoch-1``.
-    value : torch.Tensor
-        Observation of epoch ``epoch``, same shape as ``mean``.
-    epoch : int or torch.Tensor
-        Count of values already folded in (broadcast against ``mean``).
-
-    Returns
-    -------
-    torch.Tensor
-        ``(mean * epoch + value) / (epoch + 1)``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skal.losses import running_mean_update
-    >>> running_mean_update(torch.tensor([0.2]), torch.tensor([0.8]), 1)
-    tensor([0.5000])
-    """
-    return (mean * epoch + value) / (epoch + 1)
 
 
 def loss_ranking_loss(predicted, target, margin=1.0):

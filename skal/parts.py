@@ -46,7 +46,7 @@ from torch.nn.parameter import is_lazy
 
 from ._taps import submodule_names
 from .heads import LossPredictionHead, TrainingDynamicsHead
-from .losses import dynamic_kl_loss, dynamics_prediction_loss, loss_ranking_loss, running_mean_update
+from .losses import dynamic_kl_loss, dynamics_prediction_loss, loss_ranking_loss
 
 __all__ = [
     "TrainingPart",
@@ -215,10 +215,12 @@ class TrainingDynamics(TrainingPart):
     ----------
     mean_ : torch.Tensor of shape (n_train, n_classes) or None
         On the net's device, rows in the order of the training data (its
-        training part when ``train_split`` is set); allocated at the first
-        batch of each fit.
+        training part when ``train_split`` is set); computed from ``sum_``.
+    sum_ : torch.Tensor of shape (n_train, n_classes) or None
+        The sum of each sample's softmax over its visits; allocated at the
+        first batch of each fit.
     visits_ : torch.Tensor of shape (n_train,) or None
-        How many batches have folded each sample in.
+        How many times each sample was folded in.
 
     References
     ----------
@@ -242,12 +244,19 @@ class TrainingDynamics(TrainingPart):
     uses_indices = True
 
     def initialize(self):
-        self.mean_ = self.visits_ = self.n_samples_ = self.batch_rows_ = None
+        self.sum_ = self.visits_ = self.n_samples_ = self.batch_rows_ = None
         return super().initialize()
+
+    @property
+    def mean_(self):
+        """The running mean, ``sum_ / visits_`` (0 for a sample not visited yet), or None."""
+        if self.sum_ is None:
+            return None
+        return self.sum_ / self.visits_.clamp_min(1).unsqueeze(1)
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         # each fit (and partial_fit) starts a new mean: eq. 12's t counts this fit's epochs
-        self.mean_ = self.visits_ = self.batch_rows_ = None
+        self.sum_ = self.visits_ = self.batch_rows_ = None
 
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         self.n_samples_ = len(dataset_train)
@@ -264,7 +273,9 @@ class TrainingDynamics(TrainingPart):
         """This batch's rows of ``mean_``, this batch's own prediction included.
 
         Folds the batch's softmax in at the first call of a batch; later calls
-        for the same batch return the same rows.
+        for the same batch return the same rows. The mean is kept as a sum and
+        a visit count, so a sample that a sampler puts twice in one batch
+        counts twice (eq. 12's running mean is the same number).
 
         Parameters
         ----------
@@ -278,20 +289,20 @@ class TrainingDynamics(TrainingPart):
         if self.batch_rows_ is not None:
             return self.batch_rows_
         index = net.sample_indices_.current
-        if self.mean_ is None:
+        if self.sum_ is None:
             n_classes = logits.shape[1]
             if net.classes is not None and n_classes != len(net.classes):
                 raise ValueError(
                     f"The module returns {n_classes} logits per sample but there are "
                     f"{len(net.classes)} classes; set module__num_classes={len(net.classes)}."
                 )
-            self.mean_ = torch.zeros(self.n_samples_, n_classes, dtype=torch.float32, device=logits.device)
+            self.sum_ = torch.zeros(self.n_samples_, n_classes, dtype=torch.float32, device=logits.device)
             self.visits_ = torch.zeros(self.n_samples_, dtype=torch.float32, device=logits.device)
         with torch.no_grad():
             probs = torch.softmax(logits.detach().float(), dim=1)
-            rows = running_mean_update(self.mean_[index], probs, self.visits_[index].unsqueeze(1))
-            self.mean_[index] = rows
-            self.visits_[index] += 1
+            self.sum_.index_add_(0, index, probs)
+            self.visits_.index_add_(0, index, probs.new_ones(len(index)))
+            rows = self.sum_.index_select(0, index) / self.visits_.index_select(0, index).unsqueeze(1)
         self.batch_rows_ = rows
         return rows
 
@@ -300,20 +311,20 @@ class TrainingDynamics(TrainingPart):
             self.batch_rows_ = None
 
     def state_dict(self):
-        return {} if self.mean_ is None else {"mean": self.mean_, "visits": self.visits_}
+        return {} if self.sum_ is None else {"sum": self.sum_, "visits": self.visits_}
 
     def state_spec(self, net):
         n_classes = None if net.classes is None else len(net.classes)
-        return {"mean": ((None, n_classes), torch.float32), "visits": ((None,), torch.float32)}
+        return {"sum": ((None, n_classes), torch.float32), "visits": ((None,), torch.float32)}
 
     def load_state_dict(self, state):
-        _check_keys(self, state, {"mean", "visits"} if state else set())
-        mean, visits = state.get("mean"), state.get("visits")
-        if mean is not None and (mean.ndim != 2 or visits.shape != mean.shape[:1]):
-            raise ValueError(f"{type(self).__name__}: mean of shape {tuple(mean.shape)} and "
+        _check_keys(self, state, {"sum", "visits"} if state else set())
+        total, visits = state.get("sum"), state.get("visits")
+        if total is not None and (total.ndim != 2 or visits.shape != total.shape[:1]):
+            raise ValueError(f"{type(self).__name__}: sum of shape {tuple(total.shape)} and "
                              f"visits of shape {tuple(visits.shape)} do not match.")
-        self.mean_, self.visits_ = mean, visits
-        self.n_samples_ = None if mean is None else len(mean)
+        self.sum_, self.visits_ = total, visits
+        self.n_samples_ = None if total is None else len(total)
 
 
 class DynamicLoss(TrainingPart):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from skal.losses import dynamic_kl_loss, running_mean_update
+from skal.losses import dynamic_kl_loss
 
 
 def ref_log_softmax(z):
@@ -81,37 +81,3 @@ def test_dynamic_kl_loss_gradient_nonzero_only_through_logits():
     assert logits.grad.abs().max().item() > 1e-3
 
 
-def test_running_mean_update_folds_to_arithmetic_mean():
-    rng = np.random.default_rng(0)
-    values = rng.normal(size=(5, 6, 3))
-    mean = torch.full((6, 3), 123.0, dtype=torch.float64)  # overwritten at epoch 0
-    for epoch, value in enumerate(values):
-        mean = running_mean_update(mean, torch.from_numpy(value), epoch)
-        np.testing.assert_allclose(
-            mean.numpy(), values[: epoch + 1].mean(axis=0), rtol=1e-12, atol=1e-12
-        )
-    np.testing.assert_allclose(mean.numpy(), values.mean(axis=0), rtol=1e-12, atol=1e-12)
-
-
-def test_running_mean_update_float32():
-    rng = np.random.default_rng(1)
-    values = rng.uniform(size=(5, 10)).astype(np.float32)
-    mean = torch.zeros(10)
-    for epoch, value in enumerate(values):
-        mean = running_mean_update(mean, torch.from_numpy(value), epoch)
-    assert mean.dtype == torch.float32
-    np.testing.assert_allclose(mean.numpy(), values.astype(np.float64).mean(axis=0), rtol=1e-6)
-
-
-@pytest.mark.parametrize("previous", [0.0, 1.0, -7.5, 1e6])
-def test_running_mean_update_epoch_zero_returns_value(previous):
-    value = torch.tensor([0.25, 0.5, 0.125, 0.125])
-    out = running_mean_update(torch.full((4,), previous), value, 0)
-    np.testing.assert_array_equal(out.numpy(), value.numpy())
-
-
-def test_running_mean_update_known_value():
-    out = running_mean_update(torch.tensor([0.2]), torch.tensor([0.8]), 1)
-    np.testing.assert_allclose(out.numpy(), [0.5], rtol=1e-6)
-    out = running_mean_update(torch.tensor([0.5]), torch.tensor([2.0]), 2)
-    np.testing.assert_allclose(out.numpy(), [1.0], rtol=1e-6)
