@@ -17,7 +17,9 @@ def is_dataset(X):
 
 
 def take(X, indices):
-    """Rows ``indices`` of X: an array, tensor, dict of arrays or torch Dataset."""
+    """Rows ``indices`` of X: an array, tensor, dict of arrays, lazy row view or torch Dataset."""
+    if hasattr(X, "take") and hasattr(X, "chunk"):  # skal._bookkeeping.Rows
+        return X.take(indices)
     if is_dataset(X):
         return Subset(X, np.asarray(indices).tolist())
     if isinstance(X, dict):

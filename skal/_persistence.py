@@ -48,7 +48,7 @@ from ._params import (ARRAY_MEMBER, JSON, Untrusted, decode_params, encode, enco
 
 FORMAT = 2
 TENSORS, TRANSFORMERS = "tensors.safetensors", "transformers.skops"
-ARRAYS = ("classes", "X_labeled", "y_labeled", "labeled_cycle", "reference_mask")
+ARRAYS = ("classes", "X_labeled", "y_labeled", "labeled_cycle", "reference_mask", "labeled_row", "pool_status")
 MEMBERS = (JSON, *(f"{name}.npy" for name in ARRAYS), TENSORS)
 _SEED_MAX = np.iinfo(np.int32).max  # seeds are drawn in [0, 2**31 - 1)
 _PARTS = "parts."  # tensors of training part NAME are saved as "parts.NAME.<key>"
@@ -168,6 +168,8 @@ def _learner_state(learner):
             "feature_names_in_": (fitted.feature_names_in.tolist()
                                   if fitted.feature_names_in is not None else None),
             "objects": {"classes": classes_objects, "y_labeled": y_objects},
+            "pool": (None if fitted.pool is None else
+                     {"fingerprint": fitted.pool.fingerprint, "sample_shape": list(fitted.pool.sample_shape)}),
         },
         "net": {
             "history": _history(net),
@@ -176,7 +178,9 @@ def _learner_state(learner):
             "parts": {name: sorted(part.state_dict()) for name, part in net.parts_.items()},
         },
         "arrays": {"classes": classes, "X_labeled": fitted.labeled.X, "y_labeled": y,
-                   "labeled_cycle": fitted.labeled.cycle, "reference_mask": fitted.labeled.reference},
+                   "labeled_cycle": fitted.labeled.cycle, "reference_mask": fitted.labeled.reference,
+                   "labeled_row": fitted.labeled.row,
+                   "pool_status": (np.zeros(0, dtype=np.int8) if fitted.pool is None else fitted.pool.status)},
         "tensors": tensors,
         "transformers": ([step for _, step in estimator.steps[:-1]]
                          if isinstance(estimator, Pipeline) else None),
@@ -224,16 +228,19 @@ def _install_state(learner, selector, estimator, state, tensors, transformers):
     if transformers is not None:
         estimator.steps = [*zip([name for name, _ in estimator.steps[:-1]], transformers),
                            estimator.steps[-1]]
+    from ._bookkeeping import PoolState
     from .learner import _Fitted, _LabeledSet
 
     names = fitted["feature_names_in_"]
     labeled = _LabeledSet(arrays["X_labeled"], arrays["y_labeled"], arrays["labeled_cycle"],
-                          arrays["reference_mask"])
+                          arrays["reference_mask"], arrays["labeled_row"])
+    pool = (None if fitted["pool"] is None else
+            PoolState(arrays["pool_status"], fitted["pool"]["fingerprint"], tuple(fitted["pool"]["sample_shape"])))
     # the learner is complete in one assignment: nothing half-built is ever seen
     learner._commit(_Fitted(estimator, selector, clone(learner.estimator), arrays["classes"], labeled,
                             fitted["seed"], fitted["n_features_in_"],
                             None if names is None else np.asarray(names, dtype=object),
-                            stale=fitted["stale"]))
+                            stale=fitted["stale"], pool=pool))
     return learner
 
 
@@ -258,7 +265,14 @@ def _check_meta(meta):
     _expect(isinstance(meta["skal"], str), JSON, "skal: must be the version string of the skal that saved it")
     fitted, net = meta["fitted"], meta["net"]
     _expect(isinstance(fitted, dict), JSON, "fitted: not an object")
-    _exact_keys(fitted, {"seed", "stale", "n_features_in_", "feature_names_in_", "objects"}, "fitted.")
+    _exact_keys(fitted, {"seed", "stale", "n_features_in_", "feature_names_in_", "objects", "pool"}, "fitted.")
+    pool = fitted["pool"]
+    _expect(pool is None or isinstance(pool, dict) and set(pool) == {"fingerprint", "sample_shape"}
+            and isinstance(pool["fingerprint"], str) and len(pool["fingerprint"]) == 64
+            and isinstance(pool["sample_shape"], list)
+            and all(_is_int(d) and d >= 1 for d in pool["sample_shape"]), JSON,
+            "fitted.pool: must be null or {fingerprint: a sha256 hex string, sample_shape: positive "
+            "integers}")
     _expect(_is_int(fitted["seed"]) and 0 <= fitted["seed"] < _SEED_MAX, JSON,
             f"fitted.seed: must be an integer in [0, {_SEED_MAX}), got {fitted['seed']!r}")
     _expect(isinstance(fitted["stale"], bool), JSON, f"fitted.stale: must be true or false, got "
@@ -317,10 +331,16 @@ def _check_headers(headers, fitted):
             f"{fitted['n_features_in_']}")
     _expect(fitted["feature_names_in_"] is None or len(x_shape) == 2, "X_labeled.npy",
             "feature names are only recorded for 2-d samples")
-    for name, dtype in (("labeled_cycle", np.int64), ("reference_mask", np.bool_)):
+    for name, dtype in (("labeled_cycle", np.int64), ("reference_mask", np.bool_), ("labeled_row", np.int64)):
         shape, got, _ = headers[name]
         _expect(got == dtype and shape == (n,), f"{name}.npy",
                 f"must be a {np.dtype(dtype)} array of shape ({n},) like X_labeled, got {got} {shape}")
+    (p_shape, p_dtype, _) = headers["pool_status"]
+    _expect(p_dtype == np.int8 and len(p_shape) == 1 and (p_shape[0] == 0) == (fitted["pool"] is None),
+            "pool_status.npy", f"must be an int8 array with a row per pool row (none without a pool), "
+                               f"got {p_dtype} {p_shape}")
+    _expect(fitted["pool"] is None or list(x_shape[1:]) == fitted["pool"]["sample_shape"], "X_labeled.npy",
+            "samples of another shape than the pool's")
     _expect(y_shape == (n,) and y_dtype.kind in "biufU", "y_labeled.npy",
             f"must be labels of shape ({n},) like X_labeled, got {y_dtype} {y_shape}")
     _expect(len(c_shape) == 1 and c_shape[0] >= 1 and c_dtype.kind in "biufU", "classes.npy",
@@ -347,6 +367,14 @@ def _check_values(arrays, fitted):
     _expect(not (mask & (cycle > 0)).any(), "reference_mask.npy",
             "only samples of the initial fit (cycle 0) can be held out")
     _expect(bool(np.isfinite(X).all()), "X_labeled.npy", "holds NaN or infinity")
+    status, row = arrays["pool_status"], arrays["labeled_row"]
+    _expect(bool(np.isin(status, (0, 1, 2)).all()), "pool_status.npy", "holds a status other than 0, 1, 2")
+    _expect(bool((row >= -1).all()) and bool((row < len(status)).all()), "labeled_row.npy",
+            f"rows must be -1 (not from the pool) or in [0, {len(status)})")
+    in_pool = row[row >= 0]
+    _expect(len(np.unique(in_pool)) == len(in_pool), "labeled_row.npy", "holds a pool row twice")
+    _expect(np.array_equal(np.sort(in_pool), np.flatnonzero(status == 1)), "pool_status.npy",
+            "the labeled rows (status 1) are not the rows of labeled_row.npy")
     for name in ("classes", "y_labeled"):
         if fitted["objects"][name]:
             arrays[name] = arrays[name].astype(object)

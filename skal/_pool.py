@@ -8,6 +8,7 @@ import torch
 from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
 
+from ._bookkeeping import Rows
 from ._taps import tap
 
 __all__ = ["PoolInferenceMixin"]
@@ -33,12 +34,15 @@ class PoolInferenceMixin:
         torch.Tensor or dict of torch.Tensor
             One input batch on ``self.device``.
         """
+        size = self.get_params_for("iterator_valid").get("batch_size", self.batch_size)
+        size = max(len(X), 1) if size == -1 else size
         if isinstance(X, (np.ndarray, torch.Tensor)):
             # Arrays are sliced, a contiguous chunk at a time: the same batches as
             # skorch's loader without collating them row by row.
-            size = self.get_params_for("iterator_valid").get("batch_size", self.batch_size)
-            size = len(X) if size == -1 else size
             batches = (X[start:start + size] for start in range(0, len(X), size))
+            total = -(-len(X) // size)
+        elif isinstance(X, Rows):  # some rows of a pool, gathered a chunk at a time
+            batches = (X.chunk(start, start + size) for start in range(0, len(X), size))
             total = -(-len(X) // size)
         else:
             batches = (unpack_data(batch)[0]

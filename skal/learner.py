@@ -14,11 +14,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clo
 from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
-from sklearn.utils import check_random_state
+from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from torch.utils.data import Subset
 
+from ._bookkeeping import LABELED_ROW, SKIPPED_ROW, UNLABELED, UNLABELED_ROW, PoolState, fingerprint, subset
 from ._data import (
     FeaturesDataset,
     check_array_like,
@@ -42,17 +44,23 @@ _TRANSFORM_CHUNK = 65536  # pool rows per Pipeline transform call
 
 @dataclass(frozen=True)
 class _LabeledSet:
-    """Every labeled sample with its label, cycle and reference flag; replaced, never changed."""
+    """Every labeled sample with its label, cycle, reference flag and pool row; replaced, never changed.
+
+    ``row`` is the sample's row in the learner's pool, -1 for a sample from elsewhere.
+    """
 
     X: np.ndarray
     y: np.ndarray
     cycle: np.ndarray
     reference: np.ndarray
+    row: np.ndarray
 
-    def added(self, X, y, cycle):
+    def added(self, X, y, cycle, rows=None):
+        rows = np.full(len(y), -1, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
         return _LabeledSet(np.concatenate([self.X, X]), np.concatenate([self.y, y]),
                            np.concatenate([self.cycle, np.full(len(y), cycle, dtype=np.int64)]),
-                           np.concatenate([self.reference, np.zeros(len(y), dtype=bool)]))
+                           np.concatenate([self.reference, np.zeros(len(y), dtype=bool)]),
+                           np.concatenate([self.row, rows]))
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class _Fitted:
     n_features_in: int
     feature_names_in: object
     stale: bool = False
+    pool: PoolState | None = None
 
 
 def _fitted_attribute(field, doc):
@@ -223,6 +232,25 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         # One attribute assignment: an interrupt lands before or after it, never inside.
         self._fitted = fitted
 
+    def _pool_rows(self, kind):
+        state = self._state()
+        return None if state.pool is None else state.pool.rows(kind)
+
+    @property
+    def labeled_rows_(self):
+        """Rows of the pool that are labeled (None without a pool)."""
+        return self._pool_rows(LABELED_ROW)
+
+    @property
+    def skipped_rows_(self):
+        """Rows of the pool marked by :meth:`skip` (None without a pool)."""
+        return self._pool_rows(SKIPPED_ROW)
+
+    @property
+    def unlabeled_rows_(self):
+        """Rows of the pool that :meth:`query` may still return (None without a pool)."""
+        return self._pool_rows(UNLABELED_ROW)
+
     @property
     def stale_(self):
         """Whether ``estimator_`` predates the last labels (a failed teach); refit() renews it."""
@@ -238,8 +266,17 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W), or Dataset
             The initial labeled samples; converted to float32. A torch
             Dataset (items ``x`` or ``(x, label)``) is read into an array.
+            Or a whole dataset to label (the pool), with ``y`` marking the
+            rows not labeled yet: see ``y``.
         y : array-like of shape (n_samples,)
-            Their labels.
+            Their labels. Rows whose label is ``skal.UNLABELED`` (-1, as in
+            scikit-learn's semi-supervised estimators; unless -1 is one of
+            ``classes``) are not labeled yet: the learner then trains on the
+            others and keeps the bookkeeping of the pool ``X`` (which rows are
+            labeled, skipped or not yet labeled; one byte per row, no copy of
+            ``X``), so that :meth:`query` on ``X`` never returns a labeled or
+            skipped row, and :meth:`teach` takes labels by row
+            (``rows=``).
 
         Returns
         -------
@@ -254,9 +291,11 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                     "estimator must be a skal.ActiveNet or a Pipeline ending in one, got "
                     f"{type(self.estimator).__name__}."
                 )
-            X, n_features, names = self._check_fit_samples(X)
+            check_array_like(X, "X")
             y = check_targets(y)
             check_same_length(X, y)
+            X, y, pool, rows = self._split_pool(X, y)
+            X, n_features, names = self._check_fit_samples(X)
             with named_errors("y"):
                 check_classification_targets(y)
             classes = self._resolve_classes(y)
@@ -268,14 +307,28 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             train = ~reference
             _fit_seeded(net.fit, X[train], np.searchsorted(classes, y[train]),
                         _derive_seed(seed, 0, _TRAIN), _final_net(net).device, "the learner was not fitted")
-            labeled = _LabeledSet(X, y, np.zeros(len(y), dtype=np.int64), reference)
+            labeled = _LabeledSet(X, y, np.zeros(len(y), dtype=np.int64), reference, rows)
             self._commit(_Fitted(net, selector, clone(self.estimator), classes, labeled, seed,
-                                 n_features, names))
+                                 n_features, names, pool=pool))
             return self
+
+    def _split_pool(self, X, y):
+        """``(labeled X, their y, pool state or None, their pool rows)``: ``y == UNLABELED`` marks a pool."""
+        marked = _unlabeled(y, self.classes)
+        rows = np.flatnonzero(~marked)
+        if not marked.any():
+            return X, y, None, np.full(len(y), -1, dtype=np.int64)
+        if len(rows) == 0:
+            raise ValueError(
+                f"y: every row is skal.UNLABELED ({UNLABELED}), so there is nothing to train on; "
+                "label a first batch (e.g. the rows skal.initial.initial_batch(X, n) chooses).")
+        labeled_X = Subset(X, rows.tolist()) if is_dataset(X) else _safe_indexing(X, rows)
+        shape = tuple(sample_shape(X, "X")) if is_dataset(X) else tuple(np.shape(X)[1:])
+        status = np.where(marked, UNLABELED_ROW, LABELED_ROW).astype(np.int8)
+        return labeled_X, y[rows], PoolState(status, fingerprint(X), shape), rows
 
     def _check_fit_samples(self, X):
         """``(X as float32, n_features_in_, feature_names_in_)`` without touching the learner."""
-        check_array_like(X, "X")
         if is_dataset(X):
             if len(X) == 0:
                 raise ValueError("X is empty: it needs at least one sample.")
@@ -325,8 +378,13 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             Unlabeled samples with the training data's feature shape (and
             column names, for a DataFrame). A Dataset (items ``x`` or
             ``(x, label)``; labels are ignored) is streamed, never copied.
+            The learner's own pool (the ``X`` of a ``fit`` that marked rows
+            ``UNLABELED``, recognised by its length, sample shape and a
+            checksum of some rows): only its unlabeled rows are candidates,
+            and the indices are its rows.
         n : int
-            How many to choose, ``1 <= n <= n_pool``.
+            How many to choose, ``1 <= n <= n_pool`` (the pool's unlabeled
+            rows, for the learner's pool).
         return_scores : bool, default=False
             Also return each choice's score.
 
@@ -346,17 +404,43 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                     "estimator_ is the previous model. Fix the cause and call refit() before querying."
                 )
             X_pool = self._check_samples(X_pool, "X_pool", stream=True)
-            n = _check_n(n, len(X_pool))
+            candidates = self._candidates(state, X_pool, "X_pool")
+            n = _check_n(n, len(X_pool) if candidates is None else len(candidates),
+                         "len(X_pool)" if candidates is None else "the pool's unlabeled rows")
             if not isinstance(return_scores, (bool, np.bool_)):
                 raise TypeError(f"return_scores must be a bool, got {type(return_scores).__name__}.")
             selector = self._selector_for_query(state)
             cycle = int(state.labeled.cycle[-1])
+            pool = X_pool if candidates is None else subset(X_pool, candidates)
             indices, scores = selector.select(
-                _final_net(state.estimator), self._transform(state, X_pool, "X_pool"), n,
+                _final_net(state.estimator), self._transform(state, pool, "X_pool"), n,
                 random_state=_derive_seed(state.seed, cycle, _QUERY), labeled=self._labeled_data(state),
             )
             indices = np.asarray(indices, dtype=np.int64)
+            if candidates is not None:
+                indices = candidates[indices]
             return (indices, np.asarray(scores)) if return_scores else indices
+
+    def _is_pool(self, state, X):
+        """Whether ``X`` is the learner's pool; a ValueError if it nearly is."""
+        pool = state.pool
+        if pool is None or len(X) != pool.n_rows:
+            return False
+        shape = tuple(sample_shape(X)) if is_dataset(X) else tuple(np.shape(X)[1:])
+        if shape != pool.sample_shape:
+            return False
+        if fingerprint(X) != pool.fingerprint:
+            raise ValueError(
+                f"X_pool has the {pool.n_rows} rows of the learner's pool but other contents (its "
+                "checksum of sample rows differs): pass the dataset the learner was fitted on, in "
+                "the same order, so that labeled and skipped rows are left out.")
+        return True
+
+    def _candidates(self, state, X, name):
+        """The pool's unlabeled rows when ``X`` is the learner's pool, else None."""
+        if not self._is_pool(state, X):
+            return None
+        return state.pool.rows(UNLABELED_ROW)
 
     def _selector_for_query(self, state):
         """The ``selector`` parameter's clone, if the net was trained for what it needs."""
@@ -369,7 +453,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             )
         return selector
 
-    def teach(self, X, y):
+    def teach(self, X, y, *, rows=None):
         """Add labeled samples and retrain.
 
         The labels are stored in one step before training starts, so they stay
@@ -380,9 +464,15 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_new, ...) or torch Dataset
             Newly labeled samples, with the training data's feature shape
-            (e.g. ``torch.utils.data.Subset(pool, idx)``).
+            (e.g. ``torch.utils.data.Subset(pool, idx)``). With ``rows``: the
+            learner's pool, whose rows ``rows`` are labeled.
         y : array-like of shape (n_new,)
             Their labels, each one of ``classes_``.
+        rows : array-like of int, default=None
+            Label rows of the learner's pool by index (``X`` is then the
+            pool; see :meth:`fit`). A row already labeled is refused (so a
+            label is never lost or silently replaced); a skipped row may be
+            labeled.
 
         Returns
         -------
@@ -390,13 +480,95 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         """
         with self._serialised():
             state = self._state()
+            pool = state.pool
+            if rows is not None:
+                rows = self._check_rows(state, X, rows, "rows")
+                labeled_now = rows[pool.status[rows] == LABELED_ROW]
+                if len(labeled_now):
+                    raise ValueError(f"rows: {labeled_now[:10].tolist()} are labeled already; a label "
+                                     "is never replaced (fit again to correct labels).")
+                X = Subset(X, rows.tolist()) if is_dataset(X) else _safe_indexing(X, rows)
             X = self._check_samples(X, "X")
             y = check_targets(y)
-            check_same_length(X, y)
+            check_same_length(X, y, y_name="y" if rows is None else "y (for rows)")
             _check_labels(y, state.classes)
-            labeled = state.labeled.added(X, y, int(state.labeled.cycle[-1]) + 1)
-            self._commit(replace(state, labeled=labeled, stale=True))
+            labeled = state.labeled.added(X, y, int(state.labeled.cycle[-1]) + 1, rows)
+            if rows is not None:
+                pool = pool.with_status(rows, LABELED_ROW)
+            self._commit(replace(state, labeled=labeled, pool=pool, stale=True))
             return self.refit()
+
+    def skip(self, rows):
+        """Mark rows of the learner's pool that cannot be labeled: never queried or trained on.
+
+        Nothing is retrained. :meth:`unskip` makes them candidates again;
+        :meth:`teach` with ``rows=`` may still label them.
+
+        Parameters
+        ----------
+        rows : array-like of int
+            Rows of the pool (see :meth:`fit`) that are not labeled.
+
+        Returns
+        -------
+        self : ActiveLearner
+        """
+        with self._serialised():
+            state = self._state()
+            rows = self._check_rows(state, None, rows, "rows")
+            labeled = rows[state.pool.status[rows] == LABELED_ROW]
+            if len(labeled):
+                raise ValueError(f"rows: {labeled[:10].tolist()} are labeled; only unlabeled rows can "
+                                 "be skipped.")
+            self._commit(replace(state, pool=state.pool.with_status(rows, SKIPPED_ROW)))
+            return self
+
+    def unskip(self, rows=None):
+        """Make skipped rows of the pool candidates for :meth:`query` again.
+
+        Parameters
+        ----------
+        rows : array-like of int or None, default=None
+            Skipped rows to reset; None resets every skipped row.
+
+        Returns
+        -------
+        self : ActiveLearner
+        """
+        with self._serialised():
+            state = self._state()
+            pool = self._require_pool(state)
+            rows = pool.rows(SKIPPED_ROW) if rows is None else self._check_rows(state, None, rows, "rows")
+            not_skipped = rows[pool.status[rows] != SKIPPED_ROW]
+            if len(not_skipped):
+                raise ValueError(f"rows: {not_skipped[:10].tolist()} are not skipped.")
+            self._commit(replace(state, pool=pool.with_status(rows, UNLABELED_ROW)))
+            return self
+
+    @staticmethod
+    def _require_pool(state):
+        if state.pool is None:
+            raise ValueError(
+                "The learner has no pool: rows are rows of the dataset given to fit with "
+                f"y = skal.UNLABELED ({UNLABELED}) for the rows not labeled yet.")
+        return state.pool
+
+    def _check_rows(self, state, X, rows, name):
+        """``rows`` as distinct int64 positions of the pool (and ``X`` checked to be it)."""
+        pool = self._require_pool(state)
+        if X is not None and not self._is_pool(state, X):
+            raise ValueError(f"X: with {name}=, X must be the learner's pool (the dataset of fit, "
+                             f"{pool.n_rows} rows of shape {pool.sample_shape}).")
+        values = np.asarray(rows)
+        if values.ndim != 1 or values.dtype.kind not in "iu" or len(values) == 0:
+            raise ValueError(f"{name} must be a non-empty 1-d array of row indices, got "
+                             f"{values.dtype} of shape {values.shape}.")
+        if values.min() < 0 or values.max() >= pool.n_rows:
+            raise ValueError(f"{name} must be in [0, {pool.n_rows}) (the pool's rows), got "
+                             f"{int(values.min())} .. {int(values.max())}.")
+        if len(np.unique(values)) != len(values):
+            raise ValueError(f"{name} holds a row more than once.")
+        return values.astype(np.int64)
 
     def refit(self):
         """Retrain on the whole labeled set, as the last :meth:`teach` would have.
@@ -864,12 +1036,24 @@ def _check_path(path):
         raise TypeError(f"path must be a str or path-like, got {type(path).__name__}.") from None
 
 
-def _check_n(n, n_pool):
+def _check_n(n, n_pool, what="len(X_pool)"):
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"n must be an integer, got {type(n).__name__}.")
     if not 1 <= n <= n_pool:
-        raise ValueError(f"n must be in [1, len(X_pool)] = [1, {n_pool}], got {n}.")
+        raise ValueError(f"n must be in [1, {what}] = [1, {n_pool}], got {n}.")
     return int(n)
+
+
+def _unlabeled(y, classes):
+    """Rows of ``y`` marked ``UNLABELED``, unless -1 is a declared class."""
+    if classes is not None and UNLABELED in set(np.asarray(classes).tolist()):
+        return np.zeros(len(y), dtype=bool)
+    if y.dtype == object:
+        return np.array([isinstance(v, numbers.Integral) and not isinstance(v, bool) and v == UNLABELED
+                         for v in y.tolist()], dtype=bool)
+    if y.dtype.kind in "iu":
+        return y == UNLABELED
+    return np.zeros(len(y), dtype=bool)
 
 
 def _derive_seed(seed, cycle, purpose):

@@ -251,7 +251,7 @@ def test_a_save_is_deterministic_and_names_its_format(tmp_path):
     with zipfile.ZipFile(tmp_path / "a.skal") as archive:
         assert sorted(archive.namelist()) == sorted(
             ["learner.json", "classes.npy", "X_labeled.npy", "y_labeled.npy", "labeled_cycle.npy",
-             "reference_mask.npy", "tensors.safetensors"])
+             "reference_mask.npy", "labeled_row.npy", "pool_status.npy", "tensors.safetensors"])
         assert json.loads(archive.read("learner.json"))["format"] == 2
         stored = {i.filename for i in archive.infolist() if i.compress_type == zipfile.ZIP_STORED}
         assert stored == set(archive.namelist()) - {"learner.json"}
