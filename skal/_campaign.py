@@ -28,11 +28,22 @@ def normalised_auc(scores, n_labeled):
     return _trapezoid(scores, n_labeled, axis=-1) / (n_labeled[-1] - n_labeled[0])
 
 
-def draw_repeats(rng, n_samples, initial_size, n_repeats):
-    """Per repeat: ``[initial-set seed, learner seed]`` and the initial set it draws."""
+def draw_repeats(rng, n_samples, initial_size, n_repeats, X=None, initial_strategy="random"):
+    """Per repeat: ``[initial-set seed, learner seed]`` and the initial set it draws.
+
+    ``"random"`` draws ``default_rng(seed).choice``; ``"kmeans"`` / ``"kcenter"``
+    choose the set from ``X``'s features by :func:`skal.initial.initial_batch`,
+    seeded the same way.
+    """
     seeds = rng.randint(_SEED_BOUND, size=(n_repeats, 2))
-    initial_sets = [np.random.default_rng(seed[0]).choice(n_samples, initial_size, replace=False)
-                    for seed in seeds]
+    if initial_strategy == "random":
+        initial_sets = [np.random.default_rng(seed[0]).choice(n_samples, initial_size, replace=False)
+                        for seed in seeds]
+    else:
+        from .initial import initial_batch
+
+        initial_sets = [initial_batch(X, initial_size, strategy=initial_strategy, random_state=int(seed[0]))
+                        for seed in seeds]
     return seeds, initial_sets
 
 

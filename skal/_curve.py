@@ -49,6 +49,10 @@ class ActiveLearningCurve:
         The method the others are compared with (:meth:`paired_differences`,
         the Δ rows of :meth:`table`). None: the method named ``"random"``
         (any case), if there is one.
+    stopped_at : ndarray of shape (n_learners, n_repeats), dtype int64, or None
+        With a ``stopping`` criterion: the cycle at which it first said stop
+        in each campaign, -1 where it never did (:attr:`stop_labeled` gives
+        the labeled-set sizes). None without a criterion.
 
     See Also
     --------
@@ -78,6 +82,19 @@ class ActiveLearningCurve:
     class_counts: np.ndarray | None = None
     classes: np.ndarray | None = None
     reference: str | None = None
+    stopped_at: np.ndarray | None = None
+
+    @property
+    def stop_labeled(self):
+        """Labeled-set size at which each campaign's stopping criterion said stop, (n_learners, n_repeats).
+
+        NaN where it never did, or without a criterion (``stopped_at`` None).
+        """
+        if self.stopped_at is None:
+            return None
+        at = np.asarray(self.stopped_at)
+        sizes = np.asarray(self.n_labeled, dtype=np.float64)[np.clip(at, 0, None)]
+        return np.where(at >= 0, sizes, np.nan)
 
     @property
     def pick_entropy(self):
@@ -238,6 +255,13 @@ class ActiveLearningCurve:
         if self.class_counts is not None and len(self.n_labeled) > 1:
             spread = " | ".join(_mean_std(e[:, 1:].mean(axis=1)) for e in self.pick_entropy)
             rows.append(f"| pick spread | | {spread} |")
+        if self.stopped_at is not None:
+            cells = []
+            for sizes in self.stop_labeled:
+                stopped = sizes[~np.isnan(sizes)]
+                cells.append(f"{len(stopped)}/{len(sizes)} stopped" + (
+                    f", at {int(np.median(stopped))} labels (median)" if len(stopped) else ""))
+            rows.append(f"| stopping criterion | | {' | '.join(cells)} |")
         return "\n".join([header, rule, *rows])
 
     def to_records(self):
@@ -346,6 +370,7 @@ class ActiveLearningCurve:
             "query_times": np.asarray(self.query_times).tolist(), "mean": self.mean.tolist(),
             "std": self.std.tolist(), "auc": self.auc.tolist(), "meta": self.meta,
             "reference": self.reference,
+            "stopped_at": None if self.stopped_at is None else np.asarray(self.stopped_at).tolist(),
         }
         if self.class_counts is not None:
             classes = np.asarray(self.classes)
@@ -407,7 +432,9 @@ class ActiveLearningCurve:
         return cls(list(data["names"]), np.asarray(data["n_labeled"], dtype=np.int64),
                    *(np.asarray(data[key], dtype=np.float64) for key in ("scores", "fit_times", "query_times")),
                    scoring=data.get("scoring", "accuracy"), meta=data.get("meta", {}),
-                   class_counts=class_counts, classes=classes, reference=data.get("reference"))
+                   class_counts=class_counts, classes=classes, reference=data.get("reference"),
+                   stopped_at=(None if data.get("stopped_at") is None
+                               else np.asarray(data["stopped_at"], dtype=np.int64)))
 
 
 def _write_csv(path, records, fieldnames=None):

@@ -193,6 +193,10 @@ def _build():
                 f"{CNN_MIN_SIDE}x{CNN_MIN_SIDE} pixels, else an MLP on the flattened features; "
                 "mlp; cnn")
     option("--initial", type=_count("initial"), default=150, help="initial labeled set size (default: 150)")
+    option("--initial-strategy", choices=("random", "kmeans", "kcenter"), default="random",
+           help="how each repeat's initial set is chosen without labels: random (the default), "
+                "kmeans (the samples nearest the k-means centres of the features) or kcenter "
+                "(k-center greedy); see skal.initial.initial_batch")
     option("--query", type=_count("query"), default=100, help="samples queried per cycle (default: 100)")
     option("--cycles", type=_count("cycles"), default=5, help="query/teach cycles (default: 5)")
     option("--repeats", type=_count("repeats"), default=5,
@@ -454,6 +458,7 @@ def simulate(args, out=sys.stdout):
                     learners, X, y, X_test=X_test, y_test=y_test, initial_size=args.initial,
                     query_size=args.query, n_cycles=args.cycles, n_repeats=args.repeats,
                     n_jobs=args.n_jobs, random_state=args.seed, verbose=1 if progress else 0,
+                    initial_strategy=args.initial_strategy,
                 )
         except (ValueError, RuntimeError) as error:
             raise CommandError(f"the campaign failed: {error}") from None

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed
+from sklearn.base import clone
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
@@ -24,7 +25,8 @@ __all__ = ["active_learning_curve", "ActiveLearningCurve", "CampaignEstimator", 
 
 def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_size, query_size,
                           n_cycles, n_repeats=3, scoring="accuracy", n_jobs=None,
-                          random_state=None, verbose=0, reference=None, data_name=None):
+                          random_state=None, verbose=0, reference=None, data_name=None,
+                          initial_strategy="random", stopping=None):
     """Simulate active-learning campaigns with ``y`` as the annotator.
 
     For each repeat, a seeded random initial set of ``initial_size`` samples
@@ -73,6 +75,17 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
     data_name : str or None, default=None
         The data's name or path, recorded in ``meta["provenance"]`` next to
         the arrays' checksums.
+    initial_strategy : {"random", "kmeans", "kcenter"}, default="random"
+        How each repeat's initial set is chosen from ``X`` without labels:
+        uniformly at random, or by :func:`skal.initial.initial_batch` (the
+        samples nearest the k-means centres, or k-center greedy), seeded per
+        repeat. The initial set is shared by every learner of a repeat.
+    stopping : skal.stopping.StoppingCriterion or None, default=None
+        A stopping criterion (e.g. :class:`~skal.stopping.StabilizingPredictions`),
+        cloned for each campaign and updated after every training; the
+        campaign runs on regardless, and the result records in
+        :attr:`ActiveLearningCurve.stopped_at` the cycle at which it would
+        have stopped.
 
     Returns
     -------
@@ -117,6 +130,11 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
     if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral):
         raise TypeError(f"verbose must be an integer, got {type(verbose).__name__}.")
     reference = _resolve_reference(reference, learners)
+    if initial_strategy not in ("random", "kmeans", "kcenter"):
+        raise ValueError(f"initial_strategy must be 'random', 'kmeans' or 'kcenter', got {initial_strategy!r}.")
+    if stopping is not None and not hasattr(stopping, "update"):
+        raise TypeError(f"stopping must be a stopping criterion (skal.stopping) or None, got "
+                        f"{type(stopping).__name__}.")
     if data_name is not None and not isinstance(data_name, str | Path):
         raise TypeError(f"data_name must be a str, a path or None, got {type(data_name).__name__}.")
     X, y = check_data(X, y, "X", "y")
@@ -149,7 +167,7 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
                               "test_indices_sha256": _provenance.checksum(np.sort(test).astype(np.int64))}
         X, y, X_test, y_test = take(X, train), y[train], take(X, test), y[test]
     check_budget(initial_size, query_size, n_cycles, len(y))
-    seeds, initial_sets = draw_repeats(rng, len(y), initial_size, n_repeats)
+    seeds, initial_sets = draw_repeats(rng, len(y), initial_size, n_repeats, X, initial_strategy)
     classes = np.unique(y)
     data.update(n_pool=len(y), n_test=len(y_test), sample_shape=list(samples_shape(X)),
                 classes=classes.tolist())
@@ -160,12 +178,14 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
             configured(learners[name], int(seeds[r][1]), classes),
             X, y, X_test, y_test, initial_idx=initial_sets[r], query_size=query_size,
             n_cycles=n_cycles, scoring=scoring, label=f"{name} repeat {r}" if verbose else None,
+            stopping=None if stopping is None else clone(stopping),
         )
         for name, r in tasks
     )
     shape = (len(learners), n_repeats, n_cycles + 1)
     scores, fit_times, query_times = np.empty(shape), np.empty(shape), np.empty(shape)
     class_counts = np.zeros(shape + (len(classes),), dtype=np.int64)
+    stopped_at = np.full(shape[:2], -1, dtype=np.int64)
     # results stream back as campaigns finish, so the bar moves under any backend
     progress = tqdm(total=len(tasks), desc="campaigns", unit="campaign", disable=verbose < 1,
                     file=sys.stderr, leave=False, mininterval=0)
@@ -177,6 +197,8 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
             query_times[i, r] = [rec["query_time"] for rec in records]
             class_counts[i, r] = [np.bincount(np.searchsorted(classes, rec["labels"]),
                                               minlength=len(classes)) for rec in records]
+            stops = [rec["cycle"] for rec in records if rec.get("stop")]
+            stopped_at[i, r] = stops[0] if stops else -1
             progress.update(1)
     n_labeled = np.array([initial_size + c * query_size for c in range(n_cycles + 1)])
     scorer_name = scoring if isinstance(scoring, str) else getattr(scoring, "__name__", "score")
@@ -184,8 +206,9 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
                                scoring=scorer_name,
                                meta={"initial_size": initial_size, "query_size": query_size,
                                      "n_cycles": n_cycles, "n_repeats": n_repeats,
-                                     "provenance": provenance},
-                               class_counts=class_counts, classes=classes, reference=reference)
+                                     "initial_strategy": initial_strategy, "provenance": provenance},
+                               class_counts=class_counts, classes=classes, reference=reference,
+                               stopped_at=None if stopping is None else stopped_at)
 
 
 def _check_learners(learner):
@@ -222,10 +245,13 @@ def _resolve_reference(reference, learners):
     return (by_name + by_selector + [None])[0]
 
 
-def _campaign(learner, X, y, X_test, y_test, *, initial_idx, query_size, n_cycles, scoring, label=None):
+def _campaign(learner, X, y, X_test, y_test, *, initial_idx, query_size, n_cycles, scoring, label=None,
+              stopping=None):
     scorer = check_scoring(learner, scoring=scoring)
 
     def report(record, learner):
+        if stopping is not None:
+            record["stop"] = bool(stopping.update(learner))
         if label is not None:
             print(f"[{label}] cycle {record['cycle']}: {record['n_labeled']} labeled, "
                   f"score {record['score']:.4f}", flush=True)
@@ -234,4 +260,5 @@ def _campaign(learner, X, y, X_test, y_test, *, initial_idx, query_size, n_cycle
                            n_cycles=n_cycles, evaluate=lambda fitted: scorer(fitted, X_test, y_test),
                            on_model=report)
     # the fitted learner stays in the worker: only the numbers travel back
-    return [{key: rec[key] for key in ("score", "fit_time", "query_time", "labels")} for rec in records]
+    return [{key: rec.get(key) for key in ("cycle", "score", "fit_time", "query_time", "labels", "stop")}
+            for rec in records]
