@@ -12,15 +12,14 @@ repeats, and :func:`skal.plotting.plot_active_learning_curve` draws them.
 # %%
 # Two learners
 # ------------
-# Each method trains as its paper does: DISAL with its dynamic loss (``dynamic_weight=1.0``, the
-# :class:`~skal.ActiveNet` default), random sampling as a plain skorch net (``dynamic_weight=0``).
-# Random sampling *with* the dynamic loss would be the DISAL paper's "w/o S" ablation.
+# Each method trains as its paper does: DISAL's selector adds its training parts (the dynamic loss
+# and the epoch T-1 snapshot, :mod:`skal.parts`) to its clone of the net, random sampling trains
+# the net as a plain skorch net. Random sampling *with* the dynamic loss would be the DISAL
+# paper's "w/o S" ablation.
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from sklearn.base import clone
-
 from skal import ActiveLearner, ActiveNet
 from skal.datasets import load_digits_images
 from skal.model_selection import active_learning_curve
@@ -34,7 +33,7 @@ net = ActiveNet(SmallCNN, max_epochs=30, batch_size=32, lr=0.05,
                 optimizer=torch.optim.SGD, optimizer__momentum=0.9, verbose=0)
 learners = {
     "DISAL": ActiveLearner(net, selector=DISAL()),
-    "random": ActiveLearner(clone(net).set_params(dynamic_weight=0), selector=Random()),
+    "random": ActiveLearner(net, selector=Random()),
 }
 
 # %%

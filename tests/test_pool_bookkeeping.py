@@ -245,3 +245,10 @@ def test_querying_the_pool_never_returns_a_labeled_or_skipped_row(tmp_path_facto
             assert set(picked.tolist()) == set(range(60)) - labeled - skipped
         assert set(learner.labeled_rows_.tolist()) == labeled
         assert set(learner.skipped_rows_.tolist()) == skipped
+
+
+def test_the_labeling_page_bookkeeping_snippet_runs():
+    from docs_snippets import run_section
+
+    learner = run_section("user_guide/labeling.md", "Pool bookkeeping")["learner"]
+    assert (len(learner.labeled_rows_), len(learner.skipped_rows_), len(learner.unlabeled_rows_)) == (65, 5, 1930)

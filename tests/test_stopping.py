@@ -260,6 +260,7 @@ def test_the_labeling_page_stopping_snippets_run():
     from docs_snippets import run_section
 
     namespace = run_section("user_guide/labeling.md", "Stopping")
-    criterion, labeled = namespace["criterion"], namespace["labeled"]
+    criterion, learner = namespace["criterion"], namespace["learner"]
+    labeled = learner.labeled_rows_
     assert criterion.stop_ and criterion.stopped_at_ == criterion.n_updates_ - 1
-    assert len(labeled) == 20 * criterion.n_updates_ == len(set(labeled.tolist()))
+    assert len(labeled) == 20 * criterion.n_updates_ == len(learner.y_labeled_)
