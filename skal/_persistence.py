@@ -420,9 +420,12 @@ def _check_tensors(header, net, net_json, n_train, n_classes, error):
                     raise error(JSON, f"net.optimizers.{name}.state.{index}.{key}: not a number")
     for name, part in net.parts_.items():
         prefix = f"{_PARTS}{name}."
-        if not any(key.startswith(prefix) for key in present):
-            continue  # a part that never trained holds nothing (a snapshot of a lazy net)
+        # keys "<k>.<key>" come in groups (a snapshot per kept epoch): a group present in the
+        # file must be whole; a part that never trained holds nothing (a snapshot of a lazy net)
+        saved = {_group(key[len(prefix):]) for key in present if key.startswith(prefix)}
         for key, (shape, _) in part.state_spec(net).items():
+            if _group(key) not in saved:
+                continue
             if shape and shape[0] is None:  # a row per training sample: at most n_train
                 rows = present.get(prefix + key, (0,))[:1] or (0,)
                 if rows[0] > n_train:
@@ -431,6 +434,11 @@ def _check_tensors(header, net, net_json, n_train, n_classes, error):
             expected[prefix + key] = shape
     _compare(present, expected, lambda key: True, error)
     return groups
+
+
+def _group(key):
+    head, _, rest = key.partition(".")
+    return head if head.isdigit() and rest else ""
 
 
 def _compare(present, expected, selected, error):

@@ -34,6 +34,7 @@ added by the net when missing (:meth:`TrainingPart.requires`).
 
 import copy
 import inspect
+import math
 import numbers
 from numbers import Integral, Real
 
@@ -211,14 +212,26 @@ class TrainingDynamics(TrainingPart):
     proper mean over visits. A batch updates it once, however many times an
     optimizer such as LBFGS evaluates the loss.
 
+    With ``decay``, the mean is recency-weighted instead, as in temporal
+    ensembling (Laine and Aila, ICLR 2017): ``e_t = decay e_{t-1} + (1 -
+    decay) f_t`` and ``f_bar_t = e_t / (1 - decay^t)`` (the bias-corrected
+    exponential moving average, so the first epochs' near-uniform
+    predictions fade out).
+
+    Parameters
+    ----------
+    decay : float in (0, 1) or None, default=None
+        None: the running mean of eq. 12 (every epoch weighs the same).
+        A float: the weight of the past in the recency-weighted mean.
+
     Attributes
     ----------
     mean_ : torch.Tensor of shape (n_train, n_classes) or None
         On the net's device, rows in the order of the training data (its
         training part when ``train_split`` is set); computed from ``sum_``.
     sum_ : torch.Tensor of shape (n_train, n_classes) or None
-        The sum of each sample's softmax over its visits; allocated at the
-        first batch of each fit.
+        The sum of each sample's softmax over its visits (with ``decay``: the
+        uncorrected moving average); allocated at the first batch of each fit.
     visits_ : torch.Tensor of shape (n_train,) or None
         How many times each sample was folded in.
 
@@ -242,6 +255,10 @@ class TrainingDynamics(TrainingPart):
     """
 
     uses_indices = True
+    _parameter_constraints = {"decay": [Interval(Real, 0, 1, closed="neither"), None]}
+
+    def __init__(self, decay=None):
+        self.decay = decay
 
     def initialize(self):
         self.sum_ = self.visits_ = self.n_samples_ = self.batch_rows_ = None
@@ -249,10 +266,16 @@ class TrainingDynamics(TrainingPart):
 
     @property
     def mean_(self):
-        """The running mean, ``sum_ / visits_`` (0 for a sample not visited yet), or None."""
+        """The running mean (0 for a sample not visited yet), or None before training."""
         if self.sum_ is None:
             return None
-        return self.sum_ / self.visits_.clamp_min(1).unsqueeze(1)
+        return self._mean(self.sum_, self.visits_)
+
+    def _mean(self, total, visits):
+        if self.decay is None:
+            return total / visits.clamp_min(1).unsqueeze(1)
+        correction = 1 - torch.pow(torch.as_tensor(float(self.decay), device=visits.device), visits)
+        return total / correction.clamp_min(torch.finfo(total.dtype).tiny).unsqueeze(1)
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         # each fit (and partial_fit) starts a new mean: eq. 12's t counts this fit's epochs
@@ -300,9 +323,14 @@ class TrainingDynamics(TrainingPart):
             self.visits_ = torch.zeros(self.n_samples_, dtype=torch.float32, device=logits.device)
         with torch.no_grad():
             probs = torch.softmax(logits.detach().float(), dim=1)
-            self.sum_.index_add_(0, index, probs)
             self.visits_.index_add_(0, index, probs.new_ones(len(index)))
-            rows = self.sum_.index_select(0, index) / self.visits_.index_select(0, index).unsqueeze(1)
+            if self.decay is None:
+                self.sum_.index_add_(0, index, probs)
+                totals = self.sum_.index_select(0, index)
+            else:  # a sample twice in one batch: its last visit counts
+                totals = self.sum_.index_select(0, index).mul_(self.decay).add_(probs, alpha=1 - self.decay)
+                self.sum_.index_copy_(0, index, totals)
+            rows = self._mean(totals, self.visits_.index_select(0, index))
         self.batch_rows_ = rows
         return rows
 
@@ -341,11 +369,23 @@ class DynamicLoss(TrainingPart):
     weight : float, default=1.0
         ``lambda`` of DISAL eq. 14; 1.0 was best in the paper's Table 3. 0
         trains exactly like a net without the part.
+    ramp_up : int, default=0
+        Epochs over which the weight rises from ~0 to ``weight`` along
+        temporal ensembling's Gaussian ramp ``exp(-5 (1 - t / ramp_up)^2)``
+        (Laine and Aila, ICLR 2017), so that the first epochs' near-uniform
+        ``f_bar`` pulls less. 0: the full weight from the start (the paper).
+
+    Attributes
+    ----------
+    epoch_ : int
+        Epochs completed in the current fit.
 
     References
     ----------
     .. [1] DISAL, "Tracing Training Progress: Dynamic Influence Based Selection
        for Active Learning", eq. 13-14 and Table 3.
+    .. [2] Laine and Aila, "Temporal Ensembling for Semi-Supervised Learning",
+       ICLR 2017 (the ramp-up).
 
     Examples
     --------
@@ -354,34 +394,61 @@ class DynamicLoss(TrainingPart):
     ['dynamics']
     """
 
-    _parameter_constraints = {"weight": [Interval(Real, 0, None, closed="left")]}
+    _parameter_constraints = {"weight": [Interval(Real, 0, None, closed="left")],
+                              "ramp_up": [Interval(Integral, 0, None, closed="left")]}
 
-    def __init__(self, weight=1.0):
+    def __init__(self, weight=1.0, ramp_up=0):
         self.weight = weight
+        self.ramp_up = ramp_up
+
+    def initialize(self):
+        self.epoch_ = 0
+        return super().initialize()
 
     def requires(self):
         return [("dynamics", TrainingDynamics())]
+
+    def on_train_begin(self, net, X=None, y=None, **kwargs):
+        self.epoch_ = 0
+
+    def on_epoch_end(self, net, **kwargs):
+        self.epoch_ += 1
+
+    def current_weight(self):
+        """The weight of this epoch: ``weight``, times the Gaussian ramp during ``ramp_up``."""
+        if self.ramp_up and self.epoch_ < self.ramp_up:
+            return self.weight * math.exp(-5.0 * (1.0 - self.epoch_ / self.ramp_up) ** 2)
+        return self.weight
 
     def loss(self, net, logits, y_true):
         if not self.weight:
             return None
         f_bar = net.get_part(TrainingDynamics).rows(net, logits)
-        return self.weight * dynamic_kl_loss(logits, f_bar)
+        return self.current_weight() * dynamic_kl_loss(logits, f_bar)
 
 
 class EpochSnapshot(TrainingPart):
-    """The module's weights and buffers at the end of epoch ``T-1``, for DISAL's query.
+    """The module's weights and buffers at the end of epoch ``T-1`` (and earlier), for DISAL's query.
 
     Copied at the start of every epoch into preallocated tensors, so after
     the last epoch it holds the state at the end of the one before, however
-    training stopped (early stopping included); one weight copy of memory.
-    BatchNorm statistics are included.
+    training stopped (early stopping included); one weight copy of memory per
+    kept epoch. BatchNorm statistics are included.
+
+    Parameters
+    ----------
+    keep : int, default=1
+        How many epoch ends to keep: 1 keeps ``T-1`` (the paper), ``k`` keeps
+        ``T-1, ..., T-k`` (for DISAL's ``transitions``).
 
     Attributes
     ----------
+    states_ : list of dict of str to torch.Tensor
+        The module's ``state_dict`` at the start of each of the last ``keep``
+        trained epochs, the latest (``T-1``) first; empty before the first
+        epoch, and while a lazy module has no weights.
     state_ : dict of str to torch.Tensor or None
-        The module's ``state_dict`` at the start of the last trained epoch;
-        None before the first epoch, and while a lazy module has no weights.
+        ``states_[0]``, the state at the end of epoch ``T-1``, or None.
 
     Examples
     --------
@@ -390,43 +457,67 @@ class EpochSnapshot(TrainingPart):
     >>> from skal.models import MLP
     >>> from skal.parts import EpochSnapshot
     >>> X = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
-    >>> net = ActiveNet(MLP, module__num_classes=2, module__in_features=3, max_epochs=2,
-    ...                 verbose=0, callbacks=[("snapshot", EpochSnapshot())])
+    >>> net = ActiveNet(MLP, module__num_classes=2, module__in_features=3, max_epochs=3,
+    ...                 verbose=0, callbacks=[("snapshot", EpochSnapshot(keep=2))])
     >>> net = net.fit(X, (X[:, 0] > 0).astype(np.int64))
-    >>> sorted(net.parts_["snapshot"].state_)[:2]
-    ['layers.1.bias', 'layers.1.weight']
+    >>> len(net.parts_["snapshot"].states_), sorted(net.parts_["snapshot"].state_)[:2]
+    (2, ['layers.1.bias', 'layers.1.weight'])
     """
 
+    _parameter_constraints = {"keep": [Interval(Integral, 1, None, closed="left")]}
+
+    def __init__(self, keep=1):
+        self.keep = keep
+
     def initialize(self):
-        self.state_ = None
+        self.states_ = []
         return super().initialize()
 
+    @property
+    def state_(self):
+        return self.states_[0] if self.states_ else None
+
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        self.state_ = None
+        self.states_ = []
 
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         state = net.module_.state_dict()
         if any(is_lazy(value) for value in state.values()):
-            self.state_ = None  # lazy modules have no weights before their first batch
+            self.states_ = []  # lazy modules have no weights before their first batch
             return
         with torch.no_grad():
-            if self.state_ is not None and self.state_.keys() == state.keys():
+            # the oldest kept state's storage is reused for the newest
+            if len(self.states_) == self.keep and self.states_[-1].keys() == state.keys():
+                target = self.states_.pop()
                 for key, value in state.items():
-                    self.state_[key].copy_(value)
+                    target[key].copy_(value)
             else:
-                self.state_ = {key: value.detach().clone() for key, value in state.items()}
+                target = {key: value.detach().clone() for key, value in state.items()}
+                if len(self.states_) == self.keep:
+                    self.states_.pop()
+            self.states_.insert(0, target)
 
     def state_dict(self):
-        return {} if self.state_ is None else dict(self.state_)
+        return {f"{i}.{key}": value for i, state in enumerate(self.states_) for key, value in state.items()}
 
     def state_spec(self, net):
-        return {key: (tuple(value.shape), value.dtype) for key, value in net.module_.state_dict().items()}
+        return {f"{i}.{key}": (tuple(value.shape), value.dtype)
+                for i in range(self.keep) for key, value in net.module_.state_dict().items()}
 
     def load_state_dict(self, state):
-        self.state_ = dict(state) or None  # checked against the module when it is used
+        states = {}
+        for name, value in state.items():
+            index, _, key = name.partition(".")
+            if not (index.isdigit() and int(index) < self.keep and key):
+                raise ValueError(f"{type(self).__name__}: saved state key {name!r} is not "
+                                 f"'<epoch index below keep={self.keep}>.<module key>'.")
+            states.setdefault(int(index), {})[key] = value
+        if sorted(states) != list(range(len(states))):
+            raise ValueError(f"{type(self).__name__}: saved epochs {sorted(states)} are not 0 .. k-1.")
+        self.states_ = [states[i] for i in range(len(states))]  # checked against the module when used
 
-    def module(self, net):
-        """A copy of ``net.module_`` holding the snapshot, in eval mode.
+    def module(self, net, back=1):
+        """A copy of ``net.module_`` holding the state at the end of epoch ``T - back``, in eval mode.
 
         The net's own module is never touched, so a prediction running at the
         same time sees only its own weights.
@@ -435,20 +526,23 @@ class EpochSnapshot(TrainingPart):
         ----------
         net : skal.ActiveNet
             The net that trained with this part.
+        back : int, default=1
+            1 for ``T-1``, up to ``keep``.
 
         Returns
         -------
         torch.nn.Module
         """
-        if self.state_ is None:
+        if len(self.states_) < back:
             raise ValueError(
-                "The net has no epoch T-1 snapshot: train it for at least one epoch with an "
-                "EpochSnapshot part (ActiveLearner adds one for DISAL), or at least two when "
-                "the module has lazy layers (such as skal.models.MLP's), whose weights do not "
-                "exist before the first batch."
+                f"The net has {len(self.states_)} epoch snapshot(s), not the {back} asked for: train "
+                f"it for at least {back + 1} epochs with an EpochSnapshot(keep>={back}) part "
+                "(ActiveLearner adds one for DISAL), one more when the module has lazy layers "
+                "(such as skal.models.MLP's without in_features), whose weights do not exist "
+                "before the first batch."
             )
         module = copy.deepcopy(net.module_)
-        module.load_state_dict(self.state_)
+        module.load_state_dict(self.states_[back - 1])
         return module.eval()
 
 

@@ -327,8 +327,8 @@ CORPUS = [
      r"tensors\.safetensors: parts\.dynamics\.sum has 999 rows for 45 training samples"),
     ("tensors-dynamics-alone", _tensors(lambda t: _with(t, **{"parts.dynamics.visits": None})),
      r"tensors\.safetensors: missing parts\.dynamics\.visits"),
-    ("tensors-partial-snapshot", _tensors(lambda t: _with(t, **{"parts.snapshot.layers.1.weight": None})),
-     r"tensors\.safetensors: missing parts\.snapshot\.layers\.1\.weight"),
+    ("tensors-partial-snapshot", _tensors(lambda t: _with(t, **{"parts.snapshot.0.layers.1.weight": None})),
+     r"tensors\.safetensors: missing parts\.snapshot\.0\.layers\.1\.weight"),
     ("tensors-header-huge", _set("tensors.safetensors", struct.pack("<Q", 2**60) + b"{}"),
      r"tensors\.safetensors: not a valid safetensors file: its header declares 1152921504606846976 bytes, "
      r"more than the member holds"),

@@ -1,10 +1,11 @@
-"""DISAL: dynamic influence scoring between the last two epochs."""
+"""DISAL: dynamic influence scoring between the last epochs."""
 
-from numbers import Real
+from numbers import Integral, Real
 
+import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ..parts import DynamicLoss, EpochSnapshot
+from ..parts import DynamicLoss, EpochSnapshot, TrainingDynamics
 from ..scores import kl_divergence
 from .base import ScoreSelector, TrainingNeeds, shared_docs
 
@@ -17,13 +18,17 @@ class DISAL(ScoreSelector):
 
     Scores each pool sample by ``KL(f_{T-1}(x) || f_T(x))``, the divergence
     between the predictions of the weights after the second-to-last epoch and
-    after the last one, computed in float32 from ``log_softmax`` on the net's
-    device, and picks the largest.
+    after the last one, computed in float32 from the logit difference on the
+    net's device, and picks the largest.
 
     Training side (:mod:`skal.parts`): :class:`~skal.parts.DynamicLoss` (the
-    dynamic KL loss with weight ``weight``, DISAL eq. 13-14, which reads the
+    dynamic KL loss with weight ``weight``, DISAL eq. 13-14, against the
     per-sample :class:`~skal.parts.TrainingDynamics`) and
     :class:`~skal.parts.EpochSnapshot` (the weights of epoch ``T-1``).
+
+    The defaults are the paper's method. The other values of ``transitions``,
+    ``drift``, ``target_decay`` and ``ramp_up`` are variants measured on the
+    benchmarks page (``benchmarks/compare_selectors.py``).
 
     Parameters
     ----------
@@ -37,6 +42,27 @@ class DISAL(ScoreSelector):
         uncertain boundary samples). ``"literal"`` keeps eq. 15's literal
         ordering, the largest ``-KL`` (smallest divergence first), for
         ablations.
+    transitions : int, default=1
+        How many epoch-to-epoch changes the score sums,
+        ``sum_{k=1..K} KL(f_{T-k} || f_{T-k+1})``, as TracIn sums over
+        checkpoints (Pruthi et al., 2020). 1 is the paper's score; ``K`` keeps
+        ``K`` snapshots (``K`` weight copies) and costs ``K + 1`` forward
+        passes per pool batch.
+    drift : {"keep", "remove"}, default="keep"
+        ``"remove"`` subtracts from each sample's logit change its predicted
+        class's mean logit change over the pool before the divergence is
+        taken, so that a change shared by a whole class (the last update
+        moving one class's bias, say) does not rank that class first.
+        ``"keep"``: the paper's score.
+    target_decay : float in (0, 1) or None, default=None
+        The dynamic loss's target ``f_bar``: None is the running mean of eq.
+        12 (every epoch counts the same, the first near-uniform ones too); a
+        float is temporal ensembling's recency-weighted mean with that decay
+        (:class:`~skal.parts.TrainingDynamics`).
+    ramp_up : int, default=0
+        Epochs over which the dynamic loss's weight ramps up from ~0
+        (temporal ensembling's Gaussian ramp, :class:`~skal.parts.DynamicLoss`);
+        0: the full weight from the first epoch (the paper).
     {batch}
 
     See Also
@@ -47,32 +73,48 @@ class DISAL(ScoreSelector):
     ----------
     .. [1] DISAL, "Tracing Training Progress: Dynamic Influence Based Selection
        for Active Learning", eq. 12-15 and Algorithm 1.
+    .. [2] Pruthi, Liu, Kale and Sundararajan, "Estimating Training Data
+       Influence by Tracing Gradient Descent" (TracIn), NeurIPS 2020.
+    .. [3] Laine and Aila, "Temporal Ensembling for Semi-Supervised Learning",
+       ICLR 2017.
 
     Examples
     --------
     >>> from skal.selectors import DISAL
     >>> [name for name, _ in DISAL().training_needs().parts]
-    ['dynamic_loss', 'snapshot']
+    ['dynamics', 'dynamic_loss', 'snapshot']
     >>> [name for name, _ in DISAL(weight=0).training_needs().parts]
     ['snapshot']
-    >>> DISAL(mode="literal").get_params()
-    {'batch': 'topk', 'mode': 'literal', 'weight': 1.0}
+    >>> DISAL(transitions=3).training_needs().parts[-1]
+    ('snapshot', EpochSnapshot(keep=3))
     """
 
     _parameter_constraints = {
         **ScoreSelector._parameter_constraints,
         "weight": [Interval(Real, 0, None, closed="left")],
         "mode": [StrOptions({"kl", "literal"})],
+        "transitions": [Interval(Integral, 1, None, closed="left")],
+        "drift": [StrOptions({"keep", "remove"})],
+        "target_decay": [Interval(Real, 0, 1, closed="neither"), None],
+        "ramp_up": [Interval(Integral, 0, None, closed="left")],
     }
 
-    def __init__(self, weight=1.0, mode="kl", batch="topk"):
+    def __init__(self, weight=1.0, mode="kl", batch="topk", transitions=1, drift="keep",
+                 target_decay=None, ramp_up=0):
         self.weight = weight
         self.mode = mode
         self.batch = batch
+        self.transitions = transitions
+        self.drift = drift
+        self.target_decay = target_decay
+        self.ramp_up = ramp_up
 
     def training_needs(self):
-        parts = [("dynamic_loss", DynamicLoss(weight=self.weight))] if self.weight else []
-        return TrainingNeeds(parts=(*parts, ("snapshot", EpochSnapshot())))
+        parts = []
+        if self.weight:
+            parts = [("dynamics", TrainingDynamics(decay=self.target_decay)),
+                     ("dynamic_loss", DynamicLoss(weight=self.weight, ramp_up=self.ramp_up))]
+        return TrainingNeeds(parts=(*parts, ("snapshot", EpochSnapshot(keep=self.transitions))))
 
     def score_pool(self, net, X_pool, *, random_state=None, labeled=None):
         try:
@@ -80,7 +122,31 @@ class DISAL(ScoreSelector):
         except LookupError:
             raise ValueError("DISAL needs the weights of epoch T-1: train the net with an "
                              "EpochSnapshot part (ActiveLearner adds it).") from None
-        previous = snapshot.module(net)  # a copy: the net's own module is never swapped
+        # copies of the module: the net's own module is never swapped
+        previous = [snapshot.module(net, back=k) for k in range(1, self.transitions + 1)]
         sign = 1.0 if self.mode == "kl" else -1.0
-        return net.map_pool(
-            lambda Xb: sign * kl_divergence(net.logits(Xb, module=previous), net.logits(Xb)), X_pool)
+        if self.drift == "keep":
+            def score(Xb):
+                logits = [net.logits(Xb)] + [net.logits(Xb, module=m) for m in previous]
+                return sign * sum(kl_divergence(logits[k], logits[k - 1]) for k in range(1, len(logits)))
+
+            return net.map_pool(score, X_pool)
+        # drift removal needs every sample's logit change first: O(N C) logits are kept
+        logits = net.map_pool(
+            lambda Xb: torch.stack([net.logits(Xb)] + [net.logits(Xb, module=m) for m in previous], 1),
+            X_pool).float()
+        classes = logits[:, 0].argmax(dim=1)
+        total = torch.zeros(len(logits), device=logits.device)
+        for k in range(1, logits.shape[1]):
+            change = _without_class_drift(logits[:, k] - logits[:, k - 1], classes)
+            total += kl_divergence(logits[:, k - 1] + change, logits[:, k - 1])
+        return sign * total
+
+
+def _without_class_drift(change, classes):
+    """``change`` minus the mean change of the samples predicted in the same class."""
+    n_classes = change.shape[1]
+    sums = torch.zeros(n_classes, n_classes, dtype=change.dtype, device=change.device)
+    sums.index_add_(0, classes, change)
+    counts = torch.bincount(classes, minlength=n_classes).clamp_min(1).to(change.dtype)
+    return change - (sums / counts.unsqueeze(1))[classes]
