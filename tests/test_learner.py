@@ -32,6 +32,11 @@ def _data(n=120, d=5, k=3, seed=0):
     return X, y
 
 
+def _n_trained(net):
+    """How many samples the net's last epoch trained on (skorch records each batch's size)."""
+    return sum(batch["train_batch_size"] for batch in net.history[-1]["batches"])
+
+
 @pytest.fixture(scope="module")
 def fitted():
     X, y = _data()
@@ -102,7 +107,8 @@ def test_teach_appends_labels_and_records_cycles():
     np.testing.assert_array_equal(learner.y_labeled_, y[:28])
     np.testing.assert_array_equal(learner.labeled_cycle_, [0] * 20 + [1] * 5 + [2] * 3)
     assert learner.estimator_ is not first_net
-    assert learner.estimator_.training_dynamics_.shape == (28, 3)
+    assert _n_trained(learner.estimator_) == 28
+    assert learner.estimator_.module_(torch.as_tensor(X[:1])).shape == (1, 3)
 
 
 def test_labeled_set_is_a_copy_of_the_callers_data():
@@ -121,7 +127,7 @@ def test_cold_start_teach_retrains_from_a_fresh_initialisation():
     learner.teach(X[20:40], y[20:40])
     # the same net trained from scratch on all 40 labels with the cycle-1 seed
     fresh = clone(_net()).set_params(classes=np.arange(3))
-    with _torch_seeded(_derive_seed(learner._seed, 1, _TRAIN), "cpu"):
+    with _torch_seeded(_derive_seed(learner._state().seed, 1, _TRAIN), "cpu"):
         fresh.fit(X[:40], y[:40])
     for key, value in fresh.module_.state_dict().items():
         assert torch.equal(learner.estimator_.module_.state_dict()[key], value), key
@@ -136,7 +142,7 @@ def test_warm_start_continues_from_current_weights():
     learner.teach(X[20:30], y[20:30])
     assert len(learner.estimator_.history) == 6  # 3 epochs + 3 more on the same net
     assert len(before.history) == 3  # the previous net was not modified
-    assert learner.estimator_.training_dynamics_.shape == (30, 3)
+    assert _n_trained(learner.estimator_) == 30
 
 
 def test_fit_is_reproducible_and_leaves_global_torch_rng_alone():
@@ -176,10 +182,15 @@ def test_selector_needs_configure_the_cloned_net_only():
     X, y = _data()
     net = _net()
     learner = ActiveLearner(net, selector=DISAL(), random_state=0).fit(X[:20], y[:20])
-    assert learner.estimator_.snapshot is True and learner.estimator_.snapshot_ is not None
-    assert net.snapshot is False and not hasattr(net, "module_")
+    trained = learner.estimator_
+    assert [name for name, _ in trained.callbacks] == ["dynamic_loss", "snapshot"]
+    assert set(trained.parts_) == {"dynamic_loss", "dynamics", "snapshot"}
+    assert trained.parts_["dynamic_loss"].weight == 1.0
+    assert trained.parts_["snapshot"].state_ is not None
+    assert trained.parts_["dynamics"].mean_.shape == (20, 3)
+    assert net.callbacks is None and not hasattr(net, "module_")
     learner = ActiveLearner(net, selector=Entropy(), random_state=0).fit(X[:20], y[:20])
-    assert learner.estimator_.snapshot is False and learner.estimator_.snapshot_ is None
+    assert learner.estimator_.callbacks == [] and learner.estimator_.parts_ == {}
 
 
 # --- scikit-learn plumbing ----------------------------------------------------------
@@ -189,9 +200,9 @@ def test_nested_params_and_clone():
     learner = ActiveLearner(_net(), selector=DISAL(), random_state=0)
     params = learner.get_params()
     assert params["estimator__lr"] == 0.1 and params["selector__mode"] == "kl"
-    learner.set_params(estimator__lr=0.5, selector__mode="literal", estimator__dynamic_weight=0.0)
+    learner.set_params(estimator__lr=0.5, selector__mode="literal", selector__weight=0.0)
     assert learner.estimator.lr == 0.5 and learner.selector.mode == "literal"
-    assert learner.estimator.dynamic_weight == 0.0
+    assert learner.selector.weight == 0.0
     cloned = clone(learner)
     assert cloned.estimator is not learner.estimator and cloned.selector is not learner.selector
     assert cloned.get_params()["estimator__lr"] == 0.5
@@ -217,10 +228,13 @@ def test_cross_val_score_and_grid_search_over_nested_params():
     learner = ActiveLearner(_net(), selector=DISAL(), random_state=0)
     scores = cross_val_score(learner, X, y, cv=3)
     assert scores.shape == (3,) and np.all((0 <= scores) & (scores <= 1))
-    grid = GridSearchCV(learner, {"estimator__dynamic_weight": [0.0, 1.0], "selector__mode": ["kl", "literal"]}, cv=2)
+    grid = GridSearchCV(learner, {"selector__weight": [0.0, 1.0], "selector__mode": ["kl", "literal"]}, cv=2)
     grid.fit(X, y)
     assert len(grid.cv_results_["params"]) == 4
-    assert grid.best_estimator_.estimator_.dynamic_weight in (0.0, 1.0)
+    best = grid.best_estimator_
+    assert best.selector_.weight in (0.0, 1.0)
+    # the dynamic loss is trained exactly when the searched weight asks for it
+    assert ("dynamic_loss" in best.estimator_.parts_) == (best.selector_.weight > 0)
 
 
 # --- bad input ------------------------------------------------------------------------
@@ -255,9 +269,10 @@ def _with(X, row, col, value):
 
 @pytest.mark.parametrize("make_pool, match", [
     (lambda X: X[:0], r"X_pool is empty"),
-    (lambda X: _with(X, 3, 1, np.nan), r"Input X_pool contains NaN"),
-    (lambda X: _with(X, 0, 0, np.inf), r"Input X_pool contains infinity"),
-    (lambda X: X[:, :4], r"X_pool has samples of shape \(4,\), but the learner was fitted on samples of shape \(5,\)"),
+    # validate_data(reset=False), as in predict: scikit-learn's wording, prefixed with the name
+    (lambda X: _with(X, 3, 1, np.nan), r"^X_pool: Input X contains NaN"),
+    (lambda X: _with(X, 0, 0, np.inf), r"^X_pool: Input X contains infinity"),
+    (lambda X: X[:, :4], r"^X_pool: X has 4 features, but ActiveLearner is expecting 5 features as input"),
     (lambda X: X[:, :, None], r"X_pool has samples of shape \(5, 1\)"),
 ])
 def test_query_rejects_bad_pools(fitted, make_pool, match):
@@ -271,7 +286,7 @@ def test_query_rejects_bad_pools(fitted, make_pool, match):
 @pytest.mark.parametrize("make, match", [
     (lambda X, y: (X[:3], y[:4]), r"inconsistent numbers of samples: \[3, 4\]"),
     (lambda X, y: (_with(X[:3], 1, 2, np.nan), y[:3]), r"Input X contains NaN"),
-    (lambda X, y: (X[:3, :2], y[:3]), r"X has samples of shape \(2,\), but the learner was fitted on samples of shape \(5,\)"),
+    (lambda X, y: (X[:3, :2], y[:3]), r"X has 2 features, but ActiveLearner is expecting 5 features as input"),
     (lambda X, y: (X[:0], y[:0]), r"X is empty"),
     (lambda X, y: (X[:2], np.array([1, 7])), r"y contains labels not in classes_: \['7'\]"),
 ])
