@@ -67,7 +67,7 @@ def test_curve_on_joblibs_dask_backend_equals_sequential():
                                   dashboard_address=None) as cluster, distributed.Client(cluster):
         with joblib.parallel_backend("dask"):
             result = active_learning_curve(_learners(), X, y, n_jobs=-1, **kwargs)
-            grid = GridSearchCV(_learners()["disal"], {"estimator__dynamic_weight": [0.0, 1.0]},
+            grid = GridSearchCV(_learners()["disal"], {"selector__weight": [0.0, 1.0]},
                                 cv=2, n_jobs=-1).fit(X, y)
     np.testing.assert_array_equal(result.scores, expected.scores)
     assert len(grid.cv_results_["params"]) == 2
@@ -146,7 +146,7 @@ def test_training_through_skorchs_accelerate_mixin_trains_the_heads():
     trained = learner.estimator_
     assert isinstance(trained, AcceleratedActiveNet)
     # the TD head's loss reached it through Accelerate's own train step
-    assert trained.training_dynamics_.shape == (40, 3)
+    assert trained.parts_["dynamics"].mean_.shape == (40, 3)
     assert trained.dynamics_predictor_.out.weight.grad.abs().sum() > 0
     idx = learner.query(X, 5)
     assert len(set(idx.tolist())) == 5
