@@ -128,10 +128,25 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
         self.feature_layers = feature_layers
         self.embedding_layer = embedding_layer
 
-    # The parts' per-sample tensors live in the callbacks; skorch maps these
-    # attributes to the right device when a net is unpickled (e.g. without CUDA),
-    # pickling them together so that parts_ and callbacks_ stay the same objects.
-    cuda_dependent_attributes_ = ["callbacks_", "parts_"]
+    # The parts' per-sample tensors live in the parts; skorch maps parts_ to the
+    # right device when a net is unpickled (e.g. without CUDA). callbacks_ is
+    # pickled (and deep-copied, for warm starts) as skorch does it, so callbacks
+    # holding lambdas still copy; its parts travel as slots filled from parts_,
+    # so that the two stay the same objects.
+    cuda_dependent_attributes_ = ["parts_"]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if "callbacks_" in state:
+            state["callbacks_"] = [(name, _PartSlot(name) if isinstance(cb, TrainingPart) else cb)
+                                   for name, cb in state["callbacks_"]]
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "callbacks_" in self.__dict__:
+            self.callbacks_ = [(name, self.parts_[cb.name] if isinstance(cb, _PartSlot) else cb)
+                               for name, cb in self.callbacks_]
 
     def __setattr__(self, name, attr):
         if name == "train_transform":
@@ -339,6 +354,13 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
                 f"Training diverged: the weights {first} are NaN or infinite after the last "
                 "step. Lower the learning rate (lr) or check the data for extreme values."
             )
+
+
+class _PartSlot:
+    """Stands for a training part in a pickled ``callbacks_``; the part travels in ``parts_``."""
+
+    def __init__(self, name):
+        self.name = name
 
 
 def _accepts_num_classes(module):
