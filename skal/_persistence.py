@@ -28,7 +28,7 @@ import zlib
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 
 FORMAT = 1
 
@@ -234,7 +234,7 @@ def load(cls, path):
         raise ValueError(f"{os.fspath(path)} is not a valid skal save: the labeled-set arrays "
                          f"have different lengths {lengths}")
 
-    from .learner import _Fitted, _LabeledSet
+    from .learner import _Fitted, _LabeledSet, _template
 
     try:
         learner = cls(**{k: decode(v) for k, v in meta["params"].items()})
@@ -256,7 +256,7 @@ def load(cls, path):
     names = fitted["feature_names_in_"]
     labeled = _LabeledSet(arrays["X_labeled"], arrays["y_labeled"], arrays["labeled_cycle"],
                           arrays["reference_mask"].astype(bool))
-    learner._commit(_Fitted(net, selector, clone(learner.estimator), classes, labeled, fitted["seed"],
+    learner._commit(_Fitted(net, selector, _template(learner.estimator), classes, labeled, fitted["seed"],
                             fitted["n_features_in_"],
                             None if names is None else np.asarray(names, dtype=object),
                             stale=bool(fitted.get("stale", False))))

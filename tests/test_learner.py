@@ -145,6 +145,22 @@ def test_warm_start_continues_from_current_weights():
     assert _n_trained(learner.estimator_) == 30
 
 
+def test_warm_start_teaches_a_net_built_from_a_module_instance():
+    # parameters without equality (a module instance, a callable) are unchanged when
+    # set_params did not replace them; only the replaced one is set on the warm net
+    X, y = _data()
+    net = ActiveNet(MLP(num_classes=3, in_features=5, hidden_sizes=(16,)), max_epochs=3,
+                    batch_size=16, lr=0.1, verbose=0)
+    learner = ActiveLearner(net, selector=Entropy(), warm_start=True, random_state=0).fit(X[:20], y[:20])
+    learner.teach(X[20:25], y[20:25])
+    assert len(learner.estimator_.history) == 6 and not learner.stale_
+    learner.set_params(estimator__lr=0.02)
+    learner.teach(X[25:30], y[25:30])
+    assert len(learner.estimator_.history) == 9 and learner.estimator_.lr == 0.02
+    assert learner.estimator_.optimizer_.param_groups[0]["lr"] == 0.02
+    assert _n_trained(learner.estimator_) == 30
+
+
 def test_fit_is_reproducible_and_leaves_global_torch_rng_alone():
     X, y = _data()
     torch.manual_seed(123)
