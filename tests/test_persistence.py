@@ -45,6 +45,13 @@ def test_round_trip_keeps_predictions_queries_and_state(selector, tmp_path):
     np.testing.assert_array_equal(loaded.labeled_cycle_, learner.labeled_cycle_)
     assert loaded.get_params()["selector"].get_params() == selector.get_params()
     assert loaded.estimator_.history[-1, "epoch"] == learner.estimator_.history[-1, "epoch"]
+    # the training parts' state (snapshot, running means, heads' epochs) comes back exactly
+    assert loaded.estimator_.parts_.keys() == learner.estimator_.parts_.keys()
+    for name, part in learner.estimator_.parts_.items():
+        saved, restored = part.state_dict(), loaded.estimator_.parts_[name].state_dict()
+        assert restored.keys() == saved.keys(), name
+        for key, value in saved.items():
+            assert torch.equal(restored[key], value), (name, key)
 
 
 @pytest.mark.parametrize("warm_start", [False, True])

@@ -608,6 +608,7 @@ def test_warm_start_keeps_epoch_records_but_drops_earlier_cycles_batch_records()
 def test_fifty_cycles_do_not_grow_host_memory_beyond_the_labeled_data(warm_start, one_thread,
                                                                       long_campaign):
     result = long_campaign.run(warm_start, cycles=50)
+    print("\nMEMDIAG", result)
     assert result["n_labeled"] == 20 + 2 * 50
     # Measured over these 45 cycles (benchmarks/bench_long_campaign.py): 29-85 KiB of Python
     # allocations (torch and skorch caches filling, the warm net's per-epoch history records),
