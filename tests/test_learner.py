@@ -14,7 +14,7 @@ from skorch.callbacks import Callback
 
 from skal import ActiveLearner, ActiveNet
 from skal.models import MLP
-from skal.selectors import DISAL, Entropy, LeastConfidence, Margin, Random
+from skal.selectors import DISAL, LL4AL, Entropy, LeastConfidence, Margin, Random, TiDAL
 
 SELECTORS = [DISAL(), DISAL(mode="literal"), Entropy(), Margin(), LeastConfidence(), Random()]
 
@@ -333,13 +333,22 @@ def test_methods_before_fit_raise_not_fitted(method, args):
     (dict(classes=[0, 1, 1, 2]), ValueError, r"classes contains duplicate labels"),
     (dict(classes=[0, 1]), ValueError, r"y contains labels not in classes_: \['2'\]"),
     (dict(selector=DISAL(mode="typo")), ValueError, r"'mode' parameter of DISAL must be"),
+    (dict(selector=DISAL(weight=-1.0)), ValueError, r"The 'weight' parameter of DISAL must be"),
+    # the shared batch and subset parameters are checked at fit, not first at query
+    (dict(selector=Entropy(batch="nope")), ValueError, r"The 'batch' parameter of Entropy must be"),
+    (dict(selector=Margin(batch=3)), ValueError, r"The 'batch' parameter of Margin must be"),
+    (dict(selector=LL4AL(subset=0)), ValueError, r"The 'subset' parameter of LL4AL must be"),
+    (dict(selector=TiDAL(subset=2.5)), ValueError, r"The 'subset' parameter of TiDAL must be"),
 ])
 def test_fit_rejects_bad_parameters(kwargs, error, match):
     X, y = _data(n=20)
     params = dict(estimator=_net(), selector=Entropy())
     params.update(kwargs)
+    learner = ActiveLearner(**params)
     with pytest.raises(error, match=match):
-        ActiveLearner(**params).fit(X, y)
+        learner.fit(X, y)
+    with pytest.raises(NotFittedError):  # nothing was fitted
+        learner.predict(X)
 
 
 def test_fit_rejects_a_plain_skorch_net():
