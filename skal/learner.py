@@ -486,6 +486,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         if not _same(user, _final_net(state.template).callbacks) or not _same(
                 selector.training_needs().parts, state.selector.training_needs().parts):
             target.set_params(callbacks=_with_parts(user, selector))
+            # skorch's set_params stores callbacks but rebuilds callbacks_ only in
+            # initialize(), which partial_fit skips on a fitted net
+            target._initialize_callbacks()
 
     # --- labeled data as the selectors see it ---------------------------------------------
 

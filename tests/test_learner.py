@@ -430,3 +430,94 @@ def test_a_diverging_loss_stops_training_with_an_error_that_says_so():
         learner.query(X[30:], 3)
     learner.set_params(estimator__lr=0.1).refit()
     assert np.isfinite(learner.predict_proba(X)).all()
+
+
+# --- set_params after fit ---------------------------------------------------------------
+
+
+def test_a_selector_changed_after_fit_is_used_by_query_when_it_needs_the_same_training():
+    from skal.learner import _QUERY, _derive_seed
+
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=Entropy(), random_state=0).fit(X[:30], y[:30])
+    for selector in (Margin(), Entropy(batch="stochastic")):
+        learner.set_params(selector=selector)
+        idx, scores = learner.query(X[30:], 7, return_scores=True)
+        expected = clone(selector).select(learner.estimator_, X[30:], 7,
+                                          random_state=_derive_seed(learner._state().seed, 0, _QUERY),
+                                          labeled=learner._labeled_data(learner._state()))
+        np.testing.assert_array_equal(idx, expected[0])
+        np.testing.assert_array_equal(scores, expected[1])
+    assert type(learner.selector_) is Entropy  # the selector the net was trained for, until refit
+
+
+def test_a_selector_needing_other_training_is_refused_by_query_until_refit():
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=Entropy(), random_state=0).fit(X[:30], y[:30])
+    trained = learner.estimator_
+    learner.set_params(selector=DISAL())
+    with pytest.raises(ValueError, match=r"selector was changed after the net was trained, to DISAL\(\), "
+                                         r"which needs other training than Entropy\(\).*call refit\(\)"):
+        learner.query(X[30:], 3)
+    assert learner.estimator_ is trained
+    learner.refit()
+    assert set(learner.estimator_.parts_) == {"dynamic_loss", "dynamics", "snapshot"}
+    assert type(learner.selector_) is DISAL
+    # the refit net is the one a fit with DISAL trains
+    reference = ActiveLearner(_net(), selector=DISAL(), random_state=0).fit(X[:30], y[:30])
+    np.testing.assert_array_equal(learner.query(X[30:], 5), reference.query(X[30:], 5))
+
+
+def test_an_estimator_parameter_changed_after_fit_takes_effect_at_the_next_teach():
+    X, y = _data()
+    for warm_start in (False, True):
+        learner = ActiveLearner(_net(), selector=Entropy(), warm_start=warm_start,
+                                random_state=0).fit(X[:20], y[:20])
+        learner.set_params(estimator__lr=0.02, estimator__max_epochs=2)
+        learner.teach(X[20:25], y[20:25])
+        net = learner.estimator_
+        assert net.lr == 0.02 and net.optimizer_.param_groups[0]["lr"] == 0.02
+        assert len(net.history) == (3 + 2 if warm_start else 2)
+
+
+def test_a_warm_start_refuses_a_changed_module_or_incompatible_parts_and_keeps_the_labels():
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=Entropy(), warm_start=True, random_state=0).fit(X[:20], y[:20])
+    trained = learner.estimator_
+    learner.set_params(estimator__module__hidden_sizes=(8,))
+    with pytest.raises(ValueError, match=r"^estimator__module__hidden_sizes changed after fit: with "
+                                         r"warm_start=True the trained weights cannot carry over"):
+        learner.teach(X[20:25], y[20:25])
+    assert learner.estimator_ is trained and learner.stale_
+    np.testing.assert_array_equal(learner.y_labeled_, y[:25])  # the labels stay
+    learner.set_params(estimator__module__hidden_sizes=(16,), selector=DISAL())
+    with pytest.raises(ValueError, match=r"selector: DISAL\(\) needs the training parts "
+                                         r"\['dynamic_loss', 'snapshot'\], the net was trained with \[\]"):
+        learner.refit()
+    assert learner.estimator_ is trained and learner.stale_
+    learner.set_params(selector=Entropy()).refit()
+    assert not learner.stale_ and len(learner.estimator_.history) == 6
+
+
+def test_a_warm_start_takes_a_changed_part_parameter():
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=DISAL(weight=1.0), warm_start=True,
+                            random_state=0).fit(X[:20], y[:20])
+    learner.set_params(selector__weight=0.25)
+    learner.teach(X[20:25], y[20:25])
+    assert learner.estimator_.parts_["dynamic_loss"].weight == 0.25
+    assert learner.selector_.weight == 0.25 and len(learner.estimator_.history) == 6
+
+
+def test_a_warm_start_takes_a_callback_added_after_fit():
+    from skorch.callbacks import EarlyStopping
+
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=Entropy(), warm_start=True, random_state=0).fit(X[:20], y[:20])
+    assert len(learner.estimator_.history) == 3
+    # train_loss rarely drops by 90% in an epoch: patience 1 stops after the second epoch
+    stop = EarlyStopping(monitor="train_loss", patience=1, threshold=0.9, sink=lambda *args: None)
+    learner.set_params(estimator__callbacks=[("stop", stop)])
+    learner.teach(X[20:25], y[20:25])
+    assert len(learner.estimator_.history) == 3 + 2 and not learner.stale_
+    assert "stop" in dict(learner.estimator_.callbacks_)
