@@ -582,15 +582,6 @@ def long_campaign():
     return module
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny ops on a busy machine: intra-op threads only contend (10x slower here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_warm_start_keeps_epoch_records_but_drops_earlier_cycles_batch_records():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 4)).astype(np.float32)
@@ -604,22 +595,32 @@ def test_warm_start_keeps_epoch_records_but_drops_earlier_cycles_batch_records()
     assert [len(epoch["batches"]) for epoch in history] == [0, 0, 0, 0, 5, 5]  # 40 rows / 8
 
 
+@pytest.mark.usefixtures("one_torch_thread")  # tiny ops: intra-op threads only contend
 @pytest.mark.parametrize("warm_start", [False, True], ids=["cold", "warm"])
-def test_fifty_cycles_do_not_grow_host_memory_beyond_the_labeled_data(warm_start, one_thread,
-                                                                      long_campaign):
-    result = long_campaign.run(warm_start, cycles=50)
-    print("\nMEMDIAG", result)
-    assert result["n_labeled"] == 20 + 2 * 50
+def test_fifty_cycles_do_not_grow_host_memory_beyond_the_labeled_data(warm_start, long_campaign):
+    # Two campaigns back to back: growth kept by every campaign's cycles shows in both, a
+    # one-off step of the process in at most one. The step seen in full test runs (318-373 KiB
+    # against a bound of 262, cold start only): every cold-start teach makes skorch define two
+    # throwaway classes (the `Dummy` of NeuralNet.initialize_callbacks) and CPython records each
+    # class in object's table of subclasses, rebuilding that table when the inserts have used up
+    # its free slots. After the other test modules have made ~7,000 classes the table is ~290 KiB,
+    # and a rebuild between cycles 5 and 50 replaces a table that predates tracing, so
+    # tracemalloc counts it whole. Rebuilds come thousands of inserts apart (a rebuilt table has
+    # room for at least as many classes as it holds), a campaign makes ~100: never in both.
+    runs = [long_campaign.run(warm_start, cycles=50) for _ in range(2)]
+    for result in runs:
+        assert result["n_labeled"] == 20 + 2 * 50
+        # Exact: no net or tensor outlives its cycle (the template estimator and the
+        # current net, with its weights, grads and buffers, are all that stay).
+        assert result["live_nets_tensors_after"] == result["live_nets_tensors_before"]
+        # Resident memory is coarse (allocator arenas): measured 0.2-0.5 MiB.
+        assert result["rss_growth_mib"] < 8
     # Measured over these 45 cycles (benchmarks/bench_long_campaign.py): 29-85 KiB of Python
     # allocations (torch and skorch caches filling, the warm net's per-epoch history records),
     # flattening out; 5.7 KiB of labels. The bound is ~3-7x that; a net, dataset or per-batch
-    # history kept per cycle would break it.
-    assert result["traced_growth_kib"] < result["labeled_kib_added"] + 256
-    # Exact: no net or tensor outlives its cycle (the template estimator and the
-    # current net, with its weights, grads and buffers, are all that stay).
-    assert result["live_nets_tensors_after"] == result["live_nets_tensors_before"]
-    # Resident memory is coarse (allocator arenas): measured 0.2-0.5 MiB.
-    assert result["rss_growth_mib"] < 8
+    # history kept per cycle would break it in both campaigns.
+    growth = min(result["traced_growth_kib"] for result in runs)
+    assert growth < runs[0]["labeled_kib_added"] + 256, [result["traced_growth_kib"] for result in runs]
 
 
 @pytest.mark.cuda
