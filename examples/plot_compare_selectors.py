@@ -16,8 +16,8 @@ and returns accuracy per cycle, the area under the curve and the time each learn
 # ``layer2`` are the multi-level features the TiDAL and LL4AL heads read). Each learner gets a
 # clone configured as the method's paper trains:
 #
-# * DISAL keeps the dynamic loss (``dynamic_weight=1.0``, the default); every other method
-#   trains as a plain skorch net (``dynamic_weight=0``);
+# * DISAL trains with its dynamic loss (a training part it declares); every other method
+#   trains as a plain skorch net;
 # * TiDAL and LL4AL continue training across cycles (``warm_start=True``); the others retrain
 #   from scratch;
 # * ISAL holds out part of the initial labels as its reference set, never trained on: 20% here
@@ -32,7 +32,6 @@ and returns accuracy per cycle, the area under the curve and the time each learn
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from sklearn.base import clone
 
 from skal import ActiveLearner, ActiveNet
 from skal.datasets import load_digits_images
@@ -46,18 +45,17 @@ X, y = load_digits_images(return_X_y=True)
 
 net = ActiveNet(SmallCNN, max_epochs=20, batch_size=32, lr=0.05,
                 optimizer=torch.optim.SGD, optimizer__momentum=0.9, verbose=0)
-plain = clone(net).set_params(dynamic_weight=0)
 
 learners = {
     "DISAL": ActiveLearner(net, DISAL()),
-    "ISAL": ActiveLearner(plain, ISAL(reference=0.2, depth=20, repeats=2)),
-    "TiDAL": ActiveLearner(plain, TiDAL(), warm_start=True),
-    "LL4AL": ActiveLearner(plain, LL4AL(), warm_start=True),
-    "CoreSet": ActiveLearner(plain, CoreSet()),
-    "Entropy": ActiveLearner(plain, Entropy()),
-    "Margin": ActiveLearner(plain, Margin()),
-    "LeastConfidence": ActiveLearner(plain, LeastConfidence()),
-    "Random": ActiveLearner(plain, Random()),
+    "ISAL": ActiveLearner(net, ISAL(reference=0.2, depth=20, repeats=2)),
+    "TiDAL": ActiveLearner(net, TiDAL(), warm_start=True),
+    "LL4AL": ActiveLearner(net, LL4AL(), warm_start=True),
+    "CoreSet": ActiveLearner(net, CoreSet()),
+    "Entropy": ActiveLearner(net, Entropy()),
+    "Margin": ActiveLearner(net, Margin()),
+    "LeastConfidence": ActiveLearner(net, LeastConfidence()),
+    "Random": ActiveLearner(net, Random()),
 }
 
 # %%

@@ -12,14 +12,14 @@ repeats, and :func:`skal.plotting.plot_active_learning_curve` draws them.
 # %%
 # Two learners
 # ------------
-# Each method trains as its paper does: DISAL with its dynamic loss (``dynamic_weight=1.0``, the
-# :class:`~skal.ActiveNet` default), random sampling as a plain skorch net (``dynamic_weight=0``).
-# Random sampling *with* the dynamic loss would be the DISAL paper's "w/o S" ablation.
+# Each method trains as its paper does: the learner adds the training parts its selector declares,
+# so DISAL trains with its dynamic loss (:class:`~skal.parts.DynamicLoss`) and random sampling as a
+# plain skorch net. Random sampling *with* the dynamic loss, the DISAL paper's "w/o S" ablation,
+# would add the part by hand: ``callbacks=[("dynamic_loss", DynamicLoss())]``.
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from sklearn.base import clone
 
 from skal import ActiveLearner, ActiveNet
 from skal.datasets import load_digits_images
@@ -34,7 +34,7 @@ net = ActiveNet(SmallCNN, max_epochs=30, batch_size=32, lr=0.05,
                 optimizer=torch.optim.SGD, optimizer__momentum=0.9, verbose=0)
 learners = {
     "DISAL": ActiveLearner(net, selector=DISAL()),
-    "random": ActiveLearner(clone(net).set_params(dynamic_weight=0), selector=Random()),
+    "random": ActiveLearner(net, selector=Random()),
 }
 
 # %%
