@@ -192,3 +192,24 @@ def test_pick_entropy_hand_values():
                                  np.zeros((1, 1, 2)), class_counts=np.array([[[[2, 2, 2], [3, 3, 0]]]]),
                                  classes=np.arange(3))
     np.testing.assert_allclose(result.pick_entropy[0, 0], [1.0, np.log(2) / np.log(3)], rtol=1e-12)
+
+
+def _silent(*args, **kwargs):
+    """A sink for EarlyStopping's message (importable, so provenance can record it)."""
+
+
+def test_a_campaign_with_early_stopping_runs_and_equals_one_with_the_epochs_it_stopped_at():
+    from skorch.callbacks import EarlyStopping
+
+    X, y = _data()
+    # train_loss rarely drops by 90% in an epoch: patience 1 stops every training after epoch 2
+    stopper = EarlyStopping(monitor="train_loss", patience=1, threshold=0.9, sink=_silent)
+    stopped = ActiveNet(MLP, module__hidden_sizes=(8,), max_epochs=20, lr=0.1, verbose=0,
+                        callbacks=[("stop", stopper)])
+    two_epochs = ActiveNet(MLP, module__hidden_sizes=(8,), max_epochs=2, lr=0.1, verbose=0)
+    kwargs = dict(initial_size=10, query_size=5, n_cycles=2, n_repeats=2, random_state=0)
+    for selector in (Entropy(), DISAL()):
+        result = active_learning_curve({"stopped": ActiveLearner(stopped, selector),
+                                        "two epochs": ActiveLearner(two_epochs, selector)}, X, y, **kwargs)
+        assert np.isfinite(result.scores).all()
+        np.testing.assert_array_equal(result.scores[0], result.scores[1])

@@ -268,6 +268,7 @@ def test_a_callback_that_stops_training_the_skorch_way_yields_an_accepted_model(
 
 def test_early_stopping_with_a_warm_start_stops_each_teach_and_keeps_the_model():
     X, y = _data()
+    # a lambda as the sink on purpose: a warm start deep-copies the net, callbacks included
     stopper = EarlyStopping(monitor="train_loss", patience=1, threshold=0.9, sink=lambda *args: None)
     learner = ActiveLearner(_net(max_epochs=10, callbacks=[("stop", stopper)]), selector=Entropy(),
                             warm_start=True, random_state=0).fit(X[:20], y[:20])
