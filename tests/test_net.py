@@ -539,6 +539,26 @@ def test_pickle_keeps_the_parts_state():
     np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))
 
 
+def test_copies_keep_parts_and_callbacks_the_same_objects_and_copy_lambdas():
+    # warm starts deep-copy the net: a callback holding a lambda must copy as in skorch
+    X, y = tabular()
+    net = ActiveNet(MLP, module__num_classes=3, max_epochs=2, verbose=0,
+                    callbacks=_parts("dynamic_loss", "snapshot") + [
+                        ("stop", EarlyStopping(monitor="train_loss", sink=lambda *args: None))]).fit(X, y)
+    picklable = copy.deepcopy(net)
+    dict(picklable.callbacks_)["stop"].sink = print  # a lambda cannot be pickled, in skorch either
+    for copied in (copy.deepcopy(net), pickle.loads(pickle.dumps(picklable))):
+        callbacks = dict(copied.callbacks_)
+        assert all(callbacks[name] is part for name, part in copied.parts_.items())
+        assert set(copied.parts_) == {"dynamic_loss", "dynamics", "snapshot"}
+        assert copied.parts_["dynamics"] is not net.parts_["dynamics"]
+        assert torch.equal(copied.parts_["dynamics"].mean_, net.parts_["dynamics"].mean_)
+        assert_states_equal(copied.parts_["snapshot"].state_, net.parts_["snapshot"].state_)
+        copied.partial_fit(X, y)  # the copy trains its own parts
+        assert int(copied.parts_["dynamics"].visits_.min()) == 2
+    assert int(net.parts_["dynamics"].visits_.min()) == 2 and len(net.history) == 2
+
+
 def test_clone_and_params():
     from sklearn.base import clone
 
