@@ -189,6 +189,18 @@ def test_without_parts_training_equals_plain_skorch_bit_for_bit(shuffle, loader)
     assert torch.equal(torch.rand(3), (torch.manual_seed(42), plain.fit(X, y), torch.rand(3))[2])
 
 
+def test_disabled_callbacks_train_like_plain_skorch():
+    X, y = tabular(n=30, d=5, k=3)
+    torch.manual_seed(0)
+    active = ActiveNet(callbacks="disable", **_PLAIN).fit(X, y)
+    torch.manual_seed(0)
+    plain = NeuralNetClassifier(criterion=nn.CrossEntropyLoss, train_split=None, callbacks="disable",
+                                iterator_train__shuffle=True, **_PLAIN).fit(X, y)
+    assert active.callbacks_ == [] and active.parts_ == {}
+    assert_states_equal(module_state(active), module_state(plain))
+    np.testing.assert_array_equal(active.predict_proba(X), plain.predict_proba(X))
+
+
 def test_the_array_path_gives_the_dataloaders_batches_and_draws():
     X, y = tabular(n=23)
     dataset = SkorchDataset(X, y)
