@@ -1,6 +1,7 @@
 """CampaignEstimator: a query strategy as a scikit-learn estimator that model selection can score."""
 
 import copy
+import dataclasses
 import numbers
 
 import numpy as np
@@ -255,10 +256,11 @@ class CampaignEstimator(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             raise ValueError("score_cycles needs every cycle's model, which fit keeps only with "
                              "scoring='auc'; set scoring='auc' and fit again.")
         X, y, sample_weight = self._check_scored(X, y, sample_weight)
-        model = copy.copy(self.learner_)
+        model, state = copy.copy(self.learner_), self.learner_._state()
         scores = []
         for estimator in self.cycle_estimators_:
-            model.estimator_ = estimator  # same classes, features and labeled shape: only the net differs
+            # same classes, features and labeled shape: only the net differs
+            model._commit(dataclasses.replace(state, estimator=estimator))
             scores.append(_accuracy(model, X, y, sample_weight))
         return np.array(scores)
 

@@ -229,7 +229,7 @@ def _install_state(learner, selector, estimator, state, tensors, transformers):
         estimator.steps = [*zip([name for name, _ in estimator.steps[:-1]], transformers),
                            estimator.steps[-1]]
     from ._bookkeeping import PoolState
-    from .learner import _Fitted, _LabeledSet
+    from .learner import _Fitted, _LabeledSet, _template
 
     names = fitted["feature_names_in_"]
     labeled = _LabeledSet(arrays["X_labeled"], arrays["y_labeled"], arrays["labeled_cycle"],
@@ -237,7 +237,7 @@ def _install_state(learner, selector, estimator, state, tensors, transformers):
     pool = (None if fitted["pool"] is None else
             PoolState(arrays["pool_status"], fitted["pool"]["fingerprint"], tuple(fitted["pool"]["sample_shape"])))
     # the learner is complete in one assignment: nothing half-built is ever seen
-    learner._commit(_Fitted(estimator, selector, clone(learner.estimator), arrays["classes"], labeled,
+    learner._commit(_Fitted(estimator, selector, _template(learner.estimator), arrays["classes"], labeled,
                             fitted["seed"], fitted["n_features_in_"],
                             None if names is None else np.asarray(names, dtype=object),
                             stale=fitted["stale"], pool=pool))

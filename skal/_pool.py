@@ -53,10 +53,9 @@ class PoolInferenceMixin:
             batches = progress[0].pool_bar(batches, total=total)
         for Xi in batches:
             if isinstance(Xi, np.ndarray):
-                if Xi.dtype == np.float64:
-                    Xi = Xi.astype(np.float32)
-                elif any(stride < 0 for stride in Xi.strides):
-                    Xi = np.ascontiguousarray(Xi)  # torch takes no negative strides
+                # C-contiguous (a copy only when not): torch takes no negative strides, and its
+                # kernels can round differently on a Fortran-ordered or strided batch
+                Xi = np.ascontiguousarray(Xi, dtype=np.float32 if Xi.dtype == np.float64 else None)
             yield to_tensor(Xi, device=self.device)
 
     def map_pool(self, fn, X):

@@ -308,7 +308,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             _fit_seeded(net.fit, X[train], np.searchsorted(classes, y[train]),
                         _derive_seed(seed, 0, _TRAIN), _final_net(net).device, "the learner was not fitted")
             labeled = _LabeledSet(X, y, np.zeros(len(y), dtype=np.int64), reference, rows)
-            self._commit(_Fitted(net, selector, clone(self.estimator), classes, labeled, seed,
+            self._commit(_Fitted(net, selector, _template(self.estimator), classes, labeled, seed,
                                  n_features, names, pool=pool))
             return self
 
@@ -598,7 +598,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                 )
             net = self._retrain(state, selector)
             self._commit(replace(state, estimator=net, selector=selector,
-                                 template=clone(self.estimator), stale=False))
+                                 template=_template(self.estimator), stale=False))
             return self
 
     def _retrain(self, state, selector):
@@ -659,6 +659,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         if not _same(user, _final_net(state.template).callbacks) or not _same(
                 selector.training_needs().parts, state.selector.training_needs().parts):
             target.set_params(callbacks=_with_parts(user, selector))
+            # skorch's set_params stores callbacks but rebuilds callbacks_ only in
+            # initialize(), which partial_fit skips on a fitted net
+            target._initialize_callbacks()
 
     # --- labeled data as the selectors see it ---------------------------------------------
 
@@ -967,6 +970,23 @@ def _same(a, b):
         return bool(a == b)
     except Exception:  # a value whose == is not a bool (e.g. a tensor)
         return a is b
+
+
+def _template(value):
+    """``clone(value)``, except that parameters which are not estimators stay the same objects.
+
+    ``_apply_changes`` finds what ``set_params`` replaced since training by comparing the
+    ``estimator`` parameter with this template: a module instance, a transform or a function
+    has no equality but identity, which ``clone``'s deep copies would lose (every warm-start
+    teach would then see a module instance as changed, and refuse).
+    """
+    if type(value) is dict:
+        return {key: _template(item) for key, item in value.items()}
+    if type(value) in (list, tuple, set, frozenset):
+        return type(value)(_template(item) for item in value)
+    if not hasattr(value, "get_params") or isinstance(value, type):
+        return value
+    return type(value)(**{key: _template(item) for key, item in value.get_params(deep=False).items()})
 
 
 def _untracked(X):

@@ -126,9 +126,6 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
         self.feature_layers = feature_layers
         self.embedding_layer = embedding_layer
 
-    # The parts' per-sample tensors live in the callbacks; skorch maps these
-    # attributes to the right device when a net is unpickled (e.g. without CUDA).
-    cuda_dependent_attributes_ = ["callbacks_"]
 
     def __setattr__(self, name, attr):
         if name == "train_transform":
@@ -147,6 +144,8 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
             {key: getattr(self, key) for key in self._own_parameter_constraints},
             caller_name=type(self).__name__,
         )
+        # skorch skips initialize_callbacks for callbacks="disable": then there are no parts
+        self.parts_, self.sample_indices_ = {}, SampleIndexQueue()
         return super().initialize()
 
     def initialize_callbacks(self):

@@ -60,7 +60,7 @@ def test_coreset_subset_draws_candidates_from_the_query_seed():
     again = learner.query(X_pool, 5)
     np.testing.assert_array_equal(idx, again)
     from skal.learner import _QUERY, _derive_seed
-    subset = np.random.default_rng(_derive_seed(learner._seed, 0, _QUERY)).choice(60, 20, replace=False)
+    subset = np.random.default_rng(_derive_seed(learner._state().seed, 0, _QUERY)).choice(60, 20, replace=False)
     assert set(idx.tolist()) <= set(subset.tolist())
     with pytest.raises(ValueError, match=r"n=21 exceeds CoreSet's subset=20"):
         learner.query(X_pool, 21)

@@ -7,15 +7,7 @@ import torch
 from skal.heads import LossPredictionHead, TrainingDynamicsHead
 from skal.losses import dynamics_prediction_loss, loss_ranking_loss
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These tiny nets (and ResNet-18 on a few images) run several times slower with
-    # 2 intra-op threads than with 1 when the 2 cores are shared (oversubscription);
-    # restore torch's setting after the module.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 RESNET18_LEVELS = [(64, 32), (128, 16), (256, 8), (512, 4)]  # (channels, spatial size)

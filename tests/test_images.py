@@ -8,19 +8,11 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from skal import ActiveLearner, ActiveNet
 from skal.models import SmallCNN
+from skal.parts import DynamicsHeadTraining, LossPredictionHeadTraining, TrainingDynamics
 from skal.selectors import DISAL, LL4AL, Entropy, TiDAL
 from skal.transforms import cifar_augmentation
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These tiny nets (and ResNet-18 on a few images) run several times slower with
-    # 2 intra-op threads than with 1 when the 2 cores are shared (oversubscription);
-    # restore torch's setting after the module.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _images(n, seed=0, k=3, shape=(1, 8, 8)):
@@ -58,7 +50,8 @@ def test_train_transform_runs_once_per_sample_and_epoch_during_fit_only():
     rec = CountingTransform()
     torch.manual_seed(0)
     net = _net(module__num_classes=3, classes=[0, 1, 2], max_epochs=3, train_transform=rec,
-               loss_head_weight=1.0, dynamics_head_weight=1.0)
+               callbacks=[("loss_head", LossPredictionHeadTraining()),
+                          ("dynamics_head", DynamicsHeadTraining())])
     net.fit(X, y)
     assert rec.calls == 3 * 10
     assert rec.seen == {("Tensor", (1, 8, 8))}
@@ -80,10 +73,12 @@ def test_train_transform_output_is_what_training_sees_but_not_prediction():
     X, y = _images(10)
     torch.manual_seed(0)
     net = _net(module__num_classes=3, classes=[0, 1, 2], max_epochs=2, batch_size=10,
-               train_transform=CountingTransform(zero=True)).fit(X, y)
+               train_transform=CountingTransform(zero=True),
+               callbacks=[("dynamics", TrainingDynamics())]).fit(X, y)
     # every training input was zeroed and each epoch is one batch: all samples had
     # the same training softmax
-    dyn = net.training_dynamics_
+    dyn = net.parts_["dynamics"].mean_
+    assert dyn.shape == (10, 3)
     assert torch.allclose(dyn, dyn[:1].expand_as(dyn), atol=1e-6)
     # prediction sees the real images: rows differ, and equal a plain eval forward
     proba = net.predict_proba(X)

@@ -24,16 +24,21 @@ def _net():
     return ActiveNet(MLP, module__hidden_sizes=(6,), max_epochs=3, batch_size=8, lr=0.1, verbose=0)
 
 
+def _n_trained(net):
+    """How many samples the net's last epoch trained on (skorch records each batch's size)."""
+    return sum(batch["train_batch_size"] for batch in net.history[-1]["batches"])
+
+
 def test_reference_is_a_stratified_held_out_split_not_trained_on():
     X, y = _data()
     learner = ActiveLearner(_net(), selector=ISAL(depth=3, repeats=2), random_state=0).fit(X, y)
-    mask = learner._reference_mask
+    mask = learner._state().labeled.reference
     assert mask.sum() == 6
     np.testing.assert_array_equal(np.bincount(y[mask]), [2, 2, 2])
-    assert learner.estimator_.training_dynamics_.shape == (54, 3)  # trained on the rest only
+    assert _n_trained(learner.estimator_) == 54  # trained on the rest only
     learner.teach(X[:3], y[:3])
-    assert learner._reference_mask.sum() == 6 and not learner._reference_mask[-3:].any()
-    assert learner.estimator_.training_dynamics_.shape == (57, 3)
+    assert learner._state().labeled.reference.sum() == 6 and not learner._state().labeled.reference[-3:].any()
+    assert _n_trained(learner.estimator_) == 57
 
 
 def test_scores_are_the_influence_of_each_pool_sample_on_the_reference_loss():
@@ -47,11 +52,11 @@ def test_scores_are_the_influence_of_each_pool_sample_on_the_reference_loss():
     # training rows drawn with the query seed, then a per-sample gradient loop
     module = learner.estimator_.module_.eval()
     params = select_params(module, "all weights")
-    mask = learner._reference_mask
+    mask = learner._state().labeled.reference
     X_ref, y_ref = torch.from_numpy(X[mask]), torch.from_numpy(y[mask])
     X_tr, y_tr = torch.from_numpy(X[~mask]), torch.from_numpy(y[~mask])
     v = reference_gradient(module, params, [(X_ref, y_ref)])
-    draws = np.random.default_rng(_derive_seed(learner._seed, 0, _QUERY)).integers(0, len(y_tr), 8)
+    draws = np.random.default_rng(_derive_seed(learner._state().seed, 0, _QUERY)).integers(0, len(y_tr), 8)
     s = lissa(module, params, v, [(X_tr[i:i + 1], y_tr[i:i + 1]) for i in draws],
               damping=0.1, scale=10.0, depth=4, repeats=2)
     expected = []
@@ -70,8 +75,8 @@ def test_user_reference_holds_nothing_out():
     X_ref, y_ref = _data(n=9, seed=2)
     learner = ActiveLearner(_net(), selector=ISAL(reference=(X_ref, y_ref), depth=3, repeats=1),
                             random_state=0).fit(X, y)
-    assert not learner._reference_mask.any()
-    assert learner.estimator_.training_dynamics_.shape == (60, 3)
+    assert not learner._state().labeled.reference.any()
+    assert _n_trained(learner.estimator_) == 60
     idx = learner.query(_data(n=12, seed=3)[0], 5)
     assert len(set(idx.tolist())) == 5
 

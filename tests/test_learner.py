@@ -14,7 +14,7 @@ from skorch.callbacks import Callback
 
 from skal import ActiveLearner, ActiveNet
 from skal.models import MLP
-from skal.selectors import DISAL, Entropy, LeastConfidence, Margin, Random
+from skal.selectors import DISAL, LL4AL, Entropy, LeastConfidence, Margin, Random, TiDAL
 
 SELECTORS = [DISAL(), DISAL(mode="literal"), Entropy(), Margin(), LeastConfidence(), Random()]
 
@@ -30,6 +30,11 @@ def _data(n=120, d=5, k=3, seed=0):
     X = rng.normal(size=(n, d)).astype(np.float32)
     y = (X[:, :k].argmax(1)).astype(np.int64)
     return X, y
+
+
+def _n_trained(net):
+    """How many samples the net's last epoch trained on (skorch records each batch's size)."""
+    return sum(batch["train_batch_size"] for batch in net.history[-1]["batches"])
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +107,8 @@ def test_teach_appends_labels_and_records_cycles():
     np.testing.assert_array_equal(learner.y_labeled_, y[:28])
     np.testing.assert_array_equal(learner.labeled_cycle_, [0] * 20 + [1] * 5 + [2] * 3)
     assert learner.estimator_ is not first_net
-    assert learner.estimator_.training_dynamics_.shape == (28, 3)
+    assert _n_trained(learner.estimator_) == 28
+    assert learner.estimator_.module_(torch.as_tensor(X[:1])).shape == (1, 3)
 
 
 def test_labeled_set_is_a_copy_of_the_callers_data():
@@ -121,7 +127,7 @@ def test_cold_start_teach_retrains_from_a_fresh_initialisation():
     learner.teach(X[20:40], y[20:40])
     # the same net trained from scratch on all 40 labels with the cycle-1 seed
     fresh = clone(_net()).set_params(classes=np.arange(3))
-    with _torch_seeded(_derive_seed(learner._seed, 1, _TRAIN), "cpu"):
+    with _torch_seeded(_derive_seed(learner._state().seed, 1, _TRAIN), "cpu"):
         fresh.fit(X[:40], y[:40])
     for key, value in fresh.module_.state_dict().items():
         assert torch.equal(learner.estimator_.module_.state_dict()[key], value), key
@@ -136,7 +142,23 @@ def test_warm_start_continues_from_current_weights():
     learner.teach(X[20:30], y[20:30])
     assert len(learner.estimator_.history) == 6  # 3 epochs + 3 more on the same net
     assert len(before.history) == 3  # the previous net was not modified
-    assert learner.estimator_.training_dynamics_.shape == (30, 3)
+    assert _n_trained(learner.estimator_) == 30
+
+
+def test_warm_start_teaches_a_net_built_from_a_module_instance():
+    # parameters without equality (a module instance, a callable) are unchanged when
+    # set_params did not replace them; only the replaced one is set on the warm net
+    X, y = _data()
+    net = ActiveNet(MLP(num_classes=3, in_features=5, hidden_sizes=(16,)), max_epochs=3,
+                    batch_size=16, lr=0.1, verbose=0)
+    learner = ActiveLearner(net, selector=Entropy(), warm_start=True, random_state=0).fit(X[:20], y[:20])
+    learner.teach(X[20:25], y[20:25])
+    assert len(learner.estimator_.history) == 6 and not learner.stale_
+    learner.set_params(estimator__lr=0.02)
+    learner.teach(X[25:30], y[25:30])
+    assert len(learner.estimator_.history) == 9 and learner.estimator_.lr == 0.02
+    assert learner.estimator_.optimizer_.param_groups[0]["lr"] == 0.02
+    assert _n_trained(learner.estimator_) == 30
 
 
 def test_fit_is_reproducible_and_leaves_global_torch_rng_alone():
@@ -176,10 +198,15 @@ def test_selector_needs_configure_the_cloned_net_only():
     X, y = _data()
     net = _net()
     learner = ActiveLearner(net, selector=DISAL(), random_state=0).fit(X[:20], y[:20])
-    assert learner.estimator_.snapshot is True and learner.estimator_.snapshot_ is not None
-    assert net.snapshot is False and not hasattr(net, "module_")
+    trained = learner.estimator_
+    assert [name for name, _ in trained.callbacks] == ["dynamic_loss", "snapshot"]
+    assert set(trained.parts_) == {"dynamic_loss", "dynamics", "snapshot"}
+    assert trained.parts_["dynamic_loss"].weight == 1.0
+    assert trained.parts_["snapshot"].state_ is not None
+    assert trained.parts_["dynamics"].mean_.shape == (20, 3)
+    assert net.callbacks is None and not hasattr(net, "module_")
     learner = ActiveLearner(net, selector=Entropy(), random_state=0).fit(X[:20], y[:20])
-    assert learner.estimator_.snapshot is False and learner.estimator_.snapshot_ is None
+    assert learner.estimator_.callbacks == [] and learner.estimator_.parts_ == {}
 
 
 # --- scikit-learn plumbing ----------------------------------------------------------
@@ -189,9 +216,9 @@ def test_nested_params_and_clone():
     learner = ActiveLearner(_net(), selector=DISAL(), random_state=0)
     params = learner.get_params()
     assert params["estimator__lr"] == 0.1 and params["selector__mode"] == "kl"
-    learner.set_params(estimator__lr=0.5, selector__mode="literal", estimator__dynamic_weight=0.0)
+    learner.set_params(estimator__lr=0.5, selector__mode="literal", selector__weight=0.0)
     assert learner.estimator.lr == 0.5 and learner.selector.mode == "literal"
-    assert learner.estimator.dynamic_weight == 0.0
+    assert learner.selector.weight == 0.0
     cloned = clone(learner)
     assert cloned.estimator is not learner.estimator and cloned.selector is not learner.selector
     assert cloned.get_params()["estimator__lr"] == 0.5
@@ -217,10 +244,13 @@ def test_cross_val_score_and_grid_search_over_nested_params():
     learner = ActiveLearner(_net(), selector=DISAL(), random_state=0)
     scores = cross_val_score(learner, X, y, cv=3)
     assert scores.shape == (3,) and np.all((0 <= scores) & (scores <= 1))
-    grid = GridSearchCV(learner, {"estimator__dynamic_weight": [0.0, 1.0], "selector__mode": ["kl", "literal"]}, cv=2)
+    grid = GridSearchCV(learner, {"selector__weight": [0.0, 1.0], "selector__mode": ["kl", "literal"]}, cv=2)
     grid.fit(X, y)
     assert len(grid.cv_results_["params"]) == 4
-    assert grid.best_estimator_.estimator_.dynamic_weight in (0.0, 1.0)
+    best = grid.best_estimator_
+    assert best.selector_.weight in (0.0, 1.0)
+    # the dynamic loss is trained exactly when the searched weight asks for it
+    assert ("dynamic_loss" in best.estimator_.parts_) == (best.selector_.weight > 0)
 
 
 # --- bad input ------------------------------------------------------------------------
@@ -255,9 +285,10 @@ def _with(X, row, col, value):
 
 @pytest.mark.parametrize("make_pool, match", [
     (lambda X: X[:0], r"X_pool is empty"),
-    (lambda X: _with(X, 3, 1, np.nan), r"Input X_pool contains NaN"),
-    (lambda X: _with(X, 0, 0, np.inf), r"Input X_pool contains infinity"),
-    (lambda X: X[:, :4], r"X_pool has samples of shape \(4,\), but the learner was fitted on samples of shape \(5,\)"),
+    # validate_data(reset=False), as in predict: scikit-learn's wording, prefixed with the name
+    (lambda X: _with(X, 3, 1, np.nan), r"^X_pool: Input X contains NaN"),
+    (lambda X: _with(X, 0, 0, np.inf), r"^X_pool: Input X contains infinity"),
+    (lambda X: X[:, :4], r"^X_pool: X has 4 features, but ActiveLearner is expecting 5 features as input"),
     (lambda X: X[:, :, None], r"X_pool has samples of shape \(5, 1\)"),
 ])
 def test_query_rejects_bad_pools(fitted, make_pool, match):
@@ -271,7 +302,7 @@ def test_query_rejects_bad_pools(fitted, make_pool, match):
 @pytest.mark.parametrize("make, match", [
     (lambda X, y: (X[:3], y[:4]), r"inconsistent numbers of samples: \[3, 4\]"),
     (lambda X, y: (_with(X[:3], 1, 2, np.nan), y[:3]), r"Input X contains NaN"),
-    (lambda X, y: (X[:3, :2], y[:3]), r"X has samples of shape \(2,\), but the learner was fitted on samples of shape \(5,\)"),
+    (lambda X, y: (X[:3, :2], y[:3]), r"X has 2 features, but ActiveLearner is expecting 5 features as input"),
     (lambda X, y: (X[:0], y[:0]), r"X is empty"),
     (lambda X, y: (X[:2], np.array([1, 7])), r"y contains labels not in classes_: \['7'\]"),
 ])
@@ -302,13 +333,22 @@ def test_methods_before_fit_raise_not_fitted(method, args):
     (dict(classes=[0, 1, 1, 2]), ValueError, r"classes contains duplicate labels"),
     (dict(classes=[0, 1]), ValueError, r"y contains labels not in classes_: \['2'\]"),
     (dict(selector=DISAL(mode="typo")), ValueError, r"'mode' parameter of DISAL must be"),
+    (dict(selector=DISAL(weight=-1.0)), ValueError, r"The 'weight' parameter of DISAL must be"),
+    # the shared batch and subset parameters are checked at fit, not first at query
+    (dict(selector=Entropy(batch="nope")), ValueError, r"The 'batch' parameter of Entropy must be"),
+    (dict(selector=Margin(batch=3)), ValueError, r"The 'batch' parameter of Margin must be"),
+    (dict(selector=LL4AL(subset=0)), ValueError, r"The 'subset' parameter of LL4AL must be"),
+    (dict(selector=TiDAL(subset=2.5)), ValueError, r"The 'subset' parameter of TiDAL must be"),
 ])
 def test_fit_rejects_bad_parameters(kwargs, error, match):
     X, y = _data(n=20)
     params = dict(estimator=_net(), selector=Entropy())
     params.update(kwargs)
+    learner = ActiveLearner(**params)
     with pytest.raises(error, match=match):
-        ActiveLearner(**params).fit(X, y)
+        learner.fit(X, y)
+    with pytest.raises(NotFittedError):  # nothing was fitted
+        learner.predict(X)
 
 
 def test_fit_rejects_a_plain_skorch_net():
@@ -390,3 +430,94 @@ def test_a_diverging_loss_stops_training_with_an_error_that_says_so():
         learner.query(X[30:], 3)
     learner.set_params(estimator__lr=0.1).refit()
     assert np.isfinite(learner.predict_proba(X)).all()
+
+
+# --- set_params after fit ---------------------------------------------------------------
+
+
+def test_a_selector_changed_after_fit_is_used_by_query_when_it_needs_the_same_training():
+    from skal.learner import _QUERY, _derive_seed
+
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=Entropy(), random_state=0).fit(X[:30], y[:30])
+    for selector in (Margin(), Entropy(batch="stochastic")):
+        learner.set_params(selector=selector)
+        idx, scores = learner.query(X[30:], 7, return_scores=True)
+        expected = clone(selector).select(learner.estimator_, X[30:], 7,
+                                          random_state=_derive_seed(learner._state().seed, 0, _QUERY),
+                                          labeled=learner._labeled_data(learner._state()))
+        np.testing.assert_array_equal(idx, expected[0])
+        np.testing.assert_array_equal(scores, expected[1])
+    assert type(learner.selector_) is Entropy  # the selector the net was trained for, until refit
+
+
+def test_a_selector_needing_other_training_is_refused_by_query_until_refit():
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=Entropy(), random_state=0).fit(X[:30], y[:30])
+    trained = learner.estimator_
+    learner.set_params(selector=DISAL())
+    with pytest.raises(ValueError, match=r"selector was changed after the net was trained, to DISAL\(\), "
+                                         r"which needs other training than Entropy\(\).*call refit\(\)"):
+        learner.query(X[30:], 3)
+    assert learner.estimator_ is trained
+    learner.refit()
+    assert set(learner.estimator_.parts_) == {"dynamic_loss", "dynamics", "snapshot"}
+    assert type(learner.selector_) is DISAL
+    # the refit net is the one a fit with DISAL trains
+    reference = ActiveLearner(_net(), selector=DISAL(), random_state=0).fit(X[:30], y[:30])
+    np.testing.assert_array_equal(learner.query(X[30:], 5), reference.query(X[30:], 5))
+
+
+def test_an_estimator_parameter_changed_after_fit_takes_effect_at_the_next_teach():
+    X, y = _data()
+    for warm_start in (False, True):
+        learner = ActiveLearner(_net(), selector=Entropy(), warm_start=warm_start,
+                                random_state=0).fit(X[:20], y[:20])
+        learner.set_params(estimator__lr=0.02, estimator__max_epochs=2)
+        learner.teach(X[20:25], y[20:25])
+        net = learner.estimator_
+        assert net.lr == 0.02 and net.optimizer_.param_groups[0]["lr"] == 0.02
+        assert len(net.history) == (3 + 2 if warm_start else 2)
+
+
+def test_a_warm_start_refuses_a_changed_module_or_incompatible_parts_and_keeps_the_labels():
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=Entropy(), warm_start=True, random_state=0).fit(X[:20], y[:20])
+    trained = learner.estimator_
+    learner.set_params(estimator__module__hidden_sizes=(8,))
+    with pytest.raises(ValueError, match=r"^estimator__module__hidden_sizes changed after fit: with "
+                                         r"warm_start=True the trained weights cannot carry over"):
+        learner.teach(X[20:25], y[20:25])
+    assert learner.estimator_ is trained and learner.stale_
+    np.testing.assert_array_equal(learner.y_labeled_, y[:25])  # the labels stay
+    learner.set_params(estimator__module__hidden_sizes=(16,), selector=DISAL())
+    with pytest.raises(ValueError, match=r"selector: DISAL\(\) needs the training parts "
+                                         r"\['dynamic_loss', 'snapshot'\], the net was trained with \[\]"):
+        learner.refit()
+    assert learner.estimator_ is trained and learner.stale_
+    learner.set_params(selector=Entropy()).refit()
+    assert not learner.stale_ and len(learner.estimator_.history) == 6
+
+
+def test_a_warm_start_takes_a_changed_part_parameter():
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=DISAL(weight=1.0), warm_start=True,
+                            random_state=0).fit(X[:20], y[:20])
+    learner.set_params(selector__weight=0.25)
+    learner.teach(X[20:25], y[20:25])
+    assert learner.estimator_.parts_["dynamic_loss"].weight == 0.25
+    assert learner.selector_.weight == 0.25 and len(learner.estimator_.history) == 6
+
+
+def test_a_warm_start_takes_a_callback_added_after_fit():
+    from skorch.callbacks import EarlyStopping
+
+    X, y = _data()
+    learner = ActiveLearner(_net(), selector=Entropy(), warm_start=True, random_state=0).fit(X[:20], y[:20])
+    assert len(learner.estimator_.history) == 3
+    # train_loss rarely drops by 90% in an epoch: patience 1 stops after the second epoch
+    stop = EarlyStopping(monitor="train_loss", patience=1, threshold=0.9, sink=lambda *args: None)
+    learner.set_params(estimator__callbacks=[("stop", stop)])
+    learner.teach(X[20:25], y[20:25])
+    assert len(learner.estimator_.history) == 3 + 2 and not learner.stale_
+    assert "stop" in dict(learner.estimator_.callbacks_)

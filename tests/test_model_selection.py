@@ -67,7 +67,7 @@ def test_curve_on_joblibs_dask_backend_equals_sequential():
                                   dashboard_address=None) as cluster, distributed.Client(cluster):
         with joblib.parallel_backend("dask"):
             result = active_learning_curve(_learners(), X, y, n_jobs=-1, **kwargs)
-            grid = GridSearchCV(_learners()["disal"], {"estimator__dynamic_weight": [0.0, 1.0]},
+            grid = GridSearchCV(_learners()["disal"], {"selector__weight": [0.0, 1.0]},
                                 cv=2, n_jobs=-1).fit(X, y)
     np.testing.assert_array_equal(result.scores, expected.scores)
     assert len(grid.cv_results_["params"]) == 2
@@ -146,7 +146,7 @@ def test_training_through_skorchs_accelerate_mixin_trains_the_heads():
     trained = learner.estimator_
     assert isinstance(trained, AcceleratedActiveNet)
     # the TD head's loss reached it through Accelerate's own train step
-    assert trained.training_dynamics_.shape == (40, 3)
+    assert trained.parts_["dynamics"].mean_.shape == (40, 3)
     assert trained.dynamics_predictor_.out.weight.grad.abs().sum() > 0
     idx = learner.query(X, 5)
     assert len(set(idx.tolist())) == 5
@@ -192,3 +192,24 @@ def test_pick_entropy_hand_values():
                                  np.zeros((1, 1, 2)), class_counts=np.array([[[[2, 2, 2], [3, 3, 0]]]]),
                                  classes=np.arange(3))
     np.testing.assert_allclose(result.pick_entropy[0, 0], [1.0, np.log(2) / np.log(3)], rtol=1e-12)
+
+
+def _silent(*args, **kwargs):
+    """A sink for EarlyStopping's message (importable, so provenance can record it)."""
+
+
+def test_a_campaign_with_early_stopping_runs_and_equals_one_with_the_epochs_it_stopped_at():
+    from skorch.callbacks import EarlyStopping
+
+    X, y = _data()
+    # train_loss rarely drops by 90% in an epoch: patience 1 stops every training after epoch 2
+    stopper = EarlyStopping(monitor="train_loss", patience=1, threshold=0.9, sink=_silent)
+    stopped = ActiveNet(MLP, module__hidden_sizes=(8,), max_epochs=20, lr=0.1, verbose=0,
+                        callbacks=[("stop", stopper)])
+    two_epochs = ActiveNet(MLP, module__hidden_sizes=(8,), max_epochs=2, lr=0.1, verbose=0)
+    kwargs = dict(initial_size=10, query_size=5, n_cycles=2, n_repeats=2, random_state=0)
+    for selector in (Entropy(), DISAL()):
+        result = active_learning_curve({"stopped": ActiveLearner(stopped, selector),
+                                        "two epochs": ActiveLearner(two_epochs, selector)}, X, y, **kwargs)
+        assert np.isfinite(result.scores).all()
+        np.testing.assert_array_equal(result.scores[0], result.scores[1])

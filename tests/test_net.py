@@ -189,6 +189,18 @@ def test_without_parts_training_equals_plain_skorch_bit_for_bit(shuffle, loader)
     assert torch.equal(torch.rand(3), (torch.manual_seed(42), plain.fit(X, y), torch.rand(3))[2])
 
 
+def test_disabled_callbacks_train_like_plain_skorch():
+    X, y = tabular(n=30, d=5, k=3)
+    torch.manual_seed(0)
+    active = ActiveNet(callbacks="disable", **_PLAIN).fit(X, y)
+    torch.manual_seed(0)
+    plain = NeuralNetClassifier(criterion=nn.CrossEntropyLoss, train_split=None, callbacks="disable",
+                                iterator_train__shuffle=True, **_PLAIN).fit(X, y)
+    assert active.callbacks_ == [] and active.parts_ == {}
+    assert_states_equal(module_state(active), module_state(plain))
+    np.testing.assert_array_equal(active.predict_proba(X), plain.predict_proba(X))
+
+
 def test_the_array_path_gives_the_dataloaders_batches_and_draws():
     X, y = tabular(n=23)
     dataset = SkorchDataset(X, y)
@@ -537,6 +549,26 @@ def test_pickle_keeps_the_parts_state():
     assert torch.equal(loaded.parts_["dynamics"].mean_, net.parts_["dynamics"].mean_)
     assert_states_equal(loaded.parts_["snapshot"].state_, net.parts_["snapshot"].state_)
     np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))
+
+
+def test_copies_keep_parts_and_callbacks_the_same_objects_and_copy_lambdas():
+    # warm starts deep-copy the net: a callback holding a lambda must copy as in skorch
+    X, y = tabular()
+    net = ActiveNet(MLP, module__num_classes=3, max_epochs=2, verbose=0,
+                    callbacks=_parts("dynamic_loss", "snapshot") + [
+                        ("stop", EarlyStopping(monitor="train_loss", sink=lambda *args: None))]).fit(X, y)
+    picklable = copy.deepcopy(net)
+    dict(picklable.callbacks_)["stop"].sink = print  # a lambda cannot be pickled, in skorch either
+    for copied in (copy.deepcopy(net), pickle.loads(pickle.dumps(picklable))):
+        callbacks = dict(copied.callbacks_)
+        assert all(callbacks[name] is part for name, part in copied.parts_.items())
+        assert set(copied.parts_) == {"dynamic_loss", "dynamics", "snapshot"}
+        assert copied.parts_["dynamics"] is not net.parts_["dynamics"]
+        assert torch.equal(copied.parts_["dynamics"].mean_, net.parts_["dynamics"].mean_)
+        assert_states_equal(copied.parts_["snapshot"].state_, net.parts_["snapshot"].state_)
+        copied.partial_fit(X, y)  # the copy trains its own parts
+        assert int(copied.parts_["dynamics"].visits_.min()) == 2
+    assert int(net.parts_["dynamics"].visits_.min()) == 2 and len(net.history) == 2
 
 
 def test_clone_and_params():

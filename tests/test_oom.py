@@ -139,10 +139,10 @@ def test_results_of_a_failed_attempt_are_not_kept():
 
 
 def test_tuple_batches_are_split_element_wise():
-    from skal.net import _batch_len, _split_batch
+    from skal._pool import batch_len, split_batch
 
     a, b = torch.arange(10).reshape(5, 2), torch.arange(5)
-    pieces = _split_batch((a, b), 2)
-    assert _batch_len((a, b)) == 5 and [len(p[0]) for p in pieces] == [3, 2]
+    pieces = split_batch((a, b), 2)
+    assert batch_len((a, b)) == 5 and [len(p[0]) for p in pieces] == [3, 2]
     assert all(isinstance(p, tuple) for p in pieces)
     torch.testing.assert_close(torch.cat([p[1] for p in pieces]), b)

@@ -96,13 +96,7 @@ def _with_batch_rules(base):
 SELECTORS = _with_batch_rules(BASE)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # the nets and pools are tiny: threads only contend with each other
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_every_public_selector_and_batch_rule_is_covered():
@@ -168,7 +162,7 @@ def test_query_contract(learner, data):
     np.testing.assert_array_equal(again_scores, scores)
 
     # the selector itself, with a drawn seed
-    net, labeled = learner.estimator_, learner._labeled_data()
+    net, labeled = learner.estimator_, learner._labeled_data(learner._state())
     picked, picked_scores = learner.selector_.select(net, pool, n, random_state=seed, labeled=labeled)
     picked = np.asarray(picked)
     _check_contract(picked, np.asarray(picked_scores), n, size)
@@ -213,5 +207,5 @@ def test_torch_global_random_state_is_untouched_by_queries(learner):
     expected = torch.rand(3)
     torch.manual_seed(7)
     learner.query(pool, 5)
-    learner.selector_.select(learner.estimator_, pool, 5, random_state=3, labeled=learner._labeled_data())
+    learner.selector_.select(learner.estimator_, pool, 5, random_state=3, labeled=learner._labeled_data(learner._state()))
     assert torch.equal(torch.rand(3), expected)

@@ -9,6 +9,7 @@ from sklearn.base import clone
 
 from skal import ActiveNet
 from skal.models import MLP
+from skal.parts import DynamicLoss, EpochSnapshot
 from skal.selectors import (
     DISAL,
     Entropy,
@@ -19,9 +20,11 @@ from skal.selectors import (
 )
 
 N_POOL = 103  # not a multiple of the batch size
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fit_net(snapshot, seed=0):
+    """A tiny fitted net; with ``snapshot``, trained with DISAL's parts (dynamic loss + snapshot)."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(64, 5)).astype(np.float32)
     y = (X[:, 0] + 0.5 * X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 0.8).astype(np.int64)
@@ -33,7 +36,7 @@ def _fit_net(snapshot, seed=0):
         verbose=0,
         batch_size=16,
         lr=0.1,
-        snapshot=snapshot,
+        callbacks=list(DISAL().training_needs().parts) if snapshot else None,
     )
     return net.fit(X, y)
 
@@ -178,17 +181,18 @@ def _log_softmax64(z):
 
 def _ref_disal(net, X):
     prev = copy.deepcopy(net.module_)
-    prev.load_state_dict(net.snapshot_)
+    prev.load_state_dict(net.parts_["snapshot"].state_)
     lp_prev = _log_softmax64(_eval_logits64(prev, X))
     lp_T = _log_softmax64(_eval_logits64(net.module_, X))
     return (np.exp(lp_prev) * (lp_prev - lp_T)).sum(axis=1)
 
 
 def test_disal_snapshot_differs_from_final_weights(snap_net):
-    assert snap_net.snapshot_ is not None
+    snapshot = snap_net.parts_["snapshot"].state_
+    assert snapshot is not None
     final = snap_net.module_.state_dict()
-    assert snap_net.snapshot_.keys() == final.keys()
-    diff = max((snap_net.snapshot_[k] - final[k]).abs().max().item() for k in final)
+    assert snapshot.keys() == final.keys()
+    diff = max((snapshot[k] - final[k]).abs().max().item() for k in final)
     assert diff > 1e-4
 
 
@@ -235,11 +239,20 @@ def test_disal_does_not_change_the_module(snap_net, pool):
 
 
 def test_disal_without_snapshot_raises(net, pool):
-    assert net.snapshot_ is None
-    with pytest.raises(ValueError, match="snapshot"):
+    assert net.parts_ == {}
+    with pytest.raises(ValueError, match="train the net with an EpochSnapshot part"):
         DISAL().score_pool(net, pool)
-    with pytest.raises(ValueError, match="snapshot"):
+    with pytest.raises(ValueError, match="train the net with an EpochSnapshot part"):
         DISAL().select(net, pool, 3, random_state=0)
+
+
+def test_disal_with_an_empty_snapshot_raises(pool):
+    # a snapshot part that never saw an epoch holds nothing to score with
+    net = ActiveNet(MLP, module__num_classes=3, module__in_features=5, verbose=0,
+                    callbacks=[("snapshot", EpochSnapshot())]).initialize()
+    assert net.parts_["snapshot"].state_ is None
+    with pytest.raises(ValueError, match="The net has no epoch T-1 snapshot"):
+        DISAL().score_pool(net, pool)
 
 
 def test_disal_invalid_mode_raises(snap_net, pool):
@@ -299,13 +312,23 @@ def test_random_inclusion_is_uniform(net):
 # --- training needs and the sklearn contract ------------------------------------------
 
 
+def _described(needs):
+    """A TrainingNeeds as comparable data: parts as (name, type, parameters), and the reference."""
+    return [(name, type(part), part.get_params()) for name, part in needs.parts], needs.reference
+
+
 def test_training_needs():
-    assert DISAL().training_needs() == TrainingNeeds(snapshot=True)
-    assert DISAL(mode="literal").training_needs().net_params() == {"snapshot": True}
+    disal = [("dynamic_loss", DynamicLoss, {"weight": 1.0}), ("snapshot", EpochSnapshot, {})]
+    assert _described(DISAL().training_needs()) == (disal, None)
+    assert _described(DISAL(mode="literal").training_needs()) == (disal, None)
+    assert _described(DISAL(weight=0.25).training_needs()) == (
+        [("dynamic_loss", DynamicLoss, {"weight": 0.25}), ("snapshot", EpochSnapshot, {})], None)
+    # weight 0: DISAL's "w/o D" ablation, the snapshot alone
+    assert _described(DISAL(weight=0).training_needs()) == ([("snapshot", EpochSnapshot, {})], None)
     for selector in [Entropy(), Margin(), LeastConfidence(), Random()]:
         assert selector.training_needs() == TrainingNeeds()
-        assert selector.training_needs().net_params() == {}
-    assert TrainingNeeds().snapshot is False
+        assert selector.training_needs().parts == ()
+    assert TrainingNeeds() == TrainingNeeds(parts=(), reference=None)
 
 
 @pytest.mark.parametrize("selector_cls", [Entropy, Margin, LeastConfidence, Random])
@@ -323,11 +346,11 @@ def test_parameterless_selectors_sklearn_contract(selector_cls):
 
 def test_disal_sklearn_contract():
     selector = DISAL(mode="literal")
-    assert selector.get_params() == {"mode": "literal", "batch": "topk"}
+    assert selector.get_params() == {"mode": "literal", "batch": "topk", "weight": 1.0}
     cloned = clone(selector)
     assert type(cloned) is DISAL and cloned is not selector
-    assert cloned.get_params() == {"mode": "literal", "batch": "topk"}
-    assert DISAL().get_params() == {"mode": "kl", "batch": "topk"}
+    assert cloned.get_params() == {"mode": "literal", "batch": "topk", "weight": 1.0}
+    assert DISAL().get_params() == {"mode": "kl", "batch": "topk", "weight": 1.0}
     assert selector.set_params(mode="kl") is selector
     assert selector.mode == "kl"
     assert repr(DISAL(mode="literal")) == "DISAL(mode='literal')"
@@ -350,7 +373,7 @@ def test_scores_use_eval_mode(pool):
         verbose=0,
         batch_size=16,
         lr=0.1,
-        snapshot=True,
+        callbacks=list(DISAL().training_needs().parts),
     ).fit(X, y)
     a = Entropy().score_pool(net, pool).cpu().numpy()
     b = Entropy().score_pool(net, pool).cpu().numpy()

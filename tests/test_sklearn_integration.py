@@ -56,7 +56,7 @@ def test_pipeline_estimator_queries_through_its_transformers(selector):
     from skal.selectors.base import LabeledData
     labeled = LabeledData(scaler.transform(X32[:30]).astype(np.float32), y[:30], np.empty((0, 4)),
                           np.empty(0, int), learner.classes_)
-    expected = learner.selector_.select(net, pool, 10, random_state=_derive_seed(learner._seed, 0, _QUERY),
+    expected = learner.selector_.select(net, pool, 10, random_state=_derive_seed(learner._state().seed, 0, _QUERY),
                                         labeled=labeled)
     np.testing.assert_array_equal(idx, expected[0])
     np.testing.assert_allclose(scores, expected[1], rtol=1e-6)
@@ -107,10 +107,13 @@ def test_cross_validate_and_searches_over_nested_params_in_parallel():
     np.testing.assert_allclose(scores, again)  # seeded: parallel equals sequential
     result = cross_validate(learner, X, y, cv=2, scoring=["accuracy", "neg_log_loss"], n_jobs=2)
     assert set(result) >= {"test_accuracy", "test_neg_log_loss", "fit_time"}
-    grid = GridSearchCV(learner, {"estimator__activenet__dynamic_weight": [0.0, 1.0],
+    grid = GridSearchCV(learner, {"selector__weight": [0.0, 1.0],
                                   "selector__mode": ["kl", "literal"]}, cv=2, n_jobs=2).fit(X, y)
     assert len(grid.cv_results_["params"]) == 4
-    assert grid.best_estimator_.estimator_[-1].dynamic_weight in (0.0, 1.0)
+    best = grid.best_estimator_
+    assert best.selector_.weight in (0.0, 1.0)
+    # the pipeline's net trains the dynamic loss exactly when the searched weight asks for it
+    assert ("dynamic_loss" in best.estimator_[-1].parts_) == (best.selector_.weight > 0)
     search = RandomizedSearchCV(ActiveLearner(_net(), selector=CoreSet(), random_state=0),
                                 {"estimator__lr": [0.01, 0.1, 0.3], "selector__subset": [None, 20]},
                                 n_iter=3, cv=2, random_state=0, n_jobs=2,

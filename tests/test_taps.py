@@ -11,20 +11,13 @@ from torch import nn
 
 from skal import ActiveLearner, ActiveNet
 from skal.models import MLP, SmallCNN, resnet18_cifar
+from skal.parts import DynamicsHeadTraining, LossPredictionHeadTraining
 from skal.selectors import LL4AL
 
 RESNET_LEVEL_SHAPES = [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These tiny nets (and ResNet-18 on a few images) run several times slower with
-    # 2 intra-op threads than with 1 when the 2 cores are shared (oversubscription);
-    # restore torch's setting after the module.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+LOSS_HEAD = ("loss_head", LossPredictionHeadTraining())
+DYNAMICS_HEAD = ("dynamics_head", DynamicsHeadTraining())
 
 
 def _images(n=12, k=3, seed=0, shape=(1, 8, 8)):
@@ -122,7 +115,7 @@ def cnn_net():
     X, y = _images(n=12)
     torch.manual_seed(0)
     # trained one epoch so that BatchNorm's running statistics are not the defaults
-    return _small_cnn_net(loss_head_weight=1.0, dynamics_head_weight=1.0).fit(X, y)
+    return _small_cnn_net(callbacks=[LOSS_HEAD, DYNAMICS_HEAD]).fit(X, y)
 
 
 def test_auto_embedding_is_input_of_last_linear_smallcnn(cnn_net):
@@ -285,7 +278,7 @@ def test_taps_survive_clone_pickle_and_reinitialize(cnn_net):
 def test_heads_on_a_module_without_layers_raise_at_fit():
     X = np.zeros((6, 4), dtype=np.float32)
     y = np.array([0, 1, 2, 0, 1, 2])
-    net = ActiveNet(MLP, loss_head_weight=1.0, classes=[0, 1, 2], max_epochs=1, verbose=0)
+    net = ActiveNet(MLP, callbacks=[LOSS_HEAD], classes=[0, 1, 2], max_epochs=1, verbose=0)
     with pytest.raises(ValueError, match="layer1") as info:
         net.fit(X, y)
     message = str(info.value)
@@ -293,14 +286,14 @@ def test_heads_on_a_module_without_layers_raise_at_fit():
     for name in ("'layers'", "'layers.0'", "'layers.1'"):
         assert name in message
     # same for the dynamics head
-    net = ActiveNet(MLP, dynamics_head_weight=1.0, classes=[0, 1, 2], max_epochs=1, verbose=0)
+    net = ActiveNet(MLP, callbacks=[DYNAMICS_HEAD], classes=[0, 1, 2], max_epochs=1, verbose=0)
     with pytest.raises(ValueError, match="layer1"):
         net.fit(X, y)
 
 
 def test_unknown_feature_layer_raises_naming_it():
     X, y = _images(n=6)
-    net = _small_cnn_net(feature_layers=("layer1", "nope"), loss_head_weight=1.0)
+    net = _small_cnn_net(feature_layers=("layer1", "nope"), callbacks=[LOSS_HEAD])
     with pytest.raises(ValueError, match="'nope'") as info:
         net.fit(X, y)
     message = str(info.value)

@@ -7,6 +7,7 @@ result of the float32 C-contiguous array.
 """
 
 import copy
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -45,13 +46,7 @@ X_FIT, Y_FIT = X_ALL[:N_FIT], Y_ALL[:N_FIT]
 POOL, Y_POOL = X_ALL[N_FIT:], Y_ALL[N_FIT:]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # the nets are tiny: threads only contend with each other
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +60,10 @@ def fitted(one_torch_thread):
 
 
 def _frozen(value, by_identity=False):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # the learner's fitted state: the very same value, with every field unchanged
+        return ("dataclass", value, {field.name: _frozen(getattr(value, field.name), by_identity)
+                                     for field in dataclasses.fields(value)})
     if isinstance(value, np.ndarray):
         return ("array", value.copy())
     if value is None or isinstance(value, (bool, int, float, str, np.generic)):
@@ -87,6 +86,8 @@ def _same(frozen, value):
     if kind == "sequence":
         return (type(value) is frozen[1] and len(value) == len(frozen[2])
                 and all(_same(f, v) for f, v in zip(frozen[2], value)))
+    if kind == "dataclass":
+        return value is frozen[1] and all(_same(f, getattr(value, name)) for name, f in frozen[2].items())
     if kind == "estimator" and value is not frozen[1]:
         if type(value) is not type(frozen[1]):
             return False
@@ -101,14 +102,16 @@ def _net_tensors(net):
         module = getattr(net, attribute, None)
         if module is not None:
             tensors.update({f"{attribute}.{k}": v for k, v in module.state_dict().items()})
-    for key, value in (getattr(net, "snapshot_", None) or {}).items():
-        tensors[f"snapshot_.{key}"] = value
-    for attribute in ("training_dynamics_", "dynamics_visits_"):
-        if getattr(net, attribute, None) is not None:
-            tensors[attribute] = getattr(net, attribute)
+    for name, part in net.parts_.items():  # the snapshot, the running means, the heads' epochs
+        tensors.update({f"parts_.{name}.{k}": v for k, v in part.state_dict().items()})
     for i, state in net.optimizer_.state_dict()["state"].items():
         tensors.update({f"optimizer_.{i}.{k}": v for k, v in state.items() if torch.is_tensor(v)})
     return {k: v.detach().clone() for k, v in tensors.items()}
+
+
+def _attributes(learner):
+    # the learner's lock is made at its first call and left out of copies: not state
+    return {key: value for key, value in vars(learner).items() if key != "_lock"}
 
 
 def snapshot(learner):
@@ -116,7 +119,7 @@ def snapshot(learner):
     state = {
         "params": {k: _frozen(v) for k, v in learner.get_params(deep=True).items()},
         # fitted objects (estimator_, selector_) must stay the very same objects
-        "attributes": {k: _frozen(v, by_identity=True) for k, v in vars(learner).items()},
+        "attributes": {k: _frozen(v, by_identity=True) for k, v in _attributes(learner).items()},
     }
     if hasattr(learner, "estimator_"):
         net = learner.estimator_
@@ -131,9 +134,10 @@ def assert_unchanged(learner, before):
     assert after_params.keys() == before["params"].keys()
     for key, frozen in before["params"].items():
         assert _same(frozen, after_params[key]), f"parameter {key} changed"
-    assert vars(learner).keys() == before["attributes"].keys(), "attributes added or removed"
+    attributes = _attributes(learner)
+    assert attributes.keys() == before["attributes"].keys(), "attributes added or removed"
     for key, frozen in before["attributes"].items():
-        assert _same(frozen, vars(learner)[key]), f"attribute {key} changed"
+        assert _same(frozen, attributes[key]), f"attribute {key} changed"
     if "tensors" in before:
         tensors = _net_tensors(learner.estimator_)
         assert tensors.keys() == before["tensors"].keys()
@@ -147,13 +151,23 @@ def _first_weight(learner):
     return next(iter(learner.estimator_.module_.state_dict().values()))
 
 
+def _set_field(learner, name, value):
+    """Change one field of the learner's frozen fitted state in place (as no method may)."""
+    state = learner._state()
+    target = state.labeled if name in ("X", "y", "cycle", "reference") else state
+    object.__setattr__(target, name, value)
+
+
 MUTATIONS = {
     "array-in-place": lambda L: L.X_labeled_.__setitem__((0, 0), 9.0),
-    "array-dtype": lambda L: setattr(L, "y_labeled_", L.y_labeled_.astype(np.int32)),
-    "attribute-added": lambda L: setattr(L, "_stale", False),
-    "attribute-removed": lambda L: delattr(L, "labeled_cycle_"),
-    "int-attribute": lambda L: setattr(L, "n_features_in_", 5),
-    "net-replaced-by-a-copy": lambda L: setattr(L, "estimator_", copy.deepcopy(L.estimator_)),
+    "array-dtype": lambda L: _set_field(L, "y", L.y_labeled_.astype(np.int32)),
+    "reference-mask-in-place": lambda L: L._state().labeled.reference.__setitem__(0, True),
+    "attribute-added": lambda L: setattr(L, "_extra", False),
+    "attribute-removed": lambda L: delattr(L, "_fitted"),
+    "int-field": lambda L: _set_field(L, "n_features_in", 5),
+    "stale-field": lambda L: _set_field(L, "stale", True),
+    "state-replaced-by-an-equal-copy": lambda L: L._commit(dataclasses.replace(L._state())),
+    "net-replaced-by-a-copy": lambda L: _set_field(L, "estimator", copy.deepcopy(L.estimator_)),
     "weight-in-place": lambda L: _first_weight(L).add_(1.0),
     "history-appended": lambda L: L.estimator_.history.new_epoch(),
     "parameter": lambda L: L.set_params(random_state=1),
@@ -203,6 +217,8 @@ def _curve(default, **overrides):
 
 NOT_ARRAY = r"must be an array-like of shape \(n_samples, \.\.\.\) or a torch Dataset, got"
 POOL_SHAPE = r"X_pool has samples of shape \(3,\), but the learner was fitted on samples of shape \(4,\)"
+# arrays go through scikit-learn's validate_data(reset=False), as in predict; the name is prefixed
+POOL_FEATURES = r"X_pool: X has 3 features, but ActiveLearner is expecting 4 features as input"
 N_RANGE = r"n must be in \[1, len\(X_pool\)\] = \[1, 56\], got "
 
 BAD = [
@@ -244,12 +260,13 @@ BAD = [
     Bad("query-X_pool-str", lambda L, t: L.query("abc", 1), TypeError, rf"^X_pool {NOT_ARRAY} str\.$"),
     Bad("query-X_pool-dict", lambda L, t: L.query({"x": POOL}, 1), TypeError, rf"^X_pool {NOT_ARRAY} dict\.$"),
     Bad("query-X_pool-1d", lambda L, t: L.query(POOL[0], 1), ValueError, r"^X_pool: Expected 2D array, got 1D array"),
-    Bad("query-X_pool-features", lambda L, t: L.query(POOL[:, :3], 1), ValueError, rf"^{POOL_SHAPE}\.$"),
+    Bad("query-X_pool-features", lambda L, t: L.query(POOL[:, :3], 1), ValueError, rf"^{POOL_FEATURES}\.$"),
     Bad("query-X_pool-rank", lambda L, t: L.query(POOL[:, :, None], 1), ValueError,
         r"^X_pool has samples of shape \(4, 1\), but the learner was fitted on samples of shape \(4,\)\.$"),
-    Bad("query-X_pool-nan", lambda L, t: L.query(_with(POOL, np.nan), 1), ValueError, r"^Input X_pool contains NaN"),
+    Bad("query-X_pool-nan", lambda L, t: L.query(_with(POOL, np.nan), 1), ValueError,
+        r"^X_pool: Input X contains NaN"),
     Bad("query-X_pool-inf", lambda L, t: L.query(_with(POOL, np.inf), 1),
-        ValueError, r"^Input X_pool contains infinity"),
+        ValueError, r"^X_pool: Input X contains infinity"),
     Bad("query-X_pool-empty", lambda L, t: L.query(POOL[:0], 1),
         ValueError, r"^X_pool is empty: it needs at least one sample\.$"),
     Bad("query-X_pool-strings", lambda L, t: L.query(np.full((5, 4), "a"), 1),
@@ -277,12 +294,12 @@ BAD = [
     Bad("teach-X-str", lambda L, t: L.teach("ab", Y_POOL[:2]), TypeError, rf"^X {NOT_ARRAY} str\.$"),
     Bad("teach-X-1d", lambda L, t: L.teach(POOL[0], Y_POOL[:4]), ValueError, r"^X: Expected 2D array, got 1D array"),
     Bad("teach-X-features", lambda L, t: L.teach(POOL[:2, :3], Y_POOL[:2]), ValueError,
-        r"^X has samples of shape \(3,\), but the learner was fitted on samples of shape \(4,\)\.$"),
+        r"^X has 3 features, but ActiveLearner is expecting 4 features as input\.$"),
     Bad("teach-X-nan", lambda L, t: L.teach(_with(POOL[:5], np.nan), Y_POOL[:5]), ValueError, r"^Input X contains NaN"),
     Bad("teach-X-empty", lambda L, t: L.teach(POOL[:0], Y_POOL[:0]),
         ValueError, r"^X is empty: it needs at least one sample\.$"),
     Bad("teach-X-dataset-nan", lambda L, t: L.teach(_dataset(_with(POOL[:5], np.nan)), Y_POOL[:5]), ValueError,
-        r"^Input X contains NaN"),
+        r"^X contains NaN or infinity \(in item 3\)\.$"),
     Bad("teach-y-None", lambda L, t: L.teach(POOL[:2], None),
         ValueError, r"requires y to be passed, but the target y is None"),
     Bad("teach-y-dict", lambda L, t: L.teach(POOL[:2], {0: 1}),
@@ -308,7 +325,7 @@ BAD = [
     Bad("predict_proba-X-inf", lambda L, t: L.predict_proba(_with(POOL, np.inf)),
         ValueError, r"^Input X contains infinity"),
     Bad("predict_proba-X-empty", lambda L, t: L.predict_proba(POOL[:0]),
-        ValueError, r"^X: Found array with 0 sample\(s\)"),
+        ValueError, r"^X is empty: it needs at least one sample\.$"),
     Bad("predict_proba-X-dataset-nan", lambda L, t: L.predict_proba(_dataset(_with(POOL, np.nan))), ValueError,
         r"^X contains NaN or infinity \(in item 3\)\.$"),
     Bad("score-X-str", lambda L, t: L.score("abc", Y_POOL), TypeError, rf"^X {NOT_ARRAY} str\.$"),
@@ -441,13 +458,19 @@ def test_unfitted_learner_refuses_with_not_fitted_error(method, args):
 def test_streamed_items_are_checked_exactly(item, finite):
     from skal._data import FeaturesDataset
 
+    # every item becomes a float32 tensor of its values, as arrays are converted
+    expected = torch.as_tensor(np.asarray(item, dtype=np.float32))
     dataset = FeaturesDataset([item, (item, 1)], name="X_pool")
     if finite:
-        assert dataset[1][0] is item and dataset[1][1] == 0
+        x, target = dataset[1]
+        assert x.dtype == torch.float32 and torch.equal(x, expected) and target == 0
     else:
         with pytest.raises(ValueError, match=r"^X_pool contains NaN or infinity \(in item 1\)\.$"):
             dataset[1]
-    assert FeaturesDataset([item])[0][0] is item  # no name: no check (the labeled set path)
+    # no name: converted but not checked (the labeled set path)
+    x = FeaturesDataset([item])[0][0]
+    assert x.dtype == torch.float32
+    np.testing.assert_array_equal(x.numpy(), expected.numpy())  # NaN equals NaN here
 
 
 # --- accepted input: converted, and exactly the float32 C-contiguous result ------------------

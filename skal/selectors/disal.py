@@ -117,6 +117,7 @@ class DISAL(ScoreSelector):
         return TrainingNeeds(parts=(*parts, ("snapshot", EpochSnapshot(keep=self.transitions))))
 
     def score_pool(self, net, X_pool, *, random_state=None, labeled=None):
+        self._validate_params()  # an unknown mode must not score as "literal"
         try:
             snapshot = net.get_part(EpochSnapshot)
         except LookupError:
