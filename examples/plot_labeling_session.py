@@ -94,9 +94,10 @@ def teach_answers(learner, rows):
 # --------------------------------------
 # :func:`~skal.initial.initial_batch` takes the samples nearest the centres of a
 # k-means clustering of the images, one typical sample per region. ``y`` marks every
-# other row with :data:`skal.UNLABELED` (-1, scikit-learn's semi-supervised
-# convention): ``fit`` trains on the labeled rows and keeps the bookkeeping of the
-# whole pool, one byte per row, without copying it.
+# other row with ``skal.UNLABELED`` (-1, scikit-learn's semi-supervised convention),
+# which the learner is told to read as "not labeled yet" (``unlabeled=UNLABELED``):
+# ``fit`` trains on the labeled rows and keeps the bookkeeping of the whole pool, one
+# byte per row, without copying it.
 first = initial_batch(pool, 30, strategy="kmeans", random_state=0)
 labels = annotate(first)
 y = np.full(len(pool), UNLABELED)
@@ -106,7 +107,8 @@ for row, label in zip(first, labels):
 
 net = ActiveNet(TinyCNN, max_epochs=20, batch_size=16, lr=0.05, optimizer=torch.optim.SGD,
                 optimizer__momentum=0.9, verbose=0)
-learner = ActiveLearner(net, Margin(), classes=np.arange(10), warm_start=True, random_state=0)
+learner = ActiveLearner(net, Margin(), classes=np.arange(10), warm_start=True, random_state=0,
+                        unlabeled=UNLABELED)
 learner.fit(pool, y)
 learner.skip(first[[label is None for label in labels]])
 print(f"labeled {len(learner.labeled_rows_)}, skipped {len(learner.skipped_rows_)}, "
@@ -148,7 +150,7 @@ with open(resume, "w") as f:
         import numpy as np, torch
         from torch import nn
         from torch.utils.data import TensorDataset
-        from skal import ActiveLearner, ActiveNet
+        from skal import UNLABELED, ActiveLearner, ActiveNet
         from skal.datasets import load_digits_images
         from skal.selectors import Margin
 
@@ -163,7 +165,8 @@ with open(resume, "w") as f:
 
         net = ActiveNet(TinyCNN, max_epochs=20, batch_size=16, lr=0.05, optimizer=torch.optim.SGD,
                         optimizer__momentum=0.9, verbose=0)
-        template = ActiveLearner(net, Margin(), classes=np.arange(10), warm_start=True, random_state=0)
+        template = ActiveLearner(net, Margin(), classes=np.arange(10), warm_start=True, random_state=0,
+                                 unlabeled=UNLABELED)
         learner = ActiveLearner.load({path!r}, like=template)
         pool = TensorDataset(torch.from_numpy(load_digits_images(return_X_y=True)[0]))
         print("resumed:", len(learner.labeled_rows_), "labeled,", len(learner.skipped_rows_),

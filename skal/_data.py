@@ -138,15 +138,15 @@ def named_errors(name):
         raise kind(f"{name}: {message}") from error
 
 
-def check_targets(y, name="y"):
-    """``y`` as a finite 1-d array of labels; errors name ``name``."""
+def check_targets(y, name="y", allow_nan=False):
+    """``y`` as a finite 1-d array of labels (NaN allowed with ``allow_nan``); errors name ``name``."""
     if y is None:
         # scikit-learn's own wording, which its estimator checks look for
         raise ValueError(f"This estimator requires {name} to be passed, but the target {name} is None.")
     check_array_like(y, name, "an array-like of shape (n_samples,)")
     with named_errors(name):
         y = column_or_1d(y, warn=True)
-        assert_all_finite(y, input_name=name)
+        assert_all_finite(y, input_name=name, allow_nan=allow_nan)
     return y
 
 

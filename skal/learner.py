@@ -140,6 +140,14 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         Seeds weight initialisation, batch shuffling and every random choice
         of the selector (ties, subsets). With an int, CPU runs are
         reproducible; torch's global random state is left as it was.
+    unlabeled : int, float, str or None, default=None
+        The label that marks, in the ``y`` given to :meth:`fit`, the rows of
+        the dataset not labeled yet; ``skal.UNLABELED`` (-1) follows
+        scikit-learn's semi-supervised convention, ``float("nan")`` scikit-
+        activeml's. With marked rows the learner keeps the bookkeeping of the
+        dataset (see :meth:`fit`). None: every label in ``y`` is a label
+        (so that, say, -1 in binary ``{-1, 1}`` labels is never taken for a
+        marker).
 
     Attributes
     ----------
@@ -190,14 +198,17 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         "classes": ["array-like", None],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
+        "unlabeled": [numbers.Integral, numbers.Real, str, None],
     }
 
-    def __init__(self, estimator, selector=DISAL(), *, classes=None, warm_start=False, random_state=None):
+    def __init__(self, estimator, selector=DISAL(), *, classes=None, warm_start=False, random_state=None,
+                 unlabeled=None):
         self.estimator = estimator
         self.selector = selector
         self.classes = classes
         self.warm_start = warm_start
         self.random_state = random_state
+        self.unlabeled = unlabeled
 
     estimator_ = _fitted_attribute("estimator", "estimator_")
     selector_ = _fitted_attribute("selector", "selector_")
@@ -269,14 +280,14 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             Or a whole dataset to label (the pool), with ``y`` marking the
             rows not labeled yet: see ``y``.
         y : array-like of shape (n_samples,)
-            Their labels. Rows whose label is ``skal.UNLABELED`` (-1, as in
-            scikit-learn's semi-supervised estimators; unless -1 is one of
-            ``classes``) are not labeled yet: the learner then trains on the
-            others and keeps the bookkeeping of the pool ``X`` (which rows are
-            labeled, skipped or not yet labeled; one byte per row, no copy of
-            ``X``), so that :meth:`query` on ``X`` never returns a labeled or
-            skipped row, and :meth:`teach` takes labels by row
-            (``rows=``).
+            Their labels. With the ``unlabeled`` parameter set (e.g. to
+            ``skal.UNLABELED``, -1, scikit-learn's semi-supervised marker),
+            rows whose label is that marker are not labeled yet: the learner
+            then trains on the others and keeps the bookkeeping of the pool
+            ``X`` (which rows are labeled, skipped or not yet labeled; one byte
+            per row, no copy of ``X``), so that :meth:`query` on ``X`` never
+            returns a labeled or skipped row, and :meth:`teach` takes labels
+            by row (``rows=``).
 
         Returns
         -------
@@ -292,10 +303,11 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                     f"{type(self.estimator).__name__}."
                 )
             check_array_like(X, "X")
-            y = check_targets(y)
-            check_same_length(X, y)
+            nan_marker = isinstance(self.unlabeled, float) and np.isnan(self.unlabeled)
+            y = check_targets(y, allow_nan=nan_marker)
             X, y, pool, rows = self._split_pool(X, y)
             X, n_features, names = self._check_fit_samples(X)
+            check_same_length(X, y)
             with named_errors("y"):
                 check_classification_targets(y)
             classes = self._resolve_classes(y)
@@ -314,13 +326,17 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
     def _split_pool(self, X, y):
         """``(labeled X, their y, pool state or None, their pool rows)``: ``y == UNLABELED`` marks a pool."""
-        marked = _unlabeled(y, self.classes)
+        marked = _unlabeled(y, self.unlabeled)
+        if marked.any() and self.classes is not None and _unlabeled(np.asarray(self.classes), self.unlabeled).any():
+            raise ValueError(f"unlabeled={self.unlabeled!r} is also one of classes: choose a marker "
+                             "that is not a label.")
         rows = np.flatnonzero(~marked)
         if not marked.any():
             return X, y, None, np.full(len(y), -1, dtype=np.int64)
+        check_same_length(X, y)
         if len(rows) == 0:
             raise ValueError(
-                f"y: every row is skal.UNLABELED ({UNLABELED}), so there is nothing to train on; "
+                f"y: every row is unlabeled ({self.unlabeled!r}), so there is nothing to train on; "
                 "label a first batch (e.g. the rows skal.initial.initial_batch(X, n) chooses).")
         labeled_X = Subset(X, rows.tolist()) if is_dataset(X) else _safe_indexing(X, rows)
         shape = tuple(sample_shape(X, "X")) if is_dataset(X) else tuple(np.shape(X)[1:])
@@ -549,8 +565,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     def _require_pool(state):
         if state.pool is None:
             raise ValueError(
-                "The learner has no pool: rows are rows of the dataset given to fit with "
-                f"y = skal.UNLABELED ({UNLABELED}) for the rows not labeled yet.")
+                "The learner has no pool: rows are rows of the dataset given to fit with the "
+                f"`unlabeled` marker (e.g. skal.UNLABELED, {UNLABELED}) in y for the rows not labeled yet.")
         return state.pool
 
     def _check_rows(self, state, X, rows, name):
@@ -1064,16 +1080,21 @@ def _check_n(n, n_pool, what="len(X_pool)"):
     return int(n)
 
 
-def _unlabeled(y, classes):
-    """Rows of ``y`` marked ``UNLABELED``, unless -1 is a declared class."""
-    if classes is not None and UNLABELED in set(np.asarray(classes).tolist()):
+def _unlabeled(y, marker):
+    """Rows of ``y`` whose label is ``marker`` (NaN matches NaN); none for ``marker=None``."""
+    y = np.asarray(y)
+    if marker is None:
         return np.zeros(len(y), dtype=bool)
+    if isinstance(marker, float) and np.isnan(marker):
+        if y.dtype.kind == "f":
+            return np.isnan(y)
+        return np.array([isinstance(v, float) and v != v for v in y.tolist()], dtype=bool)
     if y.dtype == object:
-        return np.array([isinstance(v, numbers.Integral) and not isinstance(v, bool) and v == UNLABELED
-                         for v in y.tolist()], dtype=bool)
-    if y.dtype.kind in "iu":
-        return y == UNLABELED
-    return np.zeros(len(y), dtype=bool)
+        return np.array([type(v) is not bool and v == marker for v in y.tolist()], dtype=bool)
+    try:
+        return np.asarray(y == marker, dtype=bool).reshape(len(y))
+    except (TypeError, ValueError):
+        return np.zeros(len(y), dtype=bool)
 
 
 def _derive_seed(seed, cycle, purpose):

@@ -144,8 +144,8 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
             {key: getattr(self, key) for key in self._own_parameter_constraints},
             caller_name=type(self).__name__,
         )
-        # skorch skips initialize_callbacks for callbacks="disable": then there are no parts
-        self.parts_, self.sample_indices_ = {}, SampleIndexQueue()
+        # skorch skips initialize_callbacks for callbacks="disable": there are no parts then
+        self.sample_indices_ = SampleIndexQueue()
         return super().initialize()
 
     def initialize_callbacks(self):

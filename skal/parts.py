@@ -114,6 +114,12 @@ class TrainingPart(Callback):
                    if key not in defaults or defaults[key] is not value and defaults[key] != value]
         return f"{type(self).__name__}({', '.join(changed)})"
 
+    def __getstate__(self):
+        # Tensors travel on the CPU, so that a net trained on CUDA unpickles (or is
+        # deep-copied for a warm start) anywhere; a part's state is only read in
+        # training (reset when a fit starts) or copied into a module (the snapshot).
+        return {key: _to_cpu(value) for key, value in self.__dict__.items()}
+
     def requires(self):
         """Parts this one reads, which the net adds when it has none of their type.
 
@@ -595,7 +601,7 @@ class _FeatureTraining(TrainingPart):
         return [self.features_[name] for name in net.feature_layers_]
 
     def __getstate__(self):
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state["handles_"], state["features_"] = [], {}  # hooks belong to the live module
         return state
 
@@ -756,3 +762,13 @@ def _check_keys(part, state, expected):
     if set(state) != expected:
         raise ValueError(f"{type(part).__name__}: saved state has keys {sorted(state)}, "
                          f"expected {sorted(expected)}.")
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: _to_cpu(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(item) for item in value]
+    return value

@@ -180,7 +180,7 @@ def _expected(net, pool, n, seed, first="norm"):
 def test_query_through_the_learner_equals_brute_force_on_hand_computed_gradients(learner):
     pool, _ = _images(50, 1)
     idx, scores = learner.query(pool, 12, return_scores=True)
-    seed = _derive_seed(learner._seed, 0, _QUERY)
+    seed = _derive_seed(learner._state().seed, 0, _QUERY)
     expected_idx, expected_scores = _expected(learner.estimator_, pool, 12, seed)
     np.testing.assert_array_equal(idx, expected_idx)
     np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)
@@ -198,7 +198,7 @@ def test_first_random_draws_the_first_center_from_the_seed(learner):
 def test_labeled_set_plays_no_part_and_picks_are_seeded(learner):
     pool, _ = _images(50, 1)
     net, selector = learner.estimator_, learner.selector_
-    a = selector.select(net, pool, 8, random_state=1, labeled=learner._labeled_data())
+    a = selector.select(net, pool, 8, random_state=1, labeled=learner._labeled_data(learner._state()))
     b = selector.select(net, pool, 8, random_state=1, labeled=None)
     c = selector.select(net, pool, 8, random_state=2)
     np.testing.assert_array_equal(a[0], b[0])
@@ -260,7 +260,7 @@ def test_sklearn_contract():
     selector = BADGE(first="random", subset=500)
     assert selector.get_params() == {"first": "random", "subset": 500}
     assert clone(selector).get_params() == selector.get_params()
-    assert BADGE().training_needs().net_params() == {}
+    assert BADGE().training_needs().parts == ()  # no training part: the net trains plainly
 
 
 @pytest.mark.cuda

@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 from skal import ActiveLearner, ActiveNet
 from skal.models import MLP, SmallCNN
 from skal.scores import mutual_information
-from skal.selectors import BALD
+from skal.selectors import BALD, Random
 from skal.selectors.bald import _dropped, _mc_dropout, _purpose_seed
 
 
@@ -279,7 +279,7 @@ def test_sklearn_contract():
     selector = BALD(n_samples=50, subset=100, batch="stochastic")
     assert selector.get_params() == {"n_samples": 50, "subset": 100, "batch": "stochastic"}
     assert clone(selector).get_params() == selector.get_params()
-    assert BALD().training_needs().net_params() == {}
+    assert BALD().training_needs().parts == ()  # no training part: the net trains plainly
 
 
 def _learner(X, y, **selector_params):
@@ -365,9 +365,10 @@ def test_the_cli_runs_bald_with_dropout_and_badge(tmp_path):
                                       "--out", str(tmp_path)])
     result = simulate(args, out=io.StringIO())
     assert result.names == ["bald", "badge", "random"]
-    assert result.scores.shape == (3, 1, 2) and np.isfinite(result.scores).all()
+    assert result.scores.shape[0::2] == (3, 2) and np.isfinite(result.scores).all()
     net = ActiveNet(SmallCNN)
-    assert _net_for(net, "bald").get_params()["module__dropout"] == 0.5
+    assert _net_for(net, BALD()).get_params()["module__dropout"] == 0.5
+    assert _net_for(net, Random()) is net
     assert "module__dropout" not in _net_for(net, "badge").get_params()
 
 

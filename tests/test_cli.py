@@ -103,7 +103,8 @@ def test_the_default_job_runs_at_least_three_repeats_of_an_mlp_on_standardised_d
     assert (net.optimizer, net.lr, net.optimizer__momentum, net.batch_size) == (torch.optim.SGD, 0.05, 0.9, 32)
     # one net for both; only DISAL's selector declares the dynamic loss (and the snapshot)
     assert learners["random"].estimator is net
-    assert [name for name, _ in learners["disal"].selector.training_needs().parts] == ["dynamic_loss", "snapshot"]
+    assert [name for name, _ in learners["disal"].selector.training_needs().parts] == [
+        "dynamics", "dynamic_loss", "snapshot"]
     assert learners["random"].selector.training_needs().parts == ()
 
 
@@ -181,7 +182,8 @@ def test_selector_specs_name_the_columns_and_configure_the_selectors(tmp_path, m
     selectors = [seen["learners"][name].selector for name in names]
     assert [type(s) for s in selectors] == [Margin, Entropy, DISAL]
     assert selectors[1].get_params() == {"batch": "cluster"}
-    assert selectors[2].get_params() == {"mode": "literal", "batch": "stochastic"}
+    assert selectors[2].get_params() == {"weight": 1.0, "mode": "literal", "batch": "stochastic",
+                                         "transitions": 1, "drift": "keep", "target_decay": None, "ramp_up": 0}
 
 
 def test_a_spec_runs_the_campaign_the_same_learner_built_in_python_runs(tmp_path):

@@ -199,14 +199,16 @@ def test_selector_needs_configure_the_cloned_net_only():
     net = _net()
     learner = ActiveLearner(net, selector=DISAL(), random_state=0).fit(X[:20], y[:20])
     trained = learner.estimator_
-    assert [name for name, _ in trained.callbacks] == ["dynamic_loss", "snapshot"]
+    assert [name for name, _ in trained.callbacks] == ["divergence_check", "dynamics", "dynamic_loss", "snapshot"]
     assert set(trained.parts_) == {"dynamic_loss", "dynamics", "snapshot"}
     assert trained.parts_["dynamic_loss"].weight == 1.0
     assert trained.parts_["snapshot"].state_ is not None
     assert trained.parts_["dynamics"].mean_.shape == (20, 3)
     assert net.callbacks is None and not hasattr(net, "module_")
     learner = ActiveLearner(net, selector=Entropy(), random_state=0).fit(X[:20], y[:20])
-    assert learner.estimator_.callbacks == [] and learner.estimator_.parts_ == {}
+    # Entropy declares no training part: only the learner's divergence check is added
+    assert [name for name, _ in learner.estimator_.callbacks] == ["divergence_check"]
+    assert learner.estimator_.parts_ == {}
 
 
 # --- scikit-learn plumbing ----------------------------------------------------------
@@ -492,7 +494,7 @@ def test_a_warm_start_refuses_a_changed_module_or_incompatible_parts_and_keeps_t
     np.testing.assert_array_equal(learner.y_labeled_, y[:25])  # the labels stay
     learner.set_params(estimator__module__hidden_sizes=(16,), selector=DISAL())
     with pytest.raises(ValueError, match=r"selector: DISAL\(\) needs the training parts "
-                                         r"\['dynamic_loss', 'snapshot'\], the net was trained with \[\]"):
+                                         r"\['dynamics', 'dynamic_loss', 'snapshot'\], the net was trained with \[\]"):
         learner.refit()
     assert learner.estimator_ is trained and learner.stale_
     learner.set_params(selector=Entropy()).refit()

@@ -28,7 +28,7 @@ def _data(n=N, seed=0):
 
 def _learner(selector=None, **kwargs):
     net = ActiveNet(MLP, module__hidden_sizes=(8,), max_epochs=2, batch_size=16, lr=0.1, verbose=0)
-    return ActiveLearner(net, selector or Entropy(), random_state=0, **kwargs)
+    return ActiveLearner(net, selector or Entropy(), random_state=0, **{"unlabeled": UNLABELED, **kwargs})
 
 
 def _marked(y, labeled):
@@ -41,7 +41,7 @@ def test_fit_on_a_marked_dataset_trains_on_the_labeled_rows_only():
     X, y = _data()
     first = np.array([3, 10, 40, 41, 77, 100])
     pooled = _learner(Random()).fit(X, _marked(y, first))
-    plain = _learner(Random()).fit(X[first], y[first])
+    plain = _learner(Random(), unlabeled=None).fit(X[first], y[first])
     np.testing.assert_array_equal(pooled.X_labeled_, X[first])
     np.testing.assert_array_equal(pooled.y_labeled_, y[first])
     np.testing.assert_array_equal(pooled.predict_proba(X), plain.predict_proba(X))  # the same training
@@ -64,7 +64,7 @@ def test_query_on_the_pool_never_returns_a_labeled_or_skipped_row(selector):
 def test_query_on_the_pool_scores_its_unlabeled_rows_as_a_pool_of_them_would():
     X, y = _data()
     learner = _learner(Entropy()).fit(X, _marked(y, np.arange(20)))
-    expected = _learner(Entropy()).fit(X[:20], y[:20])
+    expected = _learner(Entropy(), unlabeled=None).fit(X[:20], y[:20])
     rows = np.arange(20, N)
     # Entropy with top-k: the same model ranks the same rows; indices are pool rows
     np.testing.assert_array_equal(learner.query(X, 15), rows[expected.query(X[20:], 15)])
@@ -116,22 +116,36 @@ def test_a_pool_with_other_contents_is_refused_and_another_length_is_a_plain_poo
 
 def test_without_a_pool_skip_is_refused():
     X, y = _data()
-    learner = _learner().fit(X[:20], y[:20])
+    learner = _learner(unlabeled=None).fit(X[:20], y[:20])
     with pytest.raises(ValueError, match="The learner has no pool"):
         learner.skip([1])
 
 
 def test_every_row_unlabeled_is_refused_naming_y():
     X, _ = _data()
-    with pytest.raises(ValueError, match=r"y: every row is skal.UNLABELED \(-1\)"):
+    with pytest.raises(ValueError, match=r"y: every row is unlabeled \(-1\)"):
         _learner().fit(X, np.full(N, UNLABELED))
 
 
-def test_minus_one_is_a_label_when_declared_among_the_classes():
+def test_without_the_marker_parameter_minus_one_is_a_label():
     X, y = _data()
-    labels = np.where(y == 1, 1, -1)
-    learner = _learner(classes=[-1, 1]).fit(X, labels)
+    labels = np.where(y == 1, 1, -1)  # binary labels {-1, 1}
+    learner = _learner(unlabeled=None).fit(X, labels)
     assert learner.labeled_rows_ is None and len(learner.y_labeled_) == N
+    assert learner.classes_.tolist() == [-1, 1]
+    with pytest.raises(ValueError, match=r"unlabeled=-1 is also one of classes"):
+        _learner(classes=[-1, 0, 1]).fit(X, _marked(y, np.arange(10)))
+
+
+@pytest.mark.parametrize("marker, labels", [(float("nan"), np.array([0.0, 1.0])), ("?", np.array(["cat", "dog"]))])
+def test_other_markers_nan_and_a_string(marker, labels, tmp_path):
+    X, y = _data()
+    marked = labels[y].astype(float if isinstance(marker, float) else object)
+    marked[10:] = marker
+    learner = _learner(unlabeled=marker).fit(X, marked)
+    assert len(learner.unlabeled_rows_) == N - 10 and learner.classes_.tolist() == labels.tolist()
+    learner.save(tmp_path / "m.skal")
+    assert len(ActiveLearner.load(tmp_path / "m.skal").unlabeled_rows_) == N - 10
 
 
 def test_string_labels_with_the_marker():
@@ -220,7 +234,7 @@ def test_querying_the_pool_never_returns_a_labeled_or_skipped_row(tmp_path_facto
     X, y = _data(60, seed=1)
     y[first[:2]] = [0, 1]  # both classes in the first labels
     learner = ActiveLearner(ActiveNet(MLP, module__hidden_sizes=(4,), max_epochs=1, verbose=0), Margin(),
-                            random_state=0).fit(X, _marked(y, np.array(first)))
+                            random_state=0, unlabeled=UNLABELED).fit(X, _marked(y, np.array(first)))
     labeled, skipped = set(first), set()
     for action, rows in steps:
         rows = np.array(rows)

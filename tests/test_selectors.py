@@ -9,7 +9,7 @@ from sklearn.base import clone
 
 from skal import ActiveNet
 from skal.models import MLP
-from skal.parts import DynamicLoss, EpochSnapshot
+from skal.parts import DynamicLoss, EpochSnapshot, TrainingDynamics
 from skal.selectors import (
     DISAL,
     Entropy,
@@ -251,7 +251,7 @@ def test_disal_with_an_empty_snapshot_raises(pool):
     net = ActiveNet(MLP, module__num_classes=3, module__in_features=5, verbose=0,
                     callbacks=[("snapshot", EpochSnapshot())]).initialize()
     assert net.parts_["snapshot"].state_ is None
-    with pytest.raises(ValueError, match="The net has no epoch T-1 snapshot"):
+    with pytest.raises(ValueError, match=r"The net has 0 epoch snapshot\(s\), not the 1 asked for"):
         DISAL().score_pool(net, pool)
 
 
@@ -318,13 +318,15 @@ def _described(needs):
 
 
 def test_training_needs():
-    disal = [("dynamic_loss", DynamicLoss, {"weight": 1.0}), ("snapshot", EpochSnapshot, {})]
+    disal = [("dynamics", TrainingDynamics, {"decay": None}), ("dynamic_loss", DynamicLoss, {"weight": 1.0, "ramp_up": 0}),
+             ("snapshot", EpochSnapshot, {"keep": 1})]
     assert _described(DISAL().training_needs()) == (disal, None)
     assert _described(DISAL(mode="literal").training_needs()) == (disal, None)
     assert _described(DISAL(weight=0.25).training_needs()) == (
-        [("dynamic_loss", DynamicLoss, {"weight": 0.25}), ("snapshot", EpochSnapshot, {})], None)
+        [("dynamics", TrainingDynamics, {"decay": None}), ("dynamic_loss", DynamicLoss, {"weight": 0.25, "ramp_up": 0}),
+         ("snapshot", EpochSnapshot, {"keep": 1})], None)
     # weight 0: DISAL's "w/o D" ablation, the snapshot alone
-    assert _described(DISAL(weight=0).training_needs()) == ([("snapshot", EpochSnapshot, {})], None)
+    assert _described(DISAL(weight=0).training_needs()) == ([("snapshot", EpochSnapshot, {"keep": 1})], None)
     for selector in [Entropy(), Margin(), LeastConfidence(), Random()]:
         assert selector.training_needs() == TrainingNeeds()
         assert selector.training_needs().parts == ()
@@ -346,11 +348,14 @@ def test_parameterless_selectors_sklearn_contract(selector_cls):
 
 def test_disal_sklearn_contract():
     selector = DISAL(mode="literal")
-    assert selector.get_params() == {"mode": "literal", "batch": "topk", "weight": 1.0}
+    assert selector.get_params() == {"mode": "literal", "batch": "topk", "weight": 1.0, "transitions": 1,
+                                     "drift": "keep", "target_decay": None, "ramp_up": 0}
     cloned = clone(selector)
     assert type(cloned) is DISAL and cloned is not selector
-    assert cloned.get_params() == {"mode": "literal", "batch": "topk", "weight": 1.0}
-    assert DISAL().get_params() == {"mode": "kl", "batch": "topk", "weight": 1.0}
+    assert cloned.get_params() == {"mode": "literal", "batch": "topk", "weight": 1.0, "transitions": 1,
+                                   "drift": "keep", "target_decay": None, "ramp_up": 0}
+    assert DISAL().get_params() == {"mode": "kl", "batch": "topk", "weight": 1.0, "transitions": 1,
+                                    "drift": "keep", "target_decay": None, "ramp_up": 0}
     assert selector.set_params(mode="kl") is selector
     assert selector.mode == "kl"
     assert repr(DISAL(mode="literal")) == "DISAL(mode='literal')"
@@ -391,7 +396,7 @@ def test_disal_after_one_epoch_of_a_lazy_module_says_why():
     y = (X[:, 0] > 0).astype(int)
     net = ActiveNet(MLP, max_epochs=1, verbose=0)  # MLP's first layer is lazy
     learner = ActiveLearner(net, DISAL(), random_state=0).fit(X, y)
-    with pytest.raises(ValueError, match="at least two when the module has lazy layers"):
+    with pytest.raises(ValueError, match="train it for at least 2 epochs .* one more when the module has lazy layers"):
         learner.query(X, 2)
     # two epochs: the snapshot is the weights after the first
     learner = ActiveLearner(net.set_params(max_epochs=2), DISAL(), random_state=0).fit(X, y)
