@@ -11,8 +11,7 @@ Entropy, and, as the ceiling, the same recipe trained on all 60,000 training ima
 cycle it records test accuracy, time, and how the picks spread over the classes (normalised
 entropy of the picked labels).
 
-    python benchmarks/compare_fashion_mnist.py            # the documented run (~16 min, 2 cores,
-                                                          # before BALD and BADGE were added)
+    python benchmarks/compare_fashion_mnist.py            # the documented run (~25 min, 2 cores)
     python benchmarks/compare_fashion_mnist.py --quick    # smoke run (~2 min)
     python benchmarks/compare_fashion_mnist.py --device cuda --model resnet18 --size 32 \\
         --epochs 50 --pool-size 20000 --initial 1000 --query 500     # GPU variant
@@ -22,7 +21,6 @@ Reads Debian's dataset-fashion-mnist (or --data PATH); nothing is downloaded. Wr
 """
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -40,6 +38,7 @@ from skal import ActiveLearner, ActiveNet
 from skal.datasets import load_fashion_mnist
 from skal.model_selection import ActiveLearningCurve, active_learning_curve
 from skal.models import SmallCNN, resnet18_cifar
+from skal.parts import DynamicLoss
 from skal.selectors import (
     BADGE,
     BALD,
@@ -56,25 +55,27 @@ from skal.selectors import (
     TiDAL,
 )
 
-# name -> (selector, trained with the dynamic loss?)
+# name -> (selector, training parts added to the net by hand). Each selector brings its own
+# parts (DISAL: the dynamic loss and the snapshot); "w/o S" is random picks trained with DISAL's
+# dynamic loss, "w/o D" DISAL's score without it.
 VARIANTS = {
-    "random": (Random(), False),
-    "entropy": (Entropy(), False),
-    "margin": (Margin(), False),
-    "least-confidence": (LeastConfidence(), False),
-    "coreset": (CoreSet(), False),
-    "ll4al": (LL4AL(subset=None), False),
-    "tidal": (TiDAL(subset=None), False),
-    "isal": (ISAL(), False),
-    "disal": (DISAL(), True),
-    "disal w/o S": (Random(), True),
-    "disal w/o D": (DISAL(), False),
-    "disal + stochastic": (DISAL(batch=StochasticBatch()), True),
-    "disal + cluster": (DISAL(batch=ClusterBatch()), True),
-    "entropy + stochastic": (Entropy(batch=StochasticBatch()), False),
-    "entropy + cluster": (Entropy(batch=ClusterBatch()), False),
-    "bald": (BALD(), False),
-    "badge": (BADGE(), False),
+    "random": (Random(), []),
+    "entropy": (Entropy(), []),
+    "margin": (Margin(), []),
+    "least-confidence": (LeastConfidence(), []),
+    "coreset": (CoreSet(), []),
+    "ll4al": (LL4AL(subset=None), []),
+    "tidal": (TiDAL(subset=None), []),
+    "isal": (ISAL(), []),
+    "disal": (DISAL(), []),
+    "disal w/o S": (Random(), [("dynamic_loss", DynamicLoss())]),
+    "disal w/o D": (DISAL(weight=0), []),
+    "disal + stochastic": (DISAL(batch=StochasticBatch()), []),
+    "disal + cluster": (DISAL(batch=ClusterBatch()), []),
+    "entropy + stochastic": (Entropy(batch=StochasticBatch()), []),
+    "entropy + cluster": (Entropy(batch=ClusterBatch()), []),
+    "bald": (BALD(), []),
+    "badge": (BADGE(), []),
 }
 # extra net parameters of a variant: BALD's MC dropout needs a dropout layer (p = 0.5 before the
 # classifier, as in Gal et al.'s code); every other variant trains the model without one
@@ -114,7 +115,7 @@ def make_net(args):
 
 def ceiling(args, X, y, X_test, y_test, seed):
     """The same recipe trained once on every training image: the accuracy AL aims for."""
-    net = make_net(args).set_params(dynamic_weight=0.0)
+    net = make_net(args)
     start = time.perf_counter()
     learner = ActiveLearner(net, Random(), random_state=seed).fit(X, y)
     return float(learner.score(X_test, y_test)), time.perf_counter() - start
@@ -122,22 +123,34 @@ def ceiling(args, X, y, X_test, y_test, seed):
 
 def table(result, ceiling_scores, ceiling_time, n_train=60000):
     """DISAL-Table-2-style markdown: one row per method, accuracy (%) at each budget."""
-    header = ("| method | " + " | ".join(str(n) for n in result.n_labeled)
-              + " | AUC | pick spread | s / cycle |")
-    rule = "|---|" + "---:|" * (len(result.n_labeled) + 3)
+    paired = "random" in result.names and len(result.names) > 1
+    header = ("| method | " + " | ".join(str(n) for n in result.n_labeled) + " | AUC |"
+              + (" Δ AUC vs random | Δ final vs random |" if paired else "") + " pick spread | s / cycle |")
+    rule = "|---|" + "---:|" * (len(result.n_labeled) + 3 + 2 * paired)
     rows = [header, rule]
     cycle_time = (result.fit_times + result.query_times)[..., 1:].mean(axis=(1, 2))
     spread = result.pick_entropy[..., 1:].mean(axis=2)
+    diffs = {m: result.paired_differences(m, "random") for m in ("auc", "final")} if paired else {}
     for i, name in enumerate(result.names):
         cells = [_pct(result.scores[i, :, c]) for c in range(len(result.n_labeled))]
-        rows.append(f"| {name} | " + " | ".join(cells)
-                    + f" | {_pct(result.auc[i])} | {spread[i].mean():.3f} | {cycle_time[i]:.1f} |")
+        cells.append(_pct(result.auc[i]))
+        for metric, diff in diffs.items():
+            cells.append("(reference)" if name == "random" else _difference(diff, diff.names.index(name)))
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {spread[i].mean():.3f} | {cycle_time[i]:.1f} |")
     if np.all(np.isnan(ceiling_scores)):
         return "\n".join(rows)
     runs = f"{len(ceiling_scores)} run{'s' * (len(ceiling_scores) > 1)}"
     rows.append(f"| full data ({runs}, {n_train:,} labels) | {_pct(ceiling_scores)} | "
                 + "| " * (len(result.n_labeled) + 1) + f"{ceiling_time:.0f} (training) |")
     return "\n".join(rows)
+
+
+def _difference(diff, j):
+    """Mean paired difference in points, with its 95% paired t interval and * when it excludes 0."""
+    if diff.n < 2 or diff.no_spread[j] or not np.isfinite(diff.low[j]):
+        return f"{100 * diff.mean[j]:+.1f} (no interval)"
+    mark = " *" if diff.excludes_zero[j] else ""
+    return f"{100 * diff.mean[j]:+.1f} [{100 * diff.low[j]:+.1f}, {100 * diff.high[j]:+.1f}]{mark}"
 
 
 def _pct(values):
@@ -186,19 +199,13 @@ def _subset(result, rows):
         [result.names[i] for i in rows], result.n_labeled, result.scores[rows],
         result.fit_times[rows], result.query_times[rows], scoring=result.scoring,
         class_counts=None if result.class_counts is None else result.class_counts[rows],
-        classes=result.classes)
+        classes=result.classes, reference="random" if "random" in [result.names[i] for i in rows] else None)
 
 
 def load_result(path):
     """An ActiveLearningCurve and the ceiling scores back from the script's JSON file."""
-    data = json.loads(Path(path).read_text())
-    arrays = {key: np.asarray(data[key]) for key in ("n_labeled", "scores", "fit_times",
-                                                     "query_times", "class_counts", "classes")}
-    result = ActiveLearningCurve(data["names"], arrays["n_labeled"], arrays["scores"],
-                                 arrays["fit_times"], arrays["query_times"],
-                                 scoring=data["scoring"], meta=data["meta"],
-                                 class_counts=arrays["class_counts"], classes=arrays["classes"])
-    return result, data["meta"].get("ceiling_scores", [float("nan")])
+    result = ActiveLearningCurve.from_json(path)
+    return result, result.meta.get("ceiling_scores", [float("nan")])
 
 
 def main(argv=None):
@@ -243,7 +250,7 @@ def main(argv=None):
     pool = np.random.default_rng(args.seed).choice(len(y), args.pool_size, replace=False)
     net = make_net(args)
     learners = {
-        name: ActiveLearner(_with_loss(net, VARIANTS[name][1]).set_params(**NET_PARAMS.get(name, {})),
+        name: ActiveLearner(_with_parts(net, VARIANTS[name][1]).set_params(**NET_PARAMS.get(name, {})),
                             VARIANTS[name][0])
         for name in names
     }
@@ -278,8 +285,8 @@ def main(argv=None):
     return result
 
 
-def _with_loss(net, dynamic):
-    return clone(net).set_params(dynamic_weight=1.0 if dynamic else 0.0)
+def _with_parts(net, parts):
+    return clone(net).set_params(callbacks=[*net.callbacks, *parts])
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def main(argv=None):
     X_pool, y_pool = X[rest], y[rest]
 
     net = compare.make_net(settings)
-    learner = ActiveLearner(clone(net).set_params(dynamic_weight=1.0), DISAL(),
+    learner = ActiveLearner(clone(net), DISAL(),
                             random_state=learner_seed, classes=np.arange(10))
     learner.fit(X[first], y[first])
     fitted = learner.estimator_
@@ -88,19 +88,20 @@ def main(argv=None):
         report["same_model_as_comparison"] = report["test_accuracy"] == expected
         print(f"test accuracy {report['test_accuracy']:.4f}; the comparison's DISAL repeat 0, "
               f"cycle 0: {expected:.4f}", file=sys.stderr)
-    query_seed = _derive_seed(learner._seed, 0, _QUERY)  # what learner.query uses at cycle 0
+    query_seed = _derive_seed(learner._state().seed, 0, _QUERY)  # what learner.query uses at cycle 0
 
     # 1. implementation checks
     lrs = fitted.history[:, "event_lr"]
     report["lr_first_last"] = [float(lrs[0]), float(lrs[-1])]
-    shorter = ActiveLearner(clone(net).set_params(dynamic_weight=1.0, max_epochs=epochs - 1),
+    shorter = ActiveLearner(clone(net).set_params(max_epochs=epochs - 1),
                             DISAL(), random_state=learner_seed, classes=np.arange(10))
     # the learner seeds training from random_state and the cycle; a run stopped one epoch
     # earlier must end on the weights DISAL keeps as epoch T-1 (same data order up to then)
     shorter.fit(X[first], y[first])
     state = shorter.estimator_.module_.state_dict()
+    snapshot = fitted.parts_["snapshot"].state_
     report["snapshot_max_abs_diff"] = float(max(
-        (fitted.snapshot_[k].float() - v.float()).abs().max().item() for k, v in state.items()))
+        (snapshot[k].float() - v.float()).abs().max().item() for k, v in state.items()))
     kl = DISAL().score_pool(fitted, X_pool).numpy()
     kl_again = DISAL().score_pool(fitted, X_pool).numpy()
     report["scores_repeatable"] = bool(np.array_equal(kl, kl_again))
@@ -114,12 +115,13 @@ def main(argv=None):
     current = fitted.module_.state_dict()
     buffers = {name for name, _ in fitted.module_.named_buffers()}
     mixed = {
-        "weights only": {k: (v if k in buffers else fitted.snapshot_[k]) for k, v in current.items()},
-        "BN statistics only": {k: (fitted.snapshot_[k] if k in buffers else v)
-                               for k, v in current.items()},
+        "weights only": {k: (v if k in buffers else snapshot[k]) for k, v in current.items()},
+        "BN statistics only": {k: (snapshot[k] if k in buffers else v) for k, v in current.items()},
     }
     for label, state in mixed.items():
-        part = torch.cat([kl_divergence(fitted.logits(Xb, state=state), fitted.logits(Xb))
+        module = fitted.parts_["snapshot"].module(fitted)  # a copy of the module, given that state
+        module.load_state_dict(state)
+        part = torch.cat([kl_divergence(fitted.logits(Xb, module=module), fitted.logits(Xb))
                           for Xb in fitted.iter_pool(X_pool)]).numpy()
         report[f"kl_{label.replace(' ', '_')}"] = {
             "mean": float(part.mean()), "spearman_with_full_kl": float(spearmanr(part, kl).statistic),

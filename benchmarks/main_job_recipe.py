@@ -115,7 +115,7 @@ def spreads(argv, n_seeds, n_sets, n_jobs):
                                           n_cycles=0, n_repeats=n_sets, n_jobs=n_jobs,
                                           random_state=args.seed)
             out["learners"][name] = {
-                "dynamic_loss": float(learner.estimator.dynamic_weight) > 0,
+                "dynamic_loss": any(n == "dynamic_loss" for n, _ in learner.selector.training_needs().parts),
                 "over_training_seeds": _sd(seeds),
                 "over_initial_sets": _sd(curve.scores[0, :, 0]),
                 "seconds": round(seconds_seeds + time.perf_counter() - start, 1),

@@ -29,9 +29,10 @@ SCRIPTS = [
     ("main_job_recipe.py", False),
     ("bench_persistence.py", False),
     ("compare_fashion_mnist.py", True),
+    ("compare_selectors.py", False),
 ]
 # full runs of these take an hour: included in --quick runs, in full runs only with --all / --only
-LONG = {"compare_fashion_mnist.py", "bench_initial.py"}
+LONG = {"compare_fashion_mnist.py", "bench_initial.py", "compare_selectors.py"}
 
 
 def main():

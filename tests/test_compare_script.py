@@ -30,10 +30,14 @@ def test_learning_rate_drops_tenfold_at_80_percent_of_training(compare):
 
 
 def test_every_variant_trains_as_documented(compare):
-    dynamic = {name for name, (_, loss) in compare.VARIANTS.items() if loss}
+    # the dynamic loss comes from DISAL's selector, or from the parts added by hand ("w/o S")
+    dynamic = {name for name, (selector, parts) in compare.VARIANTS.items()
+               if parts or any(n == "dynamic_loss" for n, _ in selector.training_needs().parts)}
     assert dynamic == {"disal", "disal w/o S", "disal + stochastic", "disal + cluster"}
     assert type(compare.VARIANTS["disal w/o S"][0]).__name__ == "Random"
+    assert [n for n, _ in compare.VARIANTS["disal w/o S"][1]] == ["dynamic_loss"]
     assert type(compare.VARIANTS["disal w/o D"][0]).__name__ == "DISAL"
+    assert compare.VARIANTS["disal w/o D"][0].weight == 0
     assert {type(s).__name__ for s, _ in compare.VARIANTS.values()} >= {
         "Random", "Entropy", "Margin", "LeastConfidence", "CoreSet", "LL4AL", "TiDAL", "ISAL", "DISAL",
         "BALD", "BADGE"}
@@ -53,3 +57,19 @@ def test_table_rows_are_percentages_with_spread_and_ceiling(compare):
     # accuracy 60 ± 10 at 10 labels; AUC = mean of (0.55, 0.75); spread = mean of (0, 1); 1.5 s
     assert lines[2] == "| a | 60.0 ± 10.0 | 70.0 ± 10.0 | 65.0 ± 10.0 | 0.500 | 1.5 |"
     assert lines[3] == "| full data (2 runs, 60,000 labels) | 91.0 ± 1.0 | | | | 12 (training) |"
+
+
+def test_the_table_gives_paired_differences_to_random_with_intervals(compare):
+    # repeats share their initial sets: method b - random per repeat is (+0.1, +0.2, +0.3) at the end
+    random = np.array([[0.5, 0.6], [0.5, 0.6], [0.5, 0.6]])
+    b = random + np.array([[0.0, 0.1], [0.0, 0.2], [0.0, 0.3]])
+    result = ActiveLearningCurve(["random", "b"], np.array([10, 20]), np.stack([random, b]),
+                                 np.ones((2, 3, 2)), np.zeros((2, 3, 2)),
+                                 class_counts=np.ones((2, 3, 2, 2), dtype=int), classes=np.arange(2))
+    lines = compare.table(result, [float("nan")], float("nan")).splitlines()
+    assert lines[0] == ("| method | 10 | 20 | AUC | Δ AUC vs random | Δ final vs random | pick spread | "
+                        "s / cycle |")
+    # final: mean 0.2, sd 0.1, t(0.975, 2) = 4.3027 -> 0.2 +- 0.2484; AUC differences are half of it
+    assert lines[3].split(" | ")[5] == "+20.0 [-4.8, +44.8]"
+    assert lines[3].split(" | ")[4] == "+10.0 [-2.4, +22.4]"
+    assert lines[2].split(" | ")[4:6] == ["(reference)", "(reference)"]
