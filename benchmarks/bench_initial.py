@@ -18,7 +18,6 @@ Writes benchmarks/results/initial[_quick].json.
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,16 +30,9 @@ from sklearn.linear_model import LogisticRegression
 
 from skal.datasets import load_fashion_mnist
 from skal.initial import initial_batch
+from skal._provenance import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def _interval(differences):
@@ -84,7 +76,7 @@ def main():
                 row["classes"].append(int(len(np.unique(y[idx]))))
                 row["seconds"].append(seconds)
             print(f"n={n} repeat {r} done", file=sys.stderr, flush=True)
-    print(f"Fashion-MNIST pool of {len(X)} images, {repeats} repeats; {_cpu_model()}, "
+    print(f"Fashion-MNIST pool of {len(X)} images, {repeats} repeats; {machine()['cpu']}, "
           f"torch {torch.__version__}, 1 thread\n")
     print("| n | strategy | test accuracy | classes (of 10) | accuracy - random (95 % CI) | s / call |")
     print("|---:|---|---:|---:|---:|---:|")
@@ -104,7 +96,7 @@ def main():
     out = RESULTS / f"initial{'_quick' if args.quick else ''}.json"
     out.write_text(json.dumps({
         "pool_size": len(X), "repeats": repeats, "budgets": list(budgets),
-        "cpu": _cpu_model(), "torch": torch.__version__, "threads": 1,
+        "machine": machine(), "torch": torch.__version__, "threads": 1,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "rows": summary}, indent=1))
 
 

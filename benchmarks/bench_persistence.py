@@ -18,7 +18,6 @@ Writes benchmarks/results/persistence[_quick].json (with the CPU model and threa
 import argparse
 import json
 import os
-import platform
 import statistics
 import struct
 import sys
@@ -38,19 +37,9 @@ from skal import ActiveLearner, ActiveNet
 from skal.datasets import load_digits_images
 from skal.models import SmallCNN
 from skal.selectors import DISAL
+from skal._provenance import machine
 
 BOMB_ROWS, BOMB_FEATURES = 40_000_000, 5  # x float32 = 800 MB
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def fitted_learner(n):
@@ -177,7 +166,7 @@ def main():
     out.mkdir(exist_ok=True)
     name = "persistence_quick.json" if args.quick else "persistence.json"
     (out / name).write_text(json.dumps({
-        "round_trip": trip, "bomb": bomb, "repeats": repeats, "cpu": _cpu_model(),
+        "round_trip": trip, "bomb": bomb, "repeats": repeats, "machine": machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "python": sys.version.split()[0], "load_average": os.getloadavg()}, indent=1))
 

@@ -15,7 +15,6 @@ Writes benchmarks/results/query_cost.json.
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 import warnings
@@ -28,6 +27,7 @@ from skal import ActiveLearner, ActiveNet
 from skal.models import SmallCNN
 from skal.selectors import (BADGE, BALD, DISAL, ISAL, LL4AL, CoreSet, Entropy, LeastConfidence, Margin,
                             Random, TiDAL)
+from skal._provenance import machine
 
 
 def _sync(device):
@@ -44,15 +44,6 @@ def _median_time(fn, device, repeats):
         _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                        platform.processor())
-    except OSError:
-        return platform.processor()
 
 
 def main():
@@ -94,7 +85,7 @@ def main():
     result = {
         "command": "python benchmarks/bench_query_cost.py" + (" --quick" if args.quick else "")
                    + (f" --device {args.device}" if args.device != "cpu" else ""),
-        "device": args.device, "machine": platform.machine(), "cpu_model": _cpu_model(),
+        "device": args.device, "machine": machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "n_pool": n_pool, "n_labeled": n_labeled, "n": n,
         "model": "SmallCNN on 1x28x28", "rows": rows, "loadavg": os.getloadavg(),

@@ -44,24 +44,9 @@ import skal
 from skal._cli_data import features_for, load
 from skal.cli import build_learners, build_parser, model_for
 from skal.model_selection import active_learning_curve
+from skal._provenance import machine
 
 HERE = Path(__file__).parent
-
-
-def _cpu():
-    info = {"model": platform.processor() or platform.machine(), "flags": []}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                info["model"] = value.strip()
-            elif key.strip() == "flags":
-                info["flags"] = value.split()
-                break
-    except OSError:
-        pass
-    info["cores"] = os.cpu_count()
-    return info
 
 
 def _setup(argv):
@@ -186,7 +171,7 @@ def main():
         recipes = {name: argv + ["--epochs", "2"] for name, argv in recipes.items()}
     report = {
         "script": "benchmarks/main_job_recipe.py" + (" --quick" if args.quick else ""),
-        "cpu": _cpu(), "python": platform.python_version(), "skal": skal.__version__,
+        "machine": machine(), "python": platform.python_version(), "skal": skal.__version__,
         "torch": torch.__version__, "skorch": skorch.__version__, "scikit-learn": sklearn.__version__,
         "joblib": joblib.__version__, "n_jobs": args.n_jobs, "torch_threads_per_job": 1,
         "load_1min_start": round(os.getloadavg()[0], 2), "recipes": {},
