@@ -49,10 +49,11 @@ class PoolInferenceMixin:
             batches = progress[0].pool_bar(batches, total=total)
         for Xi in batches:
             if isinstance(Xi, np.ndarray):
-                if Xi.dtype == np.float64:
-                    Xi = Xi.astype(np.float32)
-                elif any(stride < 0 for stride in Xi.strides):
-                    Xi = np.ascontiguousarray(Xi)  # torch takes no negative strides
+                # C order: torch takes no negative strides, and a strided or Fortran-ordered
+                # batch would give outputs that differ in the last bit from its copy's
+                Xi = np.ascontiguousarray(Xi, dtype=np.float32 if Xi.dtype == np.float64 else None)
+            elif isinstance(Xi, torch.Tensor):
+                Xi = Xi.contiguous()
             yield to_tensor(Xi, device=self.device)
 
     def map_pool(self, fn, X):
