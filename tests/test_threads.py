@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import TensorDataset
 
 from skal import ActiveLearner, ActiveNet
 from skal.models import MLP
@@ -133,3 +135,16 @@ def test_predict_proba_during_a_disal_query_waits_and_returns_the_right_probabil
     # serialised: each prediction called during a query's scoring returned after that scoring
     assert len(signalling.scored_at) == 12
     assert all(returned > scored for returned, scored in zip(returned_at, signalling.scored_at))
+
+
+def test_predictions_and_queries_leave_torch_global_random_state_alone():
+    # torch's DataLoader draws a seed from the global state at every pass; a prediction in one
+    # thread would then move the seeded state another thread's training draws from
+    learner = _fitted(DISAL())
+    dataset = TensorDataset(torch.from_numpy(POOL[:300]), torch.from_numpy(Y[40:340]))
+    for call in (lambda: learner.predict_proba(POOL), lambda: learner.predict_proba(dataset),
+                 lambda: learner.score(dataset, Y[40:340]), lambda: learner.query(dataset, 5),
+                 lambda: learner.query(POOL, 5), lambda: learner.estimator_.predict_proba(dataset)):
+        state = torch.get_rng_state()
+        call()
+        assert torch.equal(torch.get_rng_state(), state)
