@@ -59,7 +59,10 @@ class PoolInferenceMixin:
     def forward_iter(self, X, training=False, device="cpu"):
         # skorch's, but prediction loaders leave torch's global random state alone
         dataset = self.get_dataset(X)
-        iterator = self.get_iterator(dataset, training=True) if training else self._inference_iterator(dataset)
+        if training:
+            iterator = self.get_iterator(dataset, training=True)
+        else:
+            iterator = self._inference_iterator(dataset)
         for batch in iterator:
             yield to_device(self.evaluation_step(batch, training=training), device=device)
 

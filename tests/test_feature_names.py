@@ -97,7 +97,8 @@ def test_a_plain_array_after_a_dataframe_fit_warns_like_predict(fitted):
     np.testing.assert_array_equal(learner.X_labeled_, X[:24])  # an array is taken in fit's order
 
 
-@pytest.mark.filterwarnings("ignore:The given NumPy array is not writable:UserWarning")  # pandas' read-only view
+# torch warns once about pandas' read-only view
+@pytest.mark.filterwarnings("ignore:The given NumPy array is not writable:UserWarning")
 def test_a_dataframe_after_an_array_fit_warns_like_predict():
     learner = _learner().fit(X[:20], Y[:20])
     message = "X has feature names, but ActiveLearner was fitted without feature names"

@@ -133,8 +133,9 @@ def test_a_selector_that_needs_other_parts_is_refused_under_warm_start():
     learner = _learner(Entropy(), warm_start=True).fit(X[:20], Y[:20])
     before = _weights(learner)
     learner.set_params(selector=DISAL())
-    with pytest.raises(ValueError, match=r"^selector: DISAL\(\) needs the training parts \['dynamic_loss', "
-                                         r"'snapshot'\], the net was trained with \[\]; with warm_start=True"):
+    message = (r"^selector: DISAL\(\) needs the training parts \['dynamic_loss', 'snapshot'\], the net "
+               r"was trained with \[\]; with warm_start=True")
+    with pytest.raises(ValueError, match=message):
         learner.refit()
     assert not learner.stale_ and type(learner.selector_) is Entropy
     for key, value in before.items():
@@ -145,7 +146,7 @@ def test_a_selector_that_needs_other_parts_is_refused_under_warm_start():
 def test_a_diverged_teach_recovers_with_a_lower_lr(warm_start):
     learner = _learner(warm_start=warm_start).fit(X[:20], Y[:20])
     learner.set_params(estimator__lr=float("inf"))
-    with pytest.raises(FloatingPointError, match=r"^Training diverged: the training loss is nan in epoch \d+"):
+    with pytest.raises(FloatingPointError, match=r"^Training diverged: the training loss is nan in epoch"):
         learner.teach(X[20:28], Y[20:28])
     assert learner.stale_
     with pytest.raises(RuntimeError, match="The model is stale"):

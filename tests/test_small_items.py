@@ -194,7 +194,8 @@ def test_tensors_requiring_grad_are_accepted_and_left_alone():
 
 
 _BAD_REFERENCES = {
-    "labels outside classes": ((X[:9], np.full(9, 7)), r"reference: y_ref has labels not in classes_: \['7'\]\."),
+    "labels outside classes": ((X[:9], np.full(9, 7)),
+                               r"reference: y_ref has labels not in classes_: \['7'\]\."),
     "another sample shape": ((X[:9, :2], np.zeros(9, int)),
                              r"reference: X_ref of shape \(9, 2\) and y_ref of length 9 do not match each "
                              r"other or the samples' shape \(5,\)\."),
