@@ -51,7 +51,7 @@ def _check_finite(name, T, chunk_size):
         bad |= ~torch.isfinite(chunk).all()
         if chunk.numel():
             top = torch.maximum(top, chunk.abs().amax())
-    bad, top = torch.stack([bad.to(torch.float64), top.to(torch.float64)]).tolist()
+    bad, top = torch.stack([bad.to(top.dtype), top]).tolist()  # one sync for both
     if bad:
         raise ValueError(f"{name} contains NaN or infinity.")
     return top
