@@ -1,8 +1,10 @@
 """The campaign loop shared by active_learning_curve and CampaignEstimator, and their input checks."""
 
+import math
 import numbers
 import time
 
+import joblib
 import numpy as np
 from sklearn.base import clone
 from sklearn.utils import check_array
@@ -70,9 +72,10 @@ def run_campaign(learner, X, y, *, initial_idx, query_size, n_cycles, evaluate=N
     records = []
 
     def record(cycle, indices, fit_time, query_time):
+        score = None if evaluate is None else _check_score(evaluate(learner), cycle)
         records.append({
             "cycle": cycle, "n_labeled": len(learner.y_labeled_),
-            "score": None if evaluate is None else float(evaluate(learner)),
+            "score": score,
             "fit_time": fit_time, "query_time": query_time,
             "indices": np.asarray(indices), "labels": np.asarray(y[indices]),
         })
@@ -96,7 +99,32 @@ def run_campaign(learner, X, y, *, initial_idx, query_size, n_cycles, evaluate=N
     return records
 
 
+def _check_score(score, cycle):
+    """A scorer's result as a finite float; a ValueError names ``scoring`` otherwise."""
+    try:
+        value = float(score)
+    except (TypeError, ValueError):
+        raise ValueError(f"scoring returned {score!r} for the model of cycle {cycle}; a scorer must "
+                         "return a number.") from None
+    if not math.isfinite(value):
+        raise ValueError(f"scoring returned {value} for the model of cycle {cycle}; a scorer must "
+                         "return a finite number.")
+    return value
+
+
 # --- input checks ----------------------------------------------------------------------------
+
+
+def check_n_jobs(n_jobs):
+    """``n_jobs`` as joblib takes it: None, a positive integer, or -1 .. -cpu_count."""
+    if n_jobs is None:
+        return
+    if isinstance(n_jobs, (bool, np.bool_)) or not isinstance(n_jobs, numbers.Integral):
+        raise TypeError(f"n_jobs must be None or an integer, got {type(n_jobs).__name__}: {n_jobs!r}.")
+    cpus = joblib.cpu_count()
+    if n_jobs == 0 or n_jobs < -cpus:
+        raise ValueError(f"n_jobs must be None, a positive integer or in [-{cpus}, -1] (-1: all "
+                         f"{cpus} CPUs, -2: all but one, ...), got {n_jobs}.")
 
 
 def check_count(value, name, minimum):

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from skorch.dataset import unpack_data
-from skorch.utils import to_tensor
+from skorch.utils import to_device, to_tensor
+from torch.utils.data import DataLoader
 
 from ._bookkeeping import Rows
 from ._taps import tap
@@ -45,18 +46,41 @@ class PoolInferenceMixin:
             batches = (X.chunk(start, start + size) for start in range(0, len(X), size))
             total = -(-len(X) // size)
         else:
-            batches = (unpack_data(batch)[0]
-                       for batch in self.get_iterator(self.get_dataset(X), training=False))
+            batches = (unpack_data(batch)[0] for batch in self._inference_iterator(self.get_dataset(X)))
             total = None
         progress = [cb for _, cb in getattr(self, "callbacks_", []) if hasattr(cb, "pool_bar")]
         if progress:
             batches = progress[0].pool_bar(batches, total=total)
         for Xi in batches:
             if isinstance(Xi, np.ndarray):
-                # C-contiguous (a copy only when not): torch takes no negative strides, and its
-                # kernels can round differently on a Fortran-ordered or strided batch
+                # C order: torch takes no negative strides, and a strided or Fortran-ordered
+                # batch would give outputs that differ in the last bit from its copy's
                 Xi = np.ascontiguousarray(Xi, dtype=np.float32 if Xi.dtype == np.float64 else None)
+            elif isinstance(Xi, torch.Tensor):
+                Xi = Xi.contiguous()
             yield to_tensor(Xi, device=self.device)
+
+    def forward_iter(self, X, training=False, device="cpu"):
+        # skorch's, but prediction loaders leave torch's global random state alone
+        dataset = self.get_dataset(X)
+        if training:
+            iterator = self.get_iterator(dataset, training=True)
+        else:
+            iterator = self._inference_iterator(dataset)
+        for batch in iterator:
+            yield to_device(self.evaluation_step(batch, training=training), device=device)
+
+    def _inference_iterator(self, dataset):
+        """``get_iterator(dataset, training=False)``, a DataLoader given a generator of its own.
+
+        torch's DataLoader draws its workers' base seed from torch's global
+        random state at every pass, shuffled or not; a prediction must not move
+        that state (a seeded training in another thread draws from it).
+        """
+        loader = self.get_iterator(dataset, training=False)
+        if isinstance(loader, DataLoader) and loader.generator is None:
+            loader.generator = torch.Generator()
+        return loader
 
     def map_pool(self, fn, X):
         """Apply ``fn`` to every pool batch and concatenate its outputs.

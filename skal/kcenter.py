@@ -11,8 +11,15 @@ expansion ``|a|^2 - 2 a.b + |b|^2`` loses all precision for near-duplicate
 points (its absolute error scales with ``|a|^2``), so it is only used to find
 each row's nearest center; the distance to that center is then recomputed
 from the difference ``a - b``, which is exact to rounding.
+
+Squared norms overflow float32 once coordinates reach about ``1e17`` (a
+diverging net's embeddings reach ``1e19``). Inputs that large are divided by
+a power of two first, which is exact and changes no choice (k-center is
+invariant to a common scale), and the distances are multiplied back, in
+float64 where float32 cannot hold them.
 """
 
+import math
 from numbers import Integral
 
 import torch
@@ -33,12 +40,44 @@ def _check_chunk_size(chunk_size):
 
 
 def _check_finite(name, T, chunk_size):
-    # Chunked so that the check allocates no (N, d) boolean mask; one sync.
+    """The largest ``|value|`` of ``T`` (0 if empty), after checking that all are finite.
+
+    Chunked so that the check allocates no (N, d) boolean mask; one sync.
+    """
     bad = torch.zeros((), dtype=torch.bool, device=T.device)
+    top = torch.zeros((), dtype=T.dtype, device=T.device)
     for start in range(0, T.shape[0], chunk_size):
-        bad |= ~torch.isfinite(T[start : start + chunk_size]).all()
+        chunk = T[start : start + chunk_size]
+        bad |= ~torch.isfinite(chunk).all()
+        if chunk.numel():
+            top = torch.maximum(top, chunk.abs().amax())
+    bad, top = torch.stack([bad.to(top.dtype), top]).tolist()  # one sync for both
     if bad:
         raise ValueError(f"{name} contains NaN or infinity.")
+    return top
+
+
+def _scale_for(largest, n_features, dtype):
+    """A power of two to divide by so that squared distances cannot overflow ``dtype``, or 1.
+
+    The expansion sums ``n_features`` products of (centred) coordinates up to
+    ``2 * largest``; with room for a factor 64 that stays finite below
+    ``sqrt(max / (64 n_features))``. Dividing by a power of two is exact.
+    """
+    if largest <= math.sqrt(torch.finfo(dtype).max / (64 * max(n_features, 1))):
+        return 1.0
+    return math.ldexp(1.0, math.frexp(largest)[1] - 1)  # largest / scale in [1, 2)
+
+
+def _scaled_back(distances, scale):
+    """``distances * scale``; in float64 if float32 cannot hold the result."""
+    if scale == 1.0:
+        return distances
+    finite = distances[torch.isfinite(distances)]  # a first pick without centers is +inf
+    if distances.dtype != torch.float64 and len(finite) and float(finite.max()) * scale > torch.finfo(
+            distances.dtype).max:
+        distances = distances.double()
+    return distances * scale
 
 
 def _distance_to_row(X, j):
@@ -58,7 +97,12 @@ def _distances_to(X, row):
 
 
 def _validate(X, centers, chunk_size):
-    """Check the inputs; return ``(X, centers)`` with centers on X's device in the compute dtype."""
+    """Check the inputs; return ``(X, centers, scale)``, centers on X's device in the compute dtype.
+
+    When coordinates are so large that squared distances would overflow,
+    ``X`` (in the compute dtype) and ``centers`` come back divided by
+    ``scale``, a power of two; else ``scale`` is 1 and ``X`` is the input.
+    """
     _check_chunk_size(chunk_size)
     X = torch.as_tensor(X)
     if X.ndim != 2:
@@ -75,9 +119,11 @@ def _validate(X, centers, chunk_size):
             f"got shape {tuple(centers.shape)}."
         )
     centers = centers.to(device=X.device, dtype=dtype)
-    _check_finite("X", X, chunk_size)
-    _check_finite("centers", centers, chunk_size)
-    return X, centers
+    largest = max(_check_finite("X", X, chunk_size), _check_finite("centers", centers, chunk_size))
+    scale = _scale_for(largest, X.shape[1], dtype)
+    if scale != 1.0:
+        X, centers = X.to(dtype) / scale, centers / scale
+    return X, centers, scale
 
 
 def _min_distances(X, C, chunk_size):
@@ -150,7 +196,8 @@ def min_distances(X, centers, *, chunk_size=8192):
     -------
     torch.Tensor of shape (n_samples,)
         Distances on ``X.device``, float64 if ``X`` is float64 and float32
-        otherwise; ``+inf`` everywhere when ``n_centers == 0``.
+        otherwise (float64 also when a distance exceeds float32's range);
+        ``+inf`` everywhere when ``n_centers == 0``.
 
     Raises
     ------
@@ -171,8 +218,8 @@ def min_distances(X, centers, *, chunk_size=8192):
     tensor([0., 5., 0.])
     """
     with torch.no_grad():
-        X, centers = _validate(X, centers, chunk_size)
-        return _min_distances(X, centers, chunk_size)
+        X, centers, scale = _validate(X, centers, chunk_size)
+        return _scaled_back(_min_distances(X, centers, chunk_size), scale)
 
 
 def kcenter_greedy(X, n, *, centers=None, chunk_size=8192, generator=None):
@@ -214,7 +261,8 @@ def kcenter_greedy(X, n, *, centers=None, chunk_size=8192, generator=None):
         ``distances[t]`` is the Euclidean distance of ``indices[t]`` to its
         nearest center when it was chosen (``+inf`` for a first pick made
         without centers); non-increasing. Float64 if ``X`` is float64,
-        float32 otherwise.
+        float32 otherwise (float64 also when a distance exceeds float32's
+        range).
 
     Raises
     ------
@@ -244,7 +292,7 @@ def kcenter_greedy(X, n, *, centers=None, chunk_size=8192, generator=None):
     tensor([10.,  4.])
     """
     with torch.no_grad():
-        X, centers = _validate(X, centers, chunk_size)
+        X, centers, scale = _validate(X, centers, chunk_size)
         n_samples = X.shape[0]
         if not isinstance(n, Integral) or isinstance(n, bool) or not 1 <= n <= n_samples:
             raise ValueError(f"n must be an integer in [1, n_samples={n_samples}]; got {n!r}.")
@@ -261,7 +309,7 @@ def kcenter_greedy(X, n, *, centers=None, chunk_size=8192, generator=None):
             positions, distances = _greedy_filtered(X, perm, min_dist, n)
         else:
             positions, distances = _greedy_dense(X, perm, min_dist, n)
-        return perm.index_select(0, positions), distances
+        return perm.index_select(0, positions), _scaled_back(distances, scale)
 
 
 def _greedy_dense(X, perm, min_dist, n):

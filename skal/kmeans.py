@@ -1,8 +1,11 @@
 """Seeded k-means on the device: clustering a few thousand embeddings, and k-means++
 seeding on outer-product rows (BADGE's gradient embeddings) without forming them."""
 
+import math
+
 import torch
 
+from .kcenter import _scale_for
 from .scores import top_n
 
 __all__ = ["kmeans", "kmeans_plusplus_outer"]
@@ -44,6 +47,13 @@ def kmeans(X, k, *, max_iter=20, generator=None, chunk_size=4096):
         Each row's cluster in ``0 .. k-1``.
     centers : torch.Tensor of shape (k, n_features)
 
+    Notes
+    -----
+    Rows so large that squared distances would overflow (float32
+    coordinates beyond about ``1e17``, as a diverging net's embeddings
+    reach) are divided by a power of two first: exact, and k-means does not
+    change under a common scale; the centers are multiplied back.
+
     Examples
     --------
     >>> import torch
@@ -59,6 +69,14 @@ def kmeans(X, k, *, max_iter=20, generator=None, chunk_size=4096):
     n = X.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}] (the number of rows), got {k}.")
+    largest = float(X.abs().amax())
+    if not math.isfinite(largest):
+        raise ValueError("X contains NaN or infinity.")
+    scale = _scale_for(largest, X.shape[1], X.dtype)
+    if scale != 1.0:
+        labels, centers = kmeans(X / scale, k, max_iter=max_iter, generator=generator,
+                                 chunk_size=chunk_size)
+        return labels, centers * scale
     # Chunked: (X * X) at once would be an (n, d) temporary, a second copy of X.
     X_sq = torch.cat([(X[s:s + chunk_size] * X[s:s + chunk_size]).sum(1)
                       for s in range(0, n, chunk_size)])

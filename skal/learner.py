@@ -590,9 +590,10 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         """Retrain on the whole labeled set, as the last :meth:`teach` would have.
 
         :meth:`teach` calls it. If training raises (a callback, a diverged
-        loss, an interrupt), the labels stay, the previous model is kept in
-        ``estimator_`` but marked stale, and :meth:`query` refuses to run on
-        it; call ``refit()`` (after fixing the cause, e.g. ``set_params``) to
+        loss, an interrupt), the learner is exactly as before: after a
+        ``teach``, the labels stay and the previous model is kept in
+        ``estimator_``, marked stale, and :meth:`query` refuses to run on it;
+        call ``refit()`` (after fixing the cause, e.g. ``set_params``) to
         train again with the same seed the failed attempt used. Parameters of
         ``estimator`` and ``selector`` changed since the last training take
         effect here.
@@ -603,8 +604,6 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         """
         with self._serialised():
             state = self._state()
-            if not state.stale:
-                self._commit(state := replace(state, stale=True))
             selector = self._current_selector(state.labeled.X.shape[1:], state.classes)
             if selector.training_needs().reference != state.selector.training_needs().reference:
                 raise ValueError(
@@ -1157,14 +1156,16 @@ def _interrupt_watch():
         return
 
     def handler(signum, frame):
+        # uninstalled first, so that a Ctrl-C landing in the finally below cannot leave it installed
+        signal.signal(signal.SIGINT, previous)
         try:
             previous(signum, frame)
         except KeyboardInterrupt:
             watch.interrupted = True
             raise
 
-    signal.signal(signal.SIGINT, handler)
-    try:
+    try:  # installed inside the try: an interrupt on any line still restores the previous one
+        signal.signal(signal.SIGINT, handler)
         yield watch
     finally:
         signal.signal(signal.SIGINT, previous)

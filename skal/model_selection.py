@@ -13,8 +13,8 @@ from sklearn.utils import check_random_state
 from tqdm.auto import tqdm
 
 from . import _provenance
-from ._campaign import (check_budget, check_count, check_data, configured, draw_repeats, run_campaign,
-                        samples_shape)
+from ._campaign import (check_budget, check_count, check_data, check_n_jobs, configured, draw_repeats,
+                        run_campaign, samples_shape)
 from ._campaign_estimator import CampaignEstimator
 from ._curve import ActiveLearningCurve
 from ._data import check_same_length, named_errors, take
@@ -59,10 +59,12 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
     n_repeats : int, default=3
         Independent repeats (initial sets and seeds).
     scoring : str or callable, default="accuracy"
-        A scikit-learn scorer.
+        A scikit-learn scorer; it must return a finite number for every
+        model (a NaN raises a ValueError naming ``scoring``).
     n_jobs : int or None, default=None
         Campaigns (learner x repeat) run in parallel through joblib; any
-        joblib backend (e.g. Dask) applies.
+        joblib backend (e.g. Dask) applies. None or 1: one at a time; -1:
+        as many as CPUs, -2 all but one, down to ``-cpu_count``.
     random_state : int, RandomState instance or None, default=None
         Seeds the test split, the initial sets and the learners.
     verbose : int, default=0
@@ -129,6 +131,7 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
         check_count(value, name, minimum=0 if name == "n_cycles" else 1)
     if isinstance(verbose, bool) or not isinstance(verbose, numbers.Integral):
         raise TypeError(f"verbose must be an integer, got {type(verbose).__name__}.")
+    check_n_jobs(n_jobs)
     reference = _resolve_reference(reference, learners)
     if initial_strategy not in ("random", "kmeans", "kcenter"):
         raise ValueError(f"initial_strategy must be 'random', 'kmeans' or 'kcenter', got {initial_strategy!r}.")

@@ -131,17 +131,19 @@ def test_warnings_for_a_single_class_reference_and_reused_lissa_samples():
     np.testing.assert_array_equal(learner.X_labeled_, before)
 
 
-def test_user_reference_with_unknown_labels_or_shape_is_refused():
+def test_user_reference_with_unknown_labels_or_shape_is_refused_at_fit():
     X, y = _data()
     X_ref, _ = _data(n=9, seed=2)
     bad_labels = ActiveLearner(_net(), selector=ISAL(reference=(X_ref, np.full(9, 7)), depth=2,
-                                                     repeats=1), random_state=0).fit(X, y)
+                                                     repeats=1), random_state=0)
     with pytest.raises(ValueError, match=r"reference: y_ref has labels not in classes_: \['7'\]"):
-        bad_labels.query(X[:5], 2)
+        bad_labels.fit(X, y)
+    assert not hasattr(bad_labels, "estimator_")
     bad_shape = ActiveLearner(_net(), selector=ISAL(reference=(X_ref[:, :2], np.zeros(9, int)), depth=2,
-                                                    repeats=1), random_state=0).fit(X, y)
+                                                    repeats=1), random_state=0)
     with pytest.raises(ValueError, match=r"reference: X_ref of shape \(9, 2\)"):
-        bad_shape.query(X[:5], 2)
+        bad_shape.fit(X, y)
+    assert not hasattr(bad_shape, "estimator_")
 
 
 def test_user_reference_labels_are_encoded_like_the_learners():

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .._data import named_errors
 from ..influence import influence_scores, lissa, reference_gradient, select_params
 from .base import ScoreSelector, TrainingNeeds, shared_docs
 
@@ -138,20 +139,59 @@ class ISAL(ScoreSelector):
             lambda Xb: -influence_scores(module, params, Xb, s, pseudo_label=self.pseudo_label),
             X_pool)
 
+    def check_labeled(self, sample_shape, classes):
+        """Check a reference tuple against the samples and the classes, before any training.
+
+        :class:`~skal.ActiveLearner` calls it at ``fit`` (and again at each
+        ``refit`` and ``query``), so a tuple that cannot work fails before the
+        net is trained, not at the first query. A fraction needs no check.
+
+        Parameters
+        ----------
+        sample_shape : tuple of int
+            The shape of one labeled sample.
+        classes : ndarray of shape (n_classes,)
+            The learner's sorted classes.
+
+        Raises
+        ------
+        ValueError
+            Naming ``reference``: not a pair, ``X_ref`` and ``y_ref`` of
+            different lengths, empty, of another sample shape, or labels
+            outside ``classes``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skal.selectors import ISAL
+        >>> ISAL(reference=(np.zeros((4, 3)), np.array([0, 1, 0, 2]))).check_labeled((3,), np.arange(2))
+        Traceback (most recent call last):
+        ...
+        ValueError: reference: y_ref has labels not in classes_: ['2'].
+        """
+        if isinstance(self.reference, tuple):
+            self._reference_tuple(tuple(sample_shape), np.asarray(classes))
+
+    def _reference_tuple(self, sample_shape, classes):
+        """The reference tuple as float32 samples and encoded labels, checked."""
+        if len(self.reference) != 2:
+            raise ValueError("reference must be a fraction or a tuple (X_ref, y_ref).")
+        with named_errors("reference"):
+            X_ref, y_ref = np.asarray(self.reference[0], dtype=np.float32), np.asarray(self.reference[1])
+        if X_ref.ndim == 0 or y_ref.ndim != 1 or X_ref.shape[1:] != sample_shape or len(X_ref) != len(y_ref) \
+                or len(y_ref) == 0:
+            raise ValueError(
+                f"reference: X_ref of shape {X_ref.shape} and y_ref of length {len(y_ref)} do "
+                f"not match each other or the samples' shape {sample_shape}."
+            )
+        unknown = set(y_ref.tolist()) - set(classes.tolist())
+        if unknown:
+            raise ValueError(f"reference: y_ref has labels not in classes_: {sorted(map(repr, unknown))}.")
+        return X_ref, np.searchsorted(classes, y_ref)
+
     def _reference(self, labeled):
         if isinstance(self.reference, tuple):
-            if len(self.reference) != 2:
-                raise ValueError("reference must be a fraction or a tuple (X_ref, y_ref).")
-            X_ref, y_ref = np.asarray(self.reference[0], dtype=np.float32), np.asarray(self.reference[1])
-            if X_ref.shape[1:] != np.shape(labeled.X)[1:] or len(X_ref) != len(y_ref) or len(y_ref) == 0:
-                raise ValueError(
-                    f"reference: X_ref of shape {X_ref.shape} and y_ref of length {len(y_ref)} do "
-                    f"not match each other or the samples' shape {np.shape(labeled.X)[1:]}."
-                )
-            unknown = set(y_ref.tolist()) - set(labeled.classes.tolist())
-            if unknown:
-                raise ValueError(f"reference: y_ref has labels not in classes_: {sorted(map(repr, unknown))}.")
-            return X_ref, np.searchsorted(labeled.classes, y_ref)
+            return self._reference_tuple(tuple(np.shape(labeled.X)[1:]), labeled.classes)
         if len(labeled.y_reference) == 0:
             raise ValueError(
                 "ISAL has no reference set: fit the learner with this selector so that it "
