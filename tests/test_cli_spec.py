@@ -33,7 +33,7 @@ def test_the_example_of_the_issue():
     built = [s.build(SELECTORS) for s in specs]
     assert [type(b) for b in built] == [DISAL, Margin, Entropy]
     assert built[0].get_params() == {"weight": 1.0, "mode": "kl", "batch": "stochastic", "transitions": 1,
-                                     "drift": "keep", "target_decay": None, "ramp_up": 0}
+                                     "drift": "remove", "target_decay": None, "ramp_up": 0}
     assert built[2].get_params() == {"batch": "cluster"}
 
 

@@ -133,7 +133,7 @@ def test_a_selector_that_needs_other_parts_is_refused_under_warm_start():
     learner = _learner(Entropy(), warm_start=True).fit(X[:20], Y[:20])
     before = _weights(learner)
     learner.set_params(selector=DISAL())
-    message = (r"^selector: DISAL\(\) needs the training parts \['dynamic_loss', 'snapshot'\], the net "
+    message = (r"^selector: DISAL\(\) needs the training parts \['dynamics', 'dynamic_loss', 'snapshot'\], the net "
                r"was trained with \[\]; with warm_start=True")
     with pytest.raises(ValueError, match=message):
         learner.refit()

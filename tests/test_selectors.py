@@ -179,11 +179,18 @@ def _log_softmax64(z):
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def _ref_disal(net, X):
+def _ref_disal(net, X, drift="keep"):
+    """KL(p_{T-1} || p_T) in float64; drift="remove" first subtracts, within
+    each predicted class, the mean logit change of the last epoch."""
     prev = copy.deepcopy(net.module_)
     prev.load_state_dict(net.parts_["snapshot"].state_)
-    lp_prev = _log_softmax64(_eval_logits64(prev, X))
-    lp_T = _log_softmax64(_eval_logits64(net.module_, X))
+    z_prev, z_T = _eval_logits64(prev, X), _eval_logits64(net.module_, X)
+    if drift == "remove":
+        change, classes = z_prev - z_T, z_T.argmax(axis=1)
+        for c in np.unique(classes):
+            change[classes == c] -= change[classes == c].mean(axis=0)
+        z_prev = z_T + change
+    lp_prev, lp_T = _log_softmax64(z_prev), _log_softmax64(z_T)
     return (np.exp(lp_prev) * (lp_prev - lp_T)).sum(axis=1)
 
 
@@ -196,24 +203,27 @@ def test_disal_snapshot_differs_from_final_weights(snap_net):
     assert diff > 1e-4
 
 
-def test_disal_score_pool_matches_reference(snap_net, pool):
-    scores = DISAL().score_pool(snap_net, pool).cpu().numpy()
-    expected = _ref_disal(snap_net, pool)
+@pytest.mark.parametrize("drift", ["keep", "remove"])
+def test_disal_score_pool_matches_reference(snap_net, pool, drift):
+    scores = DISAL(drift=drift).score_pool(snap_net, pool).cpu().numpy()
+    expected = _ref_disal(snap_net, pool, drift)
     assert scores.shape == (N_POOL,)
     assert expected.max() > 1e-4  # the last epoch moved the predictions
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-6)
     assert np.all(scores >= -1e-6)
 
 
+@pytest.mark.parametrize("drift", ["keep", "remove"])
 @pytest.mark.parametrize("batch_size", [1, 7, 1000])
-def test_disal_independent_of_chunking(snap_net, pool, batch_size):
-    scores = DISAL().score_pool(_with_batch_size(snap_net, batch_size), pool).cpu().numpy()
-    np.testing.assert_allclose(scores, _ref_disal(snap_net, pool), rtol=1e-4, atol=1e-6)
+def test_disal_independent_of_chunking(snap_net, pool, batch_size, drift):
+    net = _with_batch_size(snap_net, batch_size)
+    scores = DISAL(drift=drift).score_pool(net, pool).cpu().numpy()
+    np.testing.assert_allclose(scores, _ref_disal(snap_net, pool, drift), rtol=1e-4, atol=1e-6)
 
 
 def test_disal_literal_is_negation(snap_net, pool):
     kl = DISAL().score_pool(snap_net, pool).cpu().numpy()
-    literal = DISAL(mode="literal").score_pool(snap_net, pool).cpu().numpy()
+    literal = DISAL(mode="literal", drift="remove").score_pool(snap_net, pool).cpu().numpy()
     np.testing.assert_array_equal(literal, -kl)
 
 
@@ -222,11 +232,11 @@ def test_disal_select_picks_largest_kl(snap_net, pool):
     n = 5
     head = np.sort(expected)[::-1][: n + 1]
     assert np.min(-np.diff(head)) > 1e-5 * head[0]
-    idx, scores = DISAL().select(snap_net, pool, n, random_state=0)
+    idx, scores = DISAL(drift="keep").select(snap_net, pool, n, random_state=0)
     assert idx.dtype == np.int64
     np.testing.assert_array_equal(idx, _brute_force_top_n(expected, n))
     assert np.all(np.diff(scores) <= 0)
-    idx_lit, _ = DISAL(mode="literal").select(snap_net, pool, n, random_state=0)
+    idx_lit, _ = DISAL(mode="literal", drift="keep").select(snap_net, pool, n, random_state=0)
     np.testing.assert_array_equal(idx_lit, _brute_force_top_n(-expected, n))
 
 
@@ -347,7 +357,7 @@ def test_parameterless_selectors_sklearn_contract(selector_cls):
 
 
 def test_disal_sklearn_contract():
-    selector = DISAL(mode="literal")
+    selector = DISAL(mode="literal", drift="keep")
     assert selector.get_params() == {"mode": "literal", "batch": "topk", "weight": 1.0, "transitions": 1,
                                      "drift": "keep", "target_decay": None, "ramp_up": 0}
     cloned = clone(selector)
@@ -355,7 +365,7 @@ def test_disal_sklearn_contract():
     assert cloned.get_params() == {"mode": "literal", "batch": "topk", "weight": 1.0, "transitions": 1,
                                    "drift": "keep", "target_decay": None, "ramp_up": 0}
     assert DISAL().get_params() == {"mode": "kl", "batch": "topk", "weight": 1.0, "transitions": 1,
-                                    "drift": "keep", "target_decay": None, "ramp_up": 0}
+                                    "drift": "remove", "target_decay": None, "ramp_up": 0}
     assert selector.set_params(mode="kl") is selector
     assert selector.mode == "kl"
     assert repr(DISAL(mode="literal")) == "DISAL(mode='literal')"
@@ -384,8 +394,9 @@ def test_scores_use_eval_mode(pool):
     b = Entropy().score_pool(net, pool).cpu().numpy()
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(a, ref_entropy(_probs64(net, pool)), rtol=0, atol=1e-5)
-    disal = DISAL().score_pool(net, pool).cpu().numpy()
-    np.testing.assert_allclose(disal, _ref_disal(net, pool), rtol=1e-4, atol=1e-6)
+    for drift in ("keep", "remove"):
+        disal = DISAL(drift=drift).score_pool(net, pool).cpu().numpy()
+        np.testing.assert_allclose(disal, _ref_disal(net, pool, drift), rtol=1e-4, atol=1e-6)
 
 
 def test_disal_after_one_epoch_of_a_lazy_module_says_why():
