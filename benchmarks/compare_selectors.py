@@ -103,6 +103,7 @@ def methods(initial):
         "disal ramp-up": (DISAL(ramp_up=10, drift="keep"), False, {}, []),
         "disal + stochastic": (DISAL(batch=StochasticBatch(), drift="keep"), False, {}, []),
         "disal + cluster": (DISAL(batch=ClusterBatch(), drift="keep"), False, {}, []),
+        "disal drift removed + cluster": (DISAL(batch=ClusterBatch()), False, {}, []),
         "entropy + stochastic": (Entropy(batch=StochasticBatch()), False, {}, []),
         "entropy + cluster": (Entropy(batch=ClusterBatch()), False, {}, []),
         "margin + stochastic": (Margin(batch=StochasticBatch()), False, {}, []),
@@ -110,7 +111,8 @@ def methods(initial):
 
 
 DISAL_VARIANTS = ["disal w/o D", "disal w/o S", "disal literal", "disal 3 transitions", "disal drift removed",
-                  "disal recency target", "disal ramp-up", "disal + stochastic", "disal + cluster"]
+                  "disal recency target", "disal ramp-up", "disal + stochastic", "disal + cluster",
+                  "disal drift removed + cluster"]
 
 
 def load(dataset, pool_size, seed=0, data=None, quick=False):
@@ -196,6 +198,8 @@ def main(argv=None):
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--data", default=None, help="Fashion-MNIST directory (default: Debian's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="compare",
+                        help="stem of the output files: <name>_<setting>.json, <name>_selectors.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     settings = QUICK if args.quick else SETTINGS
@@ -215,20 +219,20 @@ def main(argv=None):
             random_state=args.seed, data_name=f"{dataset} ({setting})", verbose=0)
         seconds = time.perf_counter() - start
         result.meta["command"] = "python benchmarks/compare_selectors.py " + shlex.join(sys.argv[1:])
-        result.to_json(HERE / "results" / f"compare_{setting}{suffix}.json")
+        result.to_json(HERE / "results" / f"{args.name}_{setting}{suffix}.json")
         sections.append(table(setting, result, seconds))
         meta[setting] = {"pool": int(len(y)), "test": int(len(y_test)), "seconds": seconds}
         print(sections[-1], "\n", flush=True)
     info = machine()
-    header = [f"# compare_selectors{suffix}", "",
+    header = [f"# {args.name}_selectors{suffix}", "",
               f"`python benchmarks/compare_selectors.py {shlex.join(sys.argv[1:])}` on "
               f"{info.get('cpu') or '?'} ({info.get('usable_cores', info.get('logical_cores', '?'))} cores, "
               f"flags {', '.join(info.get('cpu_flags', [])) or '?'}), torch {torch.__version__}, "
               f"{sum(m['seconds'] for m in meta.values()) / 60:.0f} min in all.", "",
               "Accuracy in %; Δ: mean paired difference over repeats (same initial set and seed) "
               "with its 95% paired t interval, `*` when it excludes zero.", ""]
-    (HERE / "results" / f"compare_selectors{suffix}.md").write_text("\n".join(header + sections) + "\n")
-    (HERE / "results" / f"compare_selectors{suffix}_meta.json").write_text(json.dumps(
+    (HERE / "results" / f"{args.name}_selectors{suffix}.md").write_text("\n".join(header + sections) + "\n")
+    (HERE / "results" / f"{args.name}_selectors{suffix}_meta.json").write_text(json.dumps(
         {"settings": meta, "machine": info, "repeats": repeats}, indent=2))
 
 

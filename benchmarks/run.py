@@ -28,6 +28,7 @@ SCRIPTS = [
     ("bench_initial.py", False),
     ("main_job_recipe.py", False),
     ("bench_persistence.py", False),
+    ("bench_bookkeeping.py", False),
     ("compare_fashion_mnist.py", True),
     ("compare_selectors.py", False),
 ]

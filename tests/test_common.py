@@ -10,8 +10,9 @@ from skal.selectors import DISAL, Entropy, Random
 # Each entry: check name -> why ActiveLearner is expected to fail it.
 EXPECTED_FAILED_CHECKS = {
     "check_parameters_default_constructible": (
-        "DESIGN.md fixes the default `selector=DISAL()`, an instance rather than a "
-        "scalar; it holds parameters only and fit clones it, so it is never mutated."
+        "the default `selector=Margin()` is an instance rather than a scalar (DESIGN.md "
+        "fixes an instance default); it holds parameters only and fit clones it, so it is "
+        "never mutated."
     ),
 }
 
