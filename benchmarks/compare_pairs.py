@@ -28,10 +28,11 @@ def main(argv=None):
     parser.add_argument("--reference", default="random")
     parser.add_argument("--methods", default=None, help="comma-separated (default: all)")
     parser.add_argument("--metric", choices=["auc", "final"], default="auc")
+    parser.add_argument("--results", default=str(HERE / "results"), help="directory of the result files")
     args = parser.parse_args(argv)
     rows = {}
     for setting in SETTINGS:
-        path = HERE / "results" / f"{args.name}_{setting}.json"
+        path = Path(args.results) / f"{args.name}_{setting}.json"
         if not path.exists():
             continue
         d = ActiveLearningCurve.from_json(path).paired_differences(args.metric, args.reference)

@@ -75,3 +75,21 @@ def test_the_table_gives_paired_differences_to_random_with_intervals(compare):
     assert lines[3].split(" | ")[5] == "+20.0 [-4.8, +44.8]"
     assert lines[3].split(" | ")[4] == "+10.0 [-2.4, +22.4]"
     assert lines[2].split(" | ")[4:6] == ["(reference)", "(reference)"]
+
+
+def test_compare_pairs_prints_the_paired_t_interval_of_committed_results(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("compare_pairs", SCRIPT.parent / "compare_pairs.py")
+    pairs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pairs)
+    # 3 repeats, 2 cycles; margin's AUC (mean of the two cycles here) beats random's by .19, .20, .21
+    scores = np.array([[[0.69, 0.89], [0.7, 0.9], [0.71, 0.91]],
+                       [[0.5, 0.7], [0.5, 0.7], [0.5, 0.7]]])
+    zeros = np.zeros_like(scores)
+    ActiveLearningCurve(["margin", "random"], np.array([10, 20]), scores, zeros, zeros).to_json(
+        tmp_path / "compare_digits-low.json")
+    pairs.main(["--results", str(tmp_path), "--reference", "random"])  # [+17.5, +22.5] *
+    out = capsys.readouterr().out.splitlines()
+    assert out[2] == "| method | digits-low |"
+    # differences in points 19, 20, 21: mean 20, sd 1, t_{0.975, 2} = 4.302653
+    half = 4.302652729911275 * 1 / np.sqrt(3)
+    assert out[4] == f"| margin | +20.0 [{20 - half:+.1f}, {20 + half:+.1f}] * |"
