@@ -184,10 +184,10 @@ def _build():
     option("--data-path", default=None, metavar="DIR",
            help="directory with the Fashion-MNIST IDX files, or a torchvision root "
                 "(default: Debian's /usr/share/datasets/fashion-mnist, then torchvision's cache)")
-    option("--selectors", type=_selectors, default="disal,random", metavar="SPECS",
+    option("--selectors", type=_selectors, default="margin,disal,random", metavar="SPECS",
            help="comma-separated selectors, each NAME or NAME(key=value,...), e.g. "
                 f"'disal(batch=stochastic),margin'; names: {', '.join(SELECTORS)} "
-                "(default: disal,random)")
+                "(default: margin,disal,random)")
     option("--model", choices=MODELS, default="auto",
            help="auto (the default): SmallCNN for images of at least "
                 f"{CNN_MIN_SIDE}x{CNN_MIN_SIDE} pixels, else an MLP on the flattened features; "

@@ -91,7 +91,7 @@ def test_the_default_job_runs_at_least_three_repeats_of_an_mlp_on_standardised_d
     args = build_parser().parse_args(["simulate"])
     assert (args.dataset, args.model, args.repeats, args.initial, args.query, args.cycles,
             args.epochs, args.standardize, args.n_jobs) == ("digits", "auto", 5, 150, 100, 5, 30, True, 1)
-    assert [spec.text for spec in args.selectors] == ["disal", "random"]
+    assert [spec.text for spec in args.selectors] == ["margin", "disal", "random"]
     X, _ = load_digits_images(return_X_y=True)
     assert model_for("auto", X) == "mlp"  # 8x8 images are below CNN_MIN_SIDE
     assert model_for("auto", np.zeros((2, 1, 28, 28))) == "cnn"
@@ -370,9 +370,9 @@ def test_a_redirected_stderr_gets_no_bars_and_a_closed_stdout_no_traceback(tmp_p
     written = (tmp_path / "stderr.txt").read_text()
     assert "\r" not in written and "\x1b" not in written
     assert written == ""  # no bars, no traceback (BrokenPipeError) either
-    assert done.stdout == "skal simulate: digits (mlp), pool 1257, test 540, selectors disal, random, 2 repeat(s)\n"
+    assert done.stdout == "skal simulate: digits (mlp), pool 1257, test 540, selectors margin, disal, random, 2 repeat(s)\n"
     # the results were written before the table met the closed pipe
-    assert json.loads((tmp_path / "out" / "results.json").read_text())["names"] == ["disal", "random"]
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["names"] == ["margin", "disal", "random"]
 
 
 def test_a_terminal_stderr_gets_the_bars(tmp_path):
