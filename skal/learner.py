@@ -128,13 +128,14 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         The query strategy, from :mod:`skal.selectors`; cloned at ``fit``.
         The default is the one with the best measured gain over random
         sampling (see "Which selector should I use?" in the documentation).
+        Changed after ``fit``, it takes effect at the next :meth:`query` when
+        it needs the same training, else at the next :meth:`teach` or
+        :meth:`refit` (``query`` refuses until then).
 
         .. versionchanged:: 0.2
            The default was ``DISAL()``; it lost to random sampling on
            Fashion-MNIST in both regimes measured.
-        Changed after ``fit``, it takes effect at the next :meth:`query` when
-        it needs the same training, else at the next :meth:`teach` or
-        :meth:`refit` (``query`` refuses until then).
+
     classes : array-like or None, default=None
         All labels the task has. ``None`` takes the labels seen in ``fit``.
         Declare them when a class may first appear in :meth:`teach`.
