@@ -7,16 +7,16 @@ loss. Each query strategy declares the parts its training needs
 :class:`~skal.ActiveLearner` adds them to its clone of the net's callbacks, so
 everything one method does while training lives in its part:
 
-==================================  ===============================================  ============
-part                                what it does                                     declared by
-==================================  ===============================================  ============
-:class:`TrainingDynamics`           running mean of each sample's training softmax   DISAL, TiDAL
-                                    (DISAL eq. 12, TiDAL's ``p_bar``)                (required)
-:class:`DynamicLoss`                ``weight * KL(f_bar || f_theta)`` (DISAL 13-14)  DISAL
-:class:`EpochSnapshot`              the weights at the end of epoch ``T-1``          DISAL
-:class:`LossPredictionHeadTraining` LL4AL's loss-prediction head and ranking hinge   LL4AL
-:class:`DynamicsHeadTraining`       TiDAL's training-dynamics head and its KL        TiDAL
-==================================  ===============================================  ============
+===================================  ======================================================  ============
+part                                 what it does                                            declared by
+===================================  ======================================================  ============
+:class:`TrainingDynamics`            running mean of each sample's training softmax          DISAL, TiDAL
+                                     (DISAL eq. 12, TiDAL's ``p_bar``)                       (required)
+:class:`DynamicLoss`                 ``weight * KL(f_bar || f_theta)`` (DISAL 13-14)         DISAL
+:class:`EpochSnapshot`               the weights at the end of epoch ``T-1``                 DISAL
+:class:`LossPredictionHeadTraining`  LL4AL's loss-prediction head and ranking hinge          LL4AL
+:class:`DynamicsHeadTraining`        TiDAL's training-dynamics head and its KL               TiDAL
+===================================  ======================================================  ============
 
 A part is added to any net by hand like any callback, e.g. DISAL's "w/o S"
 ablation, random sampling trained with the dynamic loss::
