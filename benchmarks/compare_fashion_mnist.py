@@ -12,7 +12,7 @@ cluster) on DISAL and Entropy, 5 repeats, and, as the ceiling, the same recipe t
 cycle it records test accuracy, time, and how the picks spread over the classes (normalised
 entropy of the picked labels).
 
-    python benchmarks/compare_fashion_mnist.py            # the documented run (~35 min, 2 cores)
+    python benchmarks/compare_fashion_mnist.py            # the documented run (~50 min on 2 shared cores)
     python benchmarks/compare_fashion_mnist.py --quick    # smoke run (~2 min)
     python benchmarks/compare_fashion_mnist.py --device cuda --model resnet18 --size 32 \\
         --epochs 50 --pool-size 20000 --initial 1000 --query 500     # GPU variant
