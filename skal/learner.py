@@ -83,14 +83,14 @@ class _Fitted:
     pool: PoolState | None = None
 
 
-def _fitted_attribute(field, doc):
+def _fitted_attribute(field, name, doc):
     def get(self):
         state = self.__dict__.get("_fitted")
         if state is None:
-            raise AttributeError(f"{type(self).__name__} is not fitted: {doc} exists after fit.")
+            raise AttributeError(f"{type(self).__name__} is not fitted: {name} exists after fit.")
         value = getattr(state, field) if "." not in field else getattr(state.labeled, field.split(".")[1])
         if value is None:
-            raise AttributeError(f"{doc} was not set: fit saw no feature names.")
+            raise AttributeError(f"{name} was not set: fit saw no feature names.")
         return value
 
     return property(get, doc=doc)
@@ -173,7 +173,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         ``teach``.
     n_features_in_ : int
         Number of features (the size of axis 1) seen in ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Column names seen in ``fit``, when it was given a DataFrame.
 
     See Also
@@ -217,14 +217,22 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         self.random_state = random_state
         self.unlabeled = unlabeled
 
-    estimator_ = _fitted_attribute("estimator", "estimator_")
-    selector_ = _fitted_attribute("selector", "selector_")
-    classes_ = _fitted_attribute("classes", "classes_")
-    X_labeled_ = _fitted_attribute("labeled.X", "X_labeled_")
-    y_labeled_ = _fitted_attribute("labeled.y", "y_labeled_")
-    labeled_cycle_ = _fitted_attribute("labeled.cycle", "labeled_cycle_")
-    n_features_in_ = _fitted_attribute("n_features_in", "n_features_in_")
-    feature_names_in_ = _fitted_attribute("feature_names_in", "feature_names_in_")
+    # read-only views of the one fitted state (see the class docstring's Attributes)
+    estimator_ = _fitted_attribute("estimator", "estimator_",
+                                   "The net (or pipeline) trained on the current labeled set.")
+    selector_ = _fitted_attribute("selector", "selector_",
+                                  "The fitted clone of ``selector`` the net was trained for.")
+    classes_ = _fitted_attribute("classes", "classes_", "The sorted class labels.")
+    X_labeled_ = _fitted_attribute("labeled.X", "X_labeled_",
+                                   "Every labeled sample, from ``fit`` and each ``teach``, as float32.")
+    y_labeled_ = _fitted_attribute("labeled.y", "y_labeled_", "Their labels, as given.")
+    labeled_cycle_ = _fitted_attribute(
+        "labeled.cycle", "labeled_cycle_",
+        "The cycle in which each sample arrived: 0 for ``fit``, k for the k-th ``teach``.")
+    n_features_in_ = _fitted_attribute("n_features_in", "n_features_in_",
+                                       "Number of features (the size of axis 1) seen in ``fit``.")
+    feature_names_in_ = _fitted_attribute("feature_names_in", "feature_names_in_",
+                                          "Column names seen in ``fit``, when it was given a DataFrame.")
 
     def __sklearn_is_fitted__(self):
         return self.__dict__.get("_fitted") is not None
