@@ -22,9 +22,10 @@ margin scores), ISAL (all weights and last layer), DISAL and its ablations (w/o 
 score without the dynamic loss; w/o S: random picks trained with the dynamic loss), DISAL's
 variants (literal eq. 15 ordering; the KL summed over 3 epoch transitions; class drift removed;
 a recency-weighted target, decay 0.6; a ramp-up of the dynamic loss over 10 epochs), and the
-stochastic and cluster batch rules on DISAL and entropy (stochastic on margin too).
+stochastic and cluster batch rules on DISAL and entropy (stochastic on margin too; cluster on
+DISAL with its class drift removed).
 
-    python benchmarks/compare_selectors.py               # the documented run (5 repeats; ~55 min on 2 cores)
+    python benchmarks/compare_selectors.py               # the documented run (5 repeats; 59 min on 2 idle cores)
     python benchmarks/compare_selectors.py --quick       # smoke run: 4 methods, 2 repeats, tiny sizes
     python benchmarks/compare_selectors.py --only digits-low --methods random,margin,disal
 
