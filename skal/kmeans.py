@@ -1,11 +1,9 @@
 """Seeded k-means on the device: clustering a few thousand embeddings, and k-means++
 seeding on outer-product rows (BADGE's gradient embeddings) without forming them."""
 
-import math
-
 import torch
 
-from .kcenter import _scale_for
+from .kcenter import _check_finite, _scale_for
 from .scores import top_n
 
 __all__ = ["kmeans", "kmeans_plusplus_outer"]
@@ -69,9 +67,7 @@ def kmeans(X, k, *, max_iter=20, generator=None, chunk_size=4096):
     n = X.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}] (the number of rows), got {k}.")
-    largest = float(X.abs().amax())
-    if not math.isfinite(largest):
-        raise ValueError("X contains NaN or infinity.")
+    largest = _check_finite("X", X, chunk_size)  # chunked: no (n, d) temporary
     scale = _scale_for(largest, X.shape[1], X.dtype)
     if scale != 1.0:
         labels, centers = kmeans(X / scale, k, max_iter=max_iter, generator=generator,

@@ -386,9 +386,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         selector = clone(self.selector)
         if hasattr(selector, "_parameter_constraints"):
             selector._validate_params()
-        check = getattr(selector, "check_labeled", None)
-        if check is not None:
-            check(sample_shape, classes)
+        selector.check_labeled(sample_shape, classes)
         return selector
 
     def _configured_net(self, selector, classes):

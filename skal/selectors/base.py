@@ -170,6 +170,16 @@ class BaseSelector(BaseEstimator):
         """
         return TrainingNeeds()
 
+    def check_labeled(self, sample_shape, classes):
+        """Check the selector's parameters against the labeled samples, before any training.
+
+        :class:`~skal.ActiveLearner` calls it at ``fit``, ``refit`` and
+        ``query`` with the shape of one labeled sample and the sorted
+        classes, so that a setting that cannot work fails before the net is
+        trained. Nothing to check by default; :class:`~skal.selectors.ISAL`
+        checks its reference tuple.
+        """
+
     def select(self, net, X_pool, n, *, random_state=None, labeled=None):
         """Choose ``n`` pool samples to label.
 
