@@ -11,15 +11,20 @@ with its 95% paired t interval over the repeats. Nothing is retrained.
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from skal.model_selection import ActiveLearningCurve
 
 HERE = Path(__file__).parent
 SETTINGS = ["digits-low", "digits-papers", "fashion-low", "fashion-papers"]
 
 
-def _cell(d, j):
-    star = " *" if d.low[j] > 0 or d.high[j] < 0 else ""
-    return f"{100 * d.mean[j]:+.1f} [{100 * d.low[j]:+.1f}, {100 * d.high[j]:+.1f}]{star}"
+def cell(diff, j):
+    """Method ``j``'s paired difference in points: ``mean [low, high]``, `` *`` when it excludes zero."""
+    if diff.n < 2 or diff.no_spread[j] or not np.isfinite(diff.low[j]):
+        return f"{100 * diff.mean[j]:+.1f} (no interval)"
+    mark = " *" if diff.excludes_zero[j] else ""
+    return f"{100 * diff.mean[j]:+.1f} [{100 * diff.low[j]:+.1f}, {100 * diff.high[j]:+.1f}]{mark}"
 
 
 def main(argv=None):
@@ -38,7 +43,7 @@ def main(argv=None):
         d = ActiveLearningCurve.from_json(path).paired_differences(args.metric, args.reference)
         for n in (args.methods.split(",") if args.methods else d.names):
             if n in d.names:
-                rows.setdefault(n, {})[setting] = _cell(d, d.names.index(n))
+                rows.setdefault(n, {})[setting] = cell(d, d.names.index(n))
     present = [s for s in SETTINGS if any(s in r for r in rows.values())]
     print(f"Δ {args.metric} vs {args.reference} (points, 95% paired t interval, * excludes zero)\n")
     print("| method | " + " | ".join(present) + " |")

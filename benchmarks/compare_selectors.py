@@ -52,6 +52,7 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 from torch.optim.lr_scheduler import MultiStepLR  # noqa: E402
 
 from skal import ActiveLearner, ActiveNet  # noqa: E402
+from compare_pairs import cell  # noqa: E402  (this directory)
 from skal._provenance import machine  # noqa: E402
 from skal.datasets import load_digits_images, load_fashion_mnist  # noqa: E402
 from skal.model_selection import ActiveLearningCurve, active_learning_curve  # noqa: E402
@@ -156,13 +157,6 @@ def learners(dataset, initial, names):
     return out
 
 
-def _cell(diff, j):
-    if diff.n < 2 or diff.no_spread[j] or not np.isfinite(diff.low[j]):
-        return f"{100 * diff.mean[j]:+.1f} (no interval)"
-    mark = " *" if diff.excludes_zero[j] else ""
-    return f"{100 * diff.mean[j]:+.1f} [{100 * diff.low[j]:+.1f}, {100 * diff.high[j]:+.1f}]{mark}"
-
-
 def table(name, result, seconds):
     """Markdown: per method AUC and final accuracy (%), paired differences to random (and to DISAL)."""
     has_disal = "disal" in result.names
@@ -181,10 +175,10 @@ def table(name, result, seconds):
         cells = [f"{100 * result.auc[i].mean():.1f}", f"{100 * result.scores[i, :, -1].mean():.1f}"]
         for metric in ("auc", "final"):
             diff = to_random[metric]
-            cells.append("(reference)" if method == "random" else _cell(diff, diff.names.index(method)))
+            cells.append("(reference)" if method == "random" else cell(diff, diff.names.index(method)))
         if has_disal:
             cells.append("(reference)" if method == "disal" else
-                         _cell(to_disal, to_disal.names.index(method)) if method in DISAL_VARIANTS else "")
+                         cell(to_disal, to_disal.names.index(method)) if method in DISAL_VARIANTS else "")
         cells += [f"{spread[i]:.2f}", f"{cycle[i]:.1f}"]
         rows.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
