@@ -164,7 +164,7 @@ def _pct(values):
 PANELS = {
     "the papers' selectors": ["random", "entropy", "margin", "least-confidence", "coreset", "ll4al",
                               "tidal", "isal", "disal"],
-    "DISAL's ablations and the batch rules": ["random", "disal", "disal w/o S", "disal w/o D",
+    "DISAL's ablations and the batch rules": ["random", "disal", "disal drift removed", "disal w/o S", "disal w/o D",
                                               "disal + stochastic", "disal + cluster", "entropy",
                                               "entropy + stochastic", "entropy + cluster"],
     "BALD and BADGE": ["random", "entropy", "margin", "coreset", "bald", "badge"],

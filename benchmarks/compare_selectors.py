@@ -27,7 +27,7 @@ DISAL with its class drift removed).
 
     python benchmarks/compare_selectors.py               # the documented run (5 repeats; 59 min on 2 idle cores)
     python benchmarks/compare_selectors.py --quick       # smoke run: 4 methods, 2 repeats, tiny sizes
-    python benchmarks/compare_selectors.py --only digits-low --methods random,margin,disal
+    python benchmarks/compare_selectors.py --only digits-low --methods random,margin,disal --name mine
 
 Writes benchmarks/results/compare_<setting>[_quick].json (the ActiveLearningCurve) and
 compare_selectors[_quick].md (the tables: per method the mean AUC and final accuracy, the paired
@@ -198,10 +198,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     settings = QUICK if args.quick else SETTINGS
-    if args.only:
-        settings = {name: settings[name] for name in args.only.split(",")}
     names = args.methods.split(",") if args.methods else (
         ["random", "margin", "disal", "disal + stochastic"] if args.quick else None)
+    known = list(methods(100))
+    if names and set(names) - set(known):
+        parser.error(f"--methods: unknown {sorted(set(names) - set(known))}; known: {', '.join(known)}")
+    if args.only and set(args.only.split(",")) - set(settings):
+        parser.error(f"--only: unknown {sorted(set(args.only.split(',')) - set(settings))}; "
+                     f"known: {', '.join(settings)}")
+    if args.only:
+        settings = {name: settings[name] for name in args.only.split(",")}
+    if (args.only or args.methods or args.repeats) and not args.quick and args.name == "compare":
+        parser.error("a partial run (--only, --methods or --repeats) needs its own --name, so that it "
+                     "does not overwrite the committed results of the full run")
     repeats = args.repeats or (2 if args.quick else 5)
     suffix = "_quick" if args.quick else ""
     sections, meta = [], {}
