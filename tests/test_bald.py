@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 from skal import ActiveLearner, ActiveNet
 from skal.models import MLP, SmallCNN
 from skal.scores import mutual_information
-from skal.selectors import BALD, Random
+from skal.selectors import BADGE, BALD, Random
 from skal.selectors.bald import _dropped, _mc_dropout, _purpose_seed
 
 
