@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from skal import ActiveLearner
 from skal.model_selection import ActiveLearningCurve
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "compare_fashion_mnist.py"
@@ -38,6 +39,15 @@ def test_every_variant_trains_as_documented(compare):
     assert compare.VARIANTS["disal drift removed"][0].drift == "remove"
     assert type(compare.VARIANTS["disal w/o S"][0]).__name__ == "Random"
     assert [n for n, _ in compare.VARIANTS["disal w/o S"][1]] == ["dynamic_loss"]
+    # ... and reach the trained net: "w/o S" trains with the dynamic loss, "random" without it
+    args = types.SimpleNamespace(epochs=2, lr=0.05, model="smallcnn", device="cpu")
+    X = np.random.default_rng(0).normal(size=(20, 1, 14, 14)).astype(np.float32)
+    y = np.arange(20) % 10
+    for name, expected in (("disal w/o S", {"dynamics", "dynamic_loss"}), ("random", set())):
+        selector, parts = compare.VARIANTS[name]
+        learner = ActiveLearner(compare._with_parts(compare.make_net(args), parts), selector,
+                                classes=np.arange(10), random_state=0).fit(X, y)
+        assert set(learner.estimator_.parts_) == expected, name
     assert type(compare.VARIANTS["disal w/o D"][0]).__name__ == "DISAL"
     assert compare.VARIANTS["disal w/o D"][0].weight == 0
     assert {type(s).__name__ for s, _ in compare.VARIANTS.values()} >= {
