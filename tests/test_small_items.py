@@ -235,6 +235,12 @@ def test_a_good_isal_reference_tuple_passes_and_is_used():
     assert not learner._state().labeled.reference.any()  # nothing held out
     idx, scores = learner.query(X[20:100], 3, return_scores=True)
     assert idx.shape == (3,) and np.isfinite(scores).all()
+    # the same net (nothing held out either way) scores by the reference it is given
+    other_reference = (X[100:][::-1][:7], Y[100:][::-1][:7])
+    other = _learner(ISAL(reference=other_reference, depth=2, repeats=1)).fit(X[:20], Y[:20])
+    _, other_scores = other.query(X[20:100], 80, return_scores=True)
+    _, all_scores = learner.query(X[20:100], 80, return_scores=True)
+    assert not np.allclose(np.sort(other_scores), np.sort(all_scores))
 
 
 # --- active_learning_curve: n_jobs and the scores ------------------------------------------------
