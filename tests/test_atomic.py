@@ -110,7 +110,16 @@ def _is_with_exit(frame):
     """
     ahead = [(i.opname, i.argval) for i in dis.get_instructions(frame.f_code)
              if i.offset >= frame.f_lasti][:5]
-    return ahead == [("LOAD_CONST", None)] * 3 + [("PRECALL", 2), ("CALL", 2)]
+    return ahead in _WITH_EXITS
+
+
+# the bytecode that calls a with statement's __exit__(None, None, None), by CPython version
+_WITH_EXITS = [
+    [("LOAD_CONST", None)] * 3 + [("PRECALL", 2), ("CALL", 2)],                   # 3.11
+    [("LOAD_CONST", None)] * 3 + [("CALL", 2), ("POP_TOP", None)],                # 3.12+
+    [("LOAD_CONST", None), ("DUP_TOP", None), ("DUP_TOP", None), ("CALL_FUNCTION", 3),
+     ("POP_TOP", None)],                                                          # 3.10
+]
 
 
 def _inject(call, k, kind):
@@ -226,11 +235,18 @@ def _values(learner):
         "selector": repr(learner.selector_),
         "template": repr(state.template),
         "weights": {k: v.clone() for k, v in net.module_.state_dict().items()},
-        "optimizer": repr(net.optimizer_.state_dict()),
+        "optimizer": _optimizer_state(net.optimizer_),
+        "optimizer_groups": repr(net.optimizer_.state_dict()["param_groups"]),
         "parts": {f"{name}.{key}": value.clone() for name, part in net.parts_.items()
                   for key, value in part.state_dict().items()},
         "history": _history(net),
     }
+
+
+def _optimizer_state(optimizer):
+    """The optimizer's per-parameter state (momentum buffers, steps) as named tensors."""
+    return {f"{index}.{key}": torch.as_tensor(value).clone()
+            for index, entries in optimizer.state_dict()["state"].items() for key, value in entries.items()}
 
 
 def _assert_values_equal(a, b):
@@ -239,7 +255,7 @@ def _assert_values_equal(a, b):
         return
     assert a.keys() == b.keys()
     for key in a:
-        if key in ("weights", "parts"):
+        if key in ("weights", "parts", "optimizer"):
             assert a[key].keys() == b[key].keys()
             for name in a[key]:
                 assert torch.equal(a[key][name], b[key][name]), name
