@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.stats
 import torch
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
@@ -31,16 +30,15 @@ from sklearn.linear_model import LogisticRegression
 from skal.datasets import load_fashion_mnist
 from skal.initial import initial_batch
 from skal._provenance import machine
+from skal._stats import paired_t_interval
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _interval(differences):
-    d = np.asarray(differences, dtype=float)
-    if len(d) < 2:
-        return float(d.mean()), float("nan")
-    half = scipy.stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    return float(d.mean()), float(half)
+    """Mean of the paired differences and the half-width of its 95% t interval (NaN for one)."""
+    mean, low, high = paired_t_interval(np.asarray(differences, dtype=float))
+    return float(mean), float((high - low) / 2)
 
 
 def main():
