@@ -35,6 +35,7 @@ from sklearn.base import clone
 from skorch.callbacks import LRScheduler
 from torch.optim.lr_scheduler import MultiStepLR
 
+from compare_pairs import cell  # this directory
 from skal import ActiveLearner, ActiveNet
 from skal.datasets import load_fashion_mnist
 from skal.model_selection import ActiveLearningCurve, active_learning_curve
@@ -138,7 +139,7 @@ def table(result, ceiling_scores, ceiling_time, n_train=60000):
         cells = [_pct(result.scores[i, :, c]) for c in range(len(result.n_labeled))]
         cells.append(_pct(result.auc[i]))
         for metric, diff in diffs.items():
-            cells.append("(reference)" if name == "random" else _difference(diff, diff.names.index(name)))
+            cells.append("(reference)" if name == "random" else cell(diff, diff.names.index(name)))
         rows.append(f"| {name} | " + " | ".join(cells) + f" | {spread[i].mean():.3f} | {cycle_time[i]:.1f} |")
     if np.all(np.isnan(ceiling_scores)):
         return "\n".join(rows)
@@ -146,14 +147,6 @@ def table(result, ceiling_scores, ceiling_time, n_train=60000):
     rows.append(f"| full data ({runs}, {n_train:,} labels) | {_pct(ceiling_scores)} | "
                 + "| " * (len(result.n_labeled) + 1) + f"{ceiling_time:.0f} (training) |")
     return "\n".join(rows)
-
-
-def _difference(diff, j):
-    """Mean paired difference in points, with its 95% paired t interval and * when it excludes 0."""
-    if diff.n < 2 or diff.no_spread[j] or not np.isfinite(diff.low[j]):
-        return f"{100 * diff.mean[j]:+.1f} (no interval)"
-    mark = " *" if diff.excludes_zero[j] else ""
-    return f"{100 * diff.mean[j]:+.1f} [{100 * diff.low[j]:+.1f}, {100 * diff.high[j]:+.1f}]{mark}"
 
 
 def _pct(values):

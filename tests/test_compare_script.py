@@ -1,6 +1,7 @@
 """The Fashion-MNIST comparison script's recipe: the learning-rate decay and the table."""
 
 import importlib.util
+import sys
 import types
 from pathlib import Path
 
@@ -15,6 +16,9 @@ SCRIPT = Path(__file__).parents[1] / "benchmarks" / "compare_fashion_mnist.py"
 
 @pytest.fixture(scope="module")
 def compare():
+    # the script imports its neighbour compare_pairs, as it does when run from benchmarks/
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("compare_fashion_mnist", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
