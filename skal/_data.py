@@ -1,6 +1,7 @@
 """Helpers that let arrays, tensors and torch Datasets travel the same paths, and check them."""
 
 import math
+import os
 import re
 from collections.abc import Mapping, Set
 from contextlib import contextmanager
@@ -155,3 +156,11 @@ def check_same_length(X, y, x_name="X", y_name="y"):
         raise ValueError(
             f"{x_name} and {y_name} have inconsistent numbers of samples: [{len(X)}, {len(y)}]."
         )
+
+
+def check_path(path):
+    """``path`` as a str; a TypeError names it when it is not a path."""
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"path must be a str or path-like, got {type(path).__name__}.") from None

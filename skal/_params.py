@@ -162,10 +162,8 @@ def names_in(value):
 # --- JSON -> parameters ----------------------------------------------------------------
 
 
-def _param_kind(owner, key):
-    from .learner import ActiveLearner
-
-    if issubclass(owner, ActiveLearner):
+def _param_kind(owner, key, learner_cls=None):
+    if learner_cls is not None and issubclass(owner, learner_cls):
         return {"estimator": "learner_estimator", "selector": "selector"}.get(key)
     if issubclass(owner, NeuralNet):
         return _NET_SLOTS.get(key)
@@ -181,13 +179,14 @@ def _param_kind(owner, key):
 class _Decoder:
     """Rebuild parameters from ``learner.json``, checking every name and its kind first."""
 
-    def __init__(self, trust, read_array=None):
+    def __init__(self, trust, read_array=None, learner_cls=None):
         self.trust, self.read_array, self.members = trust, read_array, set()
+        self.learner_cls = learner_cls  # the class being loaded: its estimator and selector are checked
 
     def params(self, owner, params, where, depth):
         if not isinstance(params, dict):
             raise InvalidSave(JSON, f"{where}: the parameters must be a JSON object")
-        return {k: self.value(v, f"{where}.{k}", _param_kind(owner, k), depth + 1)
+        return {k: self.value(v, f"{where}.{k}", _param_kind(owner, k, self.learner_cls), depth + 1)
                 for k, v in params.items()}
 
     def value(self, value, where, kind, depth):
@@ -366,7 +365,7 @@ def _decode_array(value, where):
 
 def decode_params(cls, params, trust, read_array=None):
     """The learner that ``params`` describe, and the array members it read."""
-    decoder = _Decoder(trust, read_array)
+    decoder = _Decoder(trust, read_array, cls)
     learner = cls(**_cls_params(cls, decoder.params(cls, params, "params", 1)))
     try:
         learner._validate_params()

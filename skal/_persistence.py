@@ -21,7 +21,7 @@ anything is imported, called or built. The learner is built whole before
 ``load`` returns.
 
 Only :func:`_learner_state` and :func:`_install_state` read or write the
-learner's fitted state (through its ``_state()`` / ``_commit()``) and the net's;
+learner's fitted state (through the interface of :mod:`skal._state`) and the net's;
 :func:`_check_tensors`, :func:`_read_tensors` and :func:`_materialize` know the
 net's components through skorch's registry of modules, criteria and optimizers,
 and the training parts' state through their public ``state_dict`` /
@@ -41,8 +41,12 @@ from skorch.history import History
 from skorch.net import NeuralNet
 from torch.nn.parameter import is_lazy
 
-from . import _archive, _trust
+from . import _archive, _state, _trust
 from ._archive import InvalidSave
+from ._bookkeeping import PoolState
+from ._data import check_path
+from ._training import final_net as _final_net
+from ._training import torch_seeded as _torch_seeded
 from ._params import (ARRAY_MEMBER, JSON, Untrusted, decode_params, encode, encode_params, names_in,
                       object_params)
 
@@ -103,12 +107,6 @@ def _label_kind(item):
 # --- the adapters: the only code that touches the learner's and net's fitted state --------
 
 
-def _final_net(estimator):
-    from .learner import _final_net
-
-    return _final_net(estimator)
-
-
 def _components(net):
     """Attribute names of the net's torch modules and criteria: skorch's own registry."""
     return [f"{name}_" for name in (*net._modules, *net._criteria)]
@@ -127,7 +125,7 @@ def _learner_state(learner):
         ``fitted`` and ``net`` (JSON), ``arrays`` (name -> ndarray), ``tensors``
         (name -> tensor) and ``transformers`` (a Pipeline's fitted steps, or None).
     """
-    fitted = learner._state()
+    fitted = _state.fitted_state(learner)
     estimator = fitted.estimator
     net = _final_net(estimator)
     classes, classes_objects = _label_array(fitted.classes, "classes_")
@@ -198,9 +196,7 @@ def _history(net):
 
 def _build(learner, classes, sample_shape):
     """The learner's fitted selector and its net, configured (not yet initialized)."""
-    selector = learner._current_selector(sample_shape, classes)
-    estimator = learner._configured_net(selector, classes)
-    return selector, estimator
+    return _state.build(learner, classes, sample_shape)
 
 
 def _install_state(learner, selector, estimator, state, tensors, transformers):
@@ -228,19 +224,15 @@ def _install_state(learner, selector, estimator, state, tensors, transformers):
     if transformers is not None:
         estimator.steps = [*zip([name for name, _ in estimator.steps[:-1]], transformers),
                            estimator.steps[-1]]
-    from ._bookkeeping import PoolState
-    from .learner import _Fitted, _LabeledSet, _template
-
     names = fitted["feature_names_in_"]
-    labeled = _LabeledSet(arrays["X_labeled"], arrays["y_labeled"], arrays["labeled_cycle"],
+    labeled = _state.LabeledSet(arrays["X_labeled"], arrays["y_labeled"], arrays["labeled_cycle"],
                           arrays["reference_mask"], arrays["labeled_row"])
     pool = (None if fitted["pool"] is None else
             PoolState(arrays["pool_status"], fitted["pool"]["fingerprint"], tuple(fitted["pool"]["sample_shape"])))
     # the learner is complete in one assignment: nothing half-built is ever seen
-    learner._commit(_Fitted(estimator, selector, _template(learner.estimator), arrays["classes"], labeled,
-                            fitted["seed"], fitted["n_features_in_"],
-                            None if names is None else np.asarray(names, dtype=object),
-                            stale=fitted["stale"], pool=pool))
+    _state.install(learner, _state.restored(
+        learner, estimator, selector, arrays["classes"], labeled, fitted["seed"], fitted["n_features_in_"],
+        None if names is None else np.asarray(names, dtype=object), stale=fitted["stale"], pool=pool))
     return learner
 
 
@@ -669,9 +661,7 @@ def get_untrusted_types(path):
     >>> get_untrusted_types(path)
     []
     """
-    from .learner import _check_path
-
-    path = _check_path(path)
+    path = check_path(path)
     try:
         return _untrusted_types(path)
     except InvalidSave as error:
@@ -781,8 +771,6 @@ def _built(learner, selector, estimator, sample, error, tensor_bytes):
     Before anything is allocated, the size of the weights that the parameters describe is
     checked against the bytes of the tensors member, which must hold them all.
     """
-    from .learner import _torch_seeded
-
     where = JSON if error is InvalidSave else "like"
     net = _final_net(estimator)
     device = torch.device(net.device or "cpu")

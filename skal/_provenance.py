@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 
 from ._data import is_dataset, sample_shape
+from ._training import final_net
 
 # SIMD and matrix extensions that change which kernels torch and numpy run (and so the last
 # bits of a result): x86 from /proc/cpuinfo "flags", Arm from "Features"
@@ -20,8 +21,6 @@ _CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "av
 
 def campaign_record(data, learners, random_state, seeds, initial_sets):
     """``meta["provenance"]`` of active_learning_curve: what a rerun of the campaigns needs."""
-    from .learner import _final_net
-
     records = {}
     for name, learner in learners.items():  # a loop, not a comprehension: the warning's stacklevel
         records[name] = learner_record(name, learner)
@@ -33,7 +32,7 @@ def campaign_record(data, learners, random_state, seeds, initial_sets):
                   "initial_sets": [np.asarray(idx).tolist() for idx in initial_sets],
                   "note": "repeats: [initial-set seed, learner random_state] per repeat; "
                           "initial_sets: indices into the pool (X after any held-out split)"},
-        "devices": {name: str(_final_net(learner.estimator).device) for name, learner in learners.items()},
+        "devices": {name: str(final_net(learner.estimator).device) for name, learner in learners.items()},
         "versions": versions(),
         "machine": machine(),
         "created": now(),

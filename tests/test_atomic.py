@@ -3,8 +3,8 @@
 An exception is injected at every step of ``fit``, ``teach``, ``refit`` and
 ``ActiveLearner.load``: a trace function counts the 'line' events in skal's own
 frames and, at the first run of each distinct line of skal that the call runs
-(and also at the last run of each line of skal/learner.py, where the state
-changes), raises an ordinary error or delivers Ctrl-C (it calls the SIGINT
+(and also at the last run of each line of skal/learner.py and skal/_state.py,
+where the state changes), raises an ordinary error or delivers Ctrl-C (it calls the SIGINT
 handler in place, as a signal arriving on that line would), one injection per
 call. After each, the learner must be exactly as before (its pickle, which
 holds every fitted attribute, the weights, optimizer state, training parts and
@@ -34,7 +34,7 @@ from skorch.callbacks import Callback, EarlyStopping
 
 import skal
 from skal import ActiveLearner, ActiveNet
-from skal.learner import _TORCH_RNG_LOCK
+from skal._training import TORCH_RNG_LOCK as _TORCH_RNG_LOCK
 from skal.model_selection import active_learning_curve
 from skal.models import MLP
 from skal.selectors import DISAL, Entropy
@@ -42,7 +42,8 @@ from skal.selectors import DISAL, Entropy
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 _SKAL = os.path.dirname(skal.__file__) + os.sep
-_LEARNER = os.path.join(_SKAL, "learner.py")
+# the files whose lines change the learner's state: each line's last run is also an injection point
+_STATE_FILES = {os.path.join(_SKAL, "learner.py"), os.path.join(_SKAL, "_state.py")}
 
 
 def _data(n=40, d=4, seed=0):
@@ -92,11 +93,11 @@ def _line_events(call):
 
 
 def _injection_points(events):
-    """1-based positions of the first run of each distinct line, and the last one in learner.py."""
+    """1-based positions of the first run of each distinct line, and the last one in _STATE_FILES."""
     first, last = {}, {}
     for k, where in enumerate(events, start=1):
         first.setdefault(where, k)
-        if where[0] == _LEARNER:
+        if where[0] in _STATE_FILES:
             last[where] = k
     return sorted(set(first.values()) | set(last.values()))
 

@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from skal import ActiveLearner, ActiveNet
+from skal._samples import labeled_data
 from skal.kmeans import kmeans_plusplus_outer
 from skal.learner import _QUERY, _derive_seed
 from skal.models import SmallCNN
@@ -198,7 +199,7 @@ def test_first_random_draws_the_first_center_from_the_seed(learner):
 def test_labeled_set_plays_no_part_and_picks_are_seeded(learner):
     pool, _ = _images(50, 1)
     net, selector = learner.estimator_, learner.selector_
-    a = selector.select(net, pool, 8, random_state=1, labeled=learner._labeled_data(learner._state()))
+    a = selector.select(net, pool, 8, random_state=1, labeled=labeled_data(learner._state()))
     b = selector.select(net, pool, 8, random_state=1, labeled=None)
     c = selector.select(net, pool, 8, random_state=2)
     np.testing.assert_array_equal(a[0], b[0])

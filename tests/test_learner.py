@@ -13,6 +13,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from skorch.callbacks import Callback
 
 from skal import ActiveLearner, ActiveNet
+from skal._samples import labeled_data
 from skal.models import MLP
 from skal.selectors import DISAL, LL4AL, Entropy, LeastConfidence, Margin, Random, TiDAL
 
@@ -120,7 +121,7 @@ def test_labeled_set_is_a_copy_of_the_callers_data():
 
 
 def test_cold_start_teach_retrains_from_a_fresh_initialisation():
-    from skal.learner import _TRAIN, _derive_seed, _torch_seeded
+    from skal._training import TRAIN as _TRAIN, derive_seed as _derive_seed, torch_seeded as _torch_seeded
 
     X, y = _data()
     learner = ActiveLearner(_net(), selector=Random(), random_state=0).fit(X[:20], y[:20])
@@ -447,7 +448,7 @@ def test_a_selector_changed_after_fit_is_used_by_query_when_it_needs_the_same_tr
         idx, scores = learner.query(X[30:], 7, return_scores=True)
         expected = clone(selector).select(learner.estimator_, X[30:], 7,
                                           random_state=_derive_seed(learner._state().seed, 0, _QUERY),
-                                          labeled=learner._labeled_data(learner._state()))
+                                          labeled=labeled_data(learner._state()))
         np.testing.assert_array_equal(idx, expected[0])
         np.testing.assert_array_equal(scores, expected[1])
     assert type(learner.selector_) is Entropy  # the selector the net was trained for, until refit

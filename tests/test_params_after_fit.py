@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from skal import ActiveLearner, ActiveNet
-from skal.learner import _derive_seed, _torch_seeded
+from skal._training import derive_seed as _derive_seed, torch_seeded as _torch_seeded
 from skal.models import MLP
 from skal.selectors import DISAL, Entropy, Margin
 

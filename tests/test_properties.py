@@ -19,6 +19,7 @@ from sklearn.base import clone
 from torch import nn
 
 from skal import ActiveLearner, ActiveNet, selectors
+from skal._samples import labeled_data
 from skal.selectors import (
     BADGE,
     BALD,
@@ -162,7 +163,7 @@ def test_query_contract(learner, data):
     np.testing.assert_array_equal(again_scores, scores)
 
     # the selector itself, with a drawn seed
-    net, labeled = learner.estimator_, learner._labeled_data(learner._state())
+    net, labeled = learner.estimator_, labeled_data(learner._state())
     picked, picked_scores = learner.selector_.select(net, pool, n, random_state=seed, labeled=labeled)
     picked = np.asarray(picked)
     _check_contract(picked, np.asarray(picked_scores), n, size)
@@ -207,5 +208,5 @@ def test_torch_global_random_state_is_untouched_by_queries(learner):
     expected = torch.rand(3)
     torch.manual_seed(7)
     learner.query(pool, 5)
-    learner.selector_.select(learner.estimator_, pool, 5, random_state=3, labeled=learner._labeled_data(learner._state()))
+    learner.selector_.select(learner.estimator_, pool, 5, random_state=3, labeled=labeled_data(learner._state()))
     assert torch.equal(torch.rand(3), expected)

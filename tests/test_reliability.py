@@ -27,7 +27,7 @@ from skorch.callbacks import Callback, EarlyStopping
 
 from skal import ActiveLearner, ActiveNet
 from skal.callbacks import DivergenceCheck
-from skal.learner import _TRAIN, _derive_seed, _torch_seeded
+from skal._training import TRAIN as _TRAIN, derive_seed as _derive_seed, torch_seeded as _torch_seeded
 from skal.models import MLP, SmallCNN
 from skal.parts import DynamicLoss
 from skal.selectors import DISAL, ISAL, LL4AL, CoreSet, Entropy, LeastConfidence, Margin, TiDAL
