@@ -164,3 +164,27 @@ def check_path(path):
         return os.fsdecode(os.fspath(path))
     except TypeError:
         raise TypeError(f"path must be a str or path-like, got {type(path).__name__}.") from None
+
+
+def check_device(device, name="device"):
+    """A ValueError naming ``name`` when ``device`` is no torch device this machine can use.
+
+    ``None`` (skorch: leave the module where it is) and devices of this machine pass:
+    cpu, cuda / cuda:N when CUDA has that many GPUs, mps when available, meta.
+    """
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name}={device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:N' or "
+                         "'mps'.") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={device!r}, but CUDA is not available on this machine "
+                             "(torch.cuda.is_available() is False); use device='cpu'.")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}={device!r}, but this machine has {torch.cuda.device_count()} "
+                             "CUDA device(s).")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={device!r}, but MPS is not available on this machine; use device='cpu'.")

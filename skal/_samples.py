@@ -9,12 +9,14 @@
 """
 
 import numbers
+import warnings
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import validate_data
 from torch.utils.data import Subset
@@ -24,9 +26,9 @@ from ._data import (FeaturesDataset, check_array_like, check_same_length, is_dat
                     sample_shape)
 from .selectors.base import LabeledData
 
-__all__ = ["check_fit_samples", "check_samples", "transform", "as_float32", "split_pool", "unlabeled_mask",
-           "is_pool", "candidates", "require_pool", "check_rows", "labeled_data", "resolve_classes", "check_labels",
-           "check_n"]
+__all__ = ["check_fit_samples", "check_samples", "transform", "as_float32", "split_pool", "check_marker",
+           "unlabeled_mask", "is_pool", "candidates", "require_pool", "check_rows", "labeled_data", "resolve_classes",
+           "check_labels", "check_n"]
 
 TRANSFORM_CHUNK = 65536  # pool rows per Pipeline transform call
 
@@ -126,9 +128,20 @@ def unlabeled_mask(y, marker):
         return np.zeros(len(y), dtype=bool)
 
 
+def check_marker(marker):
+    """The ``unlabeled`` parameter: a bool (an int to Python) would mark every row labeled 1 or 0."""
+    if isinstance(marker, (bool, np.bool_)):
+        raise InvalidParameterError(
+            f"The 'unlabeled' parameter of ActiveLearner must be an int, float, str or None (the label "
+            f"that marks rows not labeled yet, e.g. skal.UNLABELED = {UNLABELED}), not a bool: got "
+            f"{marker!r}.")
+
+
 def split_pool(X, y, marker, classes):
     """``(labeled X, their y, pool state or None, their pool rows)``: ``y == marker`` marks a pool."""
     marked = unlabeled_mask(y, marker)
+    if marker is None:
+        _warn_unmarked(y)
     if marked.any() and classes is not None and unlabeled_mask(np.asarray(classes), marker).any():
         raise ValueError(f"unlabeled={marker!r} is also one of classes: choose a marker "
                          "that is not a label.")
@@ -144,6 +157,19 @@ def split_pool(X, y, marker, classes):
     shape = tuple(sample_shape(X, "X")) if is_dataset(X) else tuple(np.shape(X)[1:])
     status = np.where(marked, UNLABELED_ROW, LABELED_ROW).astype(np.int8)
     return labeled_X, y[rows], PoolState(status, fingerprint(X), shape), rows
+
+
+def _warn_unmarked(y):
+    """Warn when ``skal.UNLABELED`` labels most rows of ``y`` but no ``unlabeled`` marker is set."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "iuf" or len(y) == 0:
+        return
+    share = float(np.mean(y == UNLABELED))
+    if share > 0.5:
+        warnings.warn(
+            f"y: {share:.0%} of the rows are labeled {UNLABELED} but unlabeled=None, so {UNLABELED} is "
+            f"trained on as a class; if {UNLABELED} marks rows not labeled yet, set "
+            "unlabeled=skal.UNLABELED.", UserWarning, stacklevel=4)
 
 
 def is_pool(state, X):

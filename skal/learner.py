@@ -23,9 +23,9 @@ from torch.utils.data import Subset
 
 from . import _saving
 from ._bookkeeping import LABELED_ROW, SKIPPED_ROW, UNLABELED_ROW, subset
-from ._data import check_array_like, check_same_length, check_targets, is_dataset, named_errors
-from ._samples import (candidates, check_fit_samples, check_labels, check_n, check_rows, check_samples,
-                       labeled_data, require_pool, resolve_classes, split_pool, transform)
+from ._data import check_array_like, check_device, check_same_length, check_targets, is_dataset, named_errors
+from ._samples import (candidates, check_fit_samples, check_labels, check_marker, check_n, check_rows,
+                       check_samples, labeled_data, require_pool, resolve_classes, split_pool, transform)
 from ._state import Fitted, LabeledSet, fitted_attribute, fitted_state, install, template
 from ._training import (QUERY, TRAIN, configured_net, current_selector, derive_seed, final_net, fit_seeded,
                         reference_mask, retrain, selector_for_query)
@@ -254,6 +254,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                     "estimator must be a skal.ActiveNet or a Pipeline ending in one, got "
                     f"{type(self.estimator).__name__}."
                 )
+            check_marker(self.unlabeled)
+            check_device(final_net(self.estimator).device)
             check_array_like(X, "X")
             nan_marker = isinstance(self.unlabeled, float) and np.isnan(self.unlabeled)
             y = check_targets(y, allow_nan=nan_marker)

@@ -8,6 +8,7 @@ from skorch import NeuralNetClassifier
 from skorch.dataset import get_len
 from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
 
+from ._data import check_device
 from ._loader import SampleIndexQueue, training_loader
 from ._pool import PoolInferenceMixin, first_output
 from ._taps import auto_feature_layers, last_linear, submodule_names
@@ -144,6 +145,7 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
             {key: getattr(self, key) for key in self._own_parameter_constraints},
             caller_name=type(self).__name__,
         )
+        check_device(self.device)
         # skorch skips initialize_callbacks for callbacks="disable": there are no parts then
         self.sample_indices_ = SampleIndexQueue()
         return super().initialize()
