@@ -57,8 +57,11 @@ class FeaturesDataset(Dataset):
         return item_features(self.dataset, i, self.name, self.shape), 0
 
 
-def item_features(dataset, i, name=None, shape=None):
-    """Item ``i``'s features as a float32 tensor; errors name ``name`` and the item."""
+def item_features(dataset, i, name=None, shape=None, finite=True):
+    """Item ``i``'s features as a float32 tensor; errors name ``name`` and the item.
+
+    With a ``name`` and ``finite``, a non-finite item is refused, naming its row.
+    """
     where = f"{name or 'the dataset'} item {i}"
     try:
         x = _features(dataset[i])
@@ -68,8 +71,8 @@ def item_features(dataset, i, name=None, shape=None):
     x = _as_float32_tensor(x, where)
     if shape is not None and tuple(x.shape) != tuple(shape):
         raise ValueError(f"{where} has shape {tuple(x.shape)}, but item 0 has shape {tuple(shape)}.")
-    if name is not None and not _is_finite(x):
-        raise ValueError(f"{name} contains NaN or infinity (in item {i}).")
+    if name is not None and finite and not _is_finite(x):
+        raise ValueError(f"{name} contains NaN or infinity in row {i}.")
     return x
 
 
@@ -99,16 +102,19 @@ def _is_finite(x):
 
 
 def sample_shape(dataset, name=None):
-    """Shape of one sample's features, from the first item."""
-    return tuple(item_features(dataset, 0, name).shape)
+    """Shape of one sample's features, from the first item (whose values are checked where used)."""
+    return tuple(item_features(dataset, 0, name, finite=False).shape)
 
 
-def materialize(dataset, name=None):
-    """Stack a Dataset's features into a float32 array (for the labeled set)."""
+def materialize(dataset, name=None, finite=True):
+    """Stack a Dataset's features into a float32 array (for the labeled set).
+
+    ``finite=False`` leaves the check of non-finite values to the caller.
+    """
     if len(dataset) == 0:
         return np.empty((0,), dtype=np.float32)
     shape = sample_shape(dataset, name)
-    return torch.stack([item_features(dataset, i, name, shape) for i in range(len(dataset))]).numpy()
+    return torch.stack([item_features(dataset, i, name, shape, finite) for i in range(len(dataset))]).numpy()
 
 
 # --- input checks shared by the learner and the campaign simulation --------------------

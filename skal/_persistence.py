@@ -41,7 +41,7 @@ from skorch.history import History
 from skorch.net import NeuralNet
 from torch.nn.parameter import is_lazy
 
-from . import _archive, _state, _trust
+from . import _archive, _fingerprint, _state, _trust
 from ._archive import InvalidSave
 from ._bookkeeping import PoolState
 from ._data import check_path
@@ -260,10 +260,10 @@ def _check_meta(meta):
     _exact_keys(fitted, {"seed", "stale", "n_features_in_", "feature_names_in_", "objects", "pool"}, "fitted.")
     pool = fitted["pool"]
     _expect(pool is None or isinstance(pool, dict) and set(pool) == {"fingerprint", "sample_shape"}
-            and isinstance(pool["fingerprint"], str) and len(pool["fingerprint"]) == 64
+            and _fingerprint.is_fingerprint(pool["fingerprint"])
             and isinstance(pool["sample_shape"], list)
             and all(_is_int(d) and d >= 1 for d in pool["sample_shape"]), JSON,
-            "fitted.pool: must be null or {fingerprint: a sha256 hex string, sample_shape: positive "
+            "fitted.pool: must be null or {fingerprint: a pool fingerprint, sample_shape: positive "
             "integers}")
     _expect(_is_int(fitted["seed"]) and 0 <= fitted["seed"] < _SEED_MAX, JSON,
             f"fitted.seed: must be an integer in [0, {_SEED_MAX}), got {fitted['seed']!r}")
@@ -328,7 +328,8 @@ def _check_headers(headers, fitted):
         _expect(got == dtype and shape == (n,), f"{name}.npy",
                 f"must be a {np.dtype(dtype)} array of shape ({n},) like X_labeled, got {got} {shape}")
     (p_shape, p_dtype, _) = headers["pool_status"]
-    _expect(p_dtype == np.int8 and len(p_shape) == 1 and (p_shape[0] == 0) == (fitted["pool"] is None),
+    _expect(p_dtype == np.int8 and len(p_shape) == 1 and (p_shape[0] == 0) == (fitted["pool"] is None)
+            and (fitted["pool"] is None or _fingerprint.is_fingerprint(fitted["pool"]["fingerprint"], p_shape[0])),
             "pool_status.npy", f"must be an int8 array with a row per pool row (none without a pool), "
                                f"got {p_dtype} {p_shape}")
     _expect(fitted["pool"] is None or list(x_shape[1:]) == fitted["pool"]["sample_shape"], "X_labeled.npy",

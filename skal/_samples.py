@@ -12,7 +12,9 @@ import numbers
 import warnings
 
 import numpy as np
+import pandas as pd
 import torch
+from scipy.sparse import issparse
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing
@@ -21,14 +23,17 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import validate_data
 from torch.utils.data import Subset
 
-from ._bookkeeping import LABELED_ROW, UNLABELED, UNLABELED_ROW, PoolState, fingerprint
-from ._data import (FeaturesDataset, check_array_like, check_same_length, is_dataset, materialize, named_errors,
-                    sample_shape)
+from ._bookkeeping import LABELED_ROW, UNLABELED, UNLABELED_ROW, PoolState, Rows
+from ._bookkeeping import fingerprint as legacy_fingerprint
+from ._data import (FeaturesDataset, check_array_like, check_same_length, is_dataset, item_features, materialize,
+                    named_errors, sample_shape)
+from ._fingerprint import compare, deterministic, fingerprint
 from .selectors.base import LabeledData
 
 __all__ = ["check_fit_samples", "check_samples", "transform", "as_float32", "split_pool", "check_marker",
-           "unlabeled_mask", "is_pool", "candidates", "require_pool", "check_rows", "labeled_data", "resolve_classes",
-           "check_labels", "check_n"]
+           "unlabeled_mask", "own_pool", "pool_fingerprint", "require_pool", "check_rows", "labeled_data", "resolve_classes",
+           "check_labels", "check_n", "check_finite", "non_finite_rows",
+           "rows_text", "given", "concat_rows", "finite_candidates"]
 
 TRANSFORM_CHUNK = 65536  # pool rows per Pipeline transform call
 
@@ -44,23 +49,83 @@ def _untracked(X):
     return X
 
 
-def check_fit_samples(X):
-    """``(X as float32, n_features_in_, feature_names_in_)``."""
+def check_fit_samples(X, rows=None, as_given=False):
+    """``(X as float32, n_features_in_, feature_names_in_)``; ``rows``: X's rows in the pool.
+
+    ``as_given`` (the estimator is a Pipeline): X is kept in its own form (see :func:`given`).
+    """
     if is_dataset(X):
         if len(X) == 0:
             raise ValueError("X is empty: it needs at least one sample.")
-        X = materialize(X, "X")
+        X = materialize(X, "X", finite=False)
     probe = _FeatureProbe()
+    if as_given and not issparse(X):
+        X = given(X, "X")
+        with named_errors("X"):
+            validate_data(probe, X, skip_check_array=True)
+        return X, probe.n_features_in_, getattr(probe, "feature_names_in_", None)
     with named_errors("X"):
-        X = validate_data(probe, _untracked(X), allow_nd=True, dtype=np.float32, order="C", copy=True)
+        X = validate_data(probe, _untracked(X), allow_nd=True, dtype=np.float32, order="C", copy=True,
+                          ensure_all_finite=False)
+    check_finite(X, "X", rows)
     return X, probe.n_features_in_, getattr(probe, "feature_names_in_", None)
 
 
-def check_samples(learner, state, X, name, stream=False):
+def non_finite_rows(X, rows=None):
+    """The rows (of ``rows``, default all) of X holding NaN or infinity, in order.
+
+    X is a float array or a torch Dataset (read item by item); an array's check is
+    vectorised, a Dataset's reads every item asked for.
+    """
+    rows = np.arange(len(X)) if rows is None else np.asarray(rows, dtype=np.int64)
+    if is_dataset(X):
+        data = X.dataset if isinstance(X, FeaturesDataset) else X
+        bad = [row for row in rows.tolist() if not bool(torch.isfinite(item_features(data, row)).all())]
+        return np.asarray(bad, dtype=np.int64)
+    values = np.asarray(X[rows] if len(rows) != len(X) else X)
+    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    return rows[~finite]
+
+
+def check_finite(X, name, rows=None):
+    """A ValueError naming ``name`` and the first rows of the float array X that are not finite.
+
+    ``rows`` maps X's positions to the rows the user knows (a pool's), when they differ.
+    """
+    bad = non_finite_rows(X)
+    if len(bad):
+        named = bad if rows is None else np.asarray(rows)[bad]
+        raise ValueError(f"{name} contains NaN or infinity in {rows_text(named)}.")
+
+
+def rows_text(rows):
+    rows = np.asarray(rows).tolist()
+    if len(rows) == 1:
+        return f"row {rows[0]}"
+    return f"rows {rows[:10]}{' ...' if len(rows) > 10 else ''} ({len(rows)} rows)"
+
+
+def given(X, name):
+    """Samples for a Pipeline, in their own form: a DataFrame as a DataFrame (its own index
+    dropped), other array-likes as a numpy array of their dtype (strings stay strings)."""
+    if hasattr(X, "iloc") and hasattr(X, "columns"):
+        return X.reset_index(drop=True)
+    X = _untracked(X)
+    values = np.array(X, copy=True)
+    if values.ndim < 2:
+        raise ValueError(f"{name}: Expected 2D array, got {values.ndim}D array instead.")
+    if len(values) == 0:
+        raise ValueError(f"{name} is empty: it needs at least one sample.")
+    return values
+
+
+def check_samples(learner, state, X, name, stream=False, finite=True, rows=None):
     """Validated samples: a float32 array, or for ``stream`` a Dataset left unread.
 
     Arrays and DataFrames go through scikit-learn's ``validate_data(reset=False)`` on
     ``learner``, as in ``predict``: the feature count and column names must be those of ``fit``.
+    A non-finite row is refused, naming it (``rows``: X's rows in the pool, when X is a part
+    of it; ``finite=False``: left to the caller).
     """
     check_array_like(X, name)
     expected = state.labeled.X.shape[1:]
@@ -71,13 +136,22 @@ def check_samples(learner, state, X, name, stream=False):
         check_feature_shape((len(X), *shape), expected, name)
         if stream:
             return FeaturesDataset(X, name=name, shape=shape)
-        X = materialize(X, name)
+        X = materialize(X, name, finite=False)
+    elif isinstance(state.estimator, Pipeline) and not issparse(X):
+        # a Pipeline takes the samples as given (its transformers read the columns they need)
+        X = given(X, name)
+        with named_errors(name):
+            validate_data(learner, X, reset=False, skip_check_array=True)
+        check_feature_shape(X.shape, expected, name)
+        return X
     with named_errors(name):
         X = validate_data(learner, _untracked(X), reset=False, allow_nd=True, dtype=np.float32,
-                          ensure_min_samples=0)
+                          ensure_min_samples=0, ensure_all_finite=False)
     if X.shape[0] == 0:
         raise ValueError(f"{name} is empty: it needs at least one sample.")
     check_feature_shape(X.shape, expected, name)
+    if finite:
+        check_finite(X, name, rows)
     return X
 
 
@@ -103,9 +177,43 @@ def transform(state, X, name):
         raise TypeError(f"{name}: a torch Dataset cannot go through a Pipeline's transformers; "
                         "pass an array, or use an ActiveNet as the estimator.")
     transformers = state.estimator[:-1]
-    parts = [transformers.transform(X[start:start + TRANSFORM_CHUNK])
-             for start in range(0, len(X), TRANSFORM_CHUNK)]
-    return as_float32(np.concatenate(parts))
+    if isinstance(X, Rows):  # some rows of the pool, gathered a chunk at a time
+        data, positions = X.data, X.rows
+    else:
+        data, positions = X, np.arange(len(X))
+    parts = [as_float32(transformers.transform(_safe_indexing(data, positions[start:start + TRANSFORM_CHUNK])))
+             for start in range(0, len(positions), TRANSFORM_CHUNK)]
+    return np.concatenate(parts)
+
+
+def concat_rows(a, b):
+    """The rows of ``a`` then ``b``: arrays concatenated, DataFrames with their columns and dtypes."""
+    if not hasattr(a, "iloc"):
+        return np.concatenate([a, b])
+    out = pd.concat([a, b], ignore_index=True)
+    for column in a.columns:  # two categoricals of other categories concatenate to object
+        if isinstance(a[column].dtype, pd.CategoricalDtype) and out[column].dtype != a[column].dtype:
+            categories = a[column].cat.categories.union(pd.Index(b[column].dropna().unique()), sort=False)
+            out[column] = out[column].astype(pd.CategoricalDtype(categories, a[column].cat.ordered))
+    return out
+
+
+def finite_candidates(X, rows, non_finite, own):
+    """The candidate rows (None: all) of the float array or Dataset X, without non-finite ones
+    for ``non_finite="leave_out"``, else a ValueError naming them. ``own``: X is the learner's pool.
+
+    A Dataset is checked as it is streamed (naming the row) unless rows are left out.
+    """
+    if is_dataset(X) and non_finite == "raise":
+        return rows
+    bad = non_finite_rows(X, rows)
+    if len(bad) and non_finite == "raise":
+        remedy = "skip them (learner.skip(rows)) or" if own else "to leave them out,"
+        raise ValueError(f"X_pool contains NaN or infinity in {rows_text(bad)}; {remedy} pass "
+                         "non_finite='leave_out'.")
+    if len(bad):
+        rows = np.setdiff1d(np.arange(len(X)) if rows is None else rows, bad)
+    return rows
 
 
 # --- the pool ---------------------------------------------------------------------------------
@@ -156,7 +264,7 @@ def split_pool(X, y, marker, classes):
     labeled_X = Subset(X, rows.tolist()) if is_dataset(X) else _safe_indexing(X, rows)
     shape = tuple(sample_shape(X, "X")) if is_dataset(X) else tuple(np.shape(X)[1:])
     status = np.where(marked, UNLABELED_ROW, LABELED_ROW).astype(np.int8)
-    return labeled_X, y[rows], PoolState(status, fingerprint(X), shape), rows
+    return labeled_X, y[rows], PoolState(status, pool_fingerprint(X), shape), rows
 
 
 def _warn_unmarked(y):
@@ -172,27 +280,41 @@ def _warn_unmarked(y):
             "unlabeled=skal.UNLABELED.", UserWarning, stacklevel=4)
 
 
-def is_pool(state, X):
-    """Whether ``X`` is the learner's pool; a ValueError if it nearly is."""
+def own_pool(state, X, name="X_pool", other_dataset=False):
+    """The pool state for ``X``: the learner's, that of its pool grown by appended rows, or None.
+
+    None when the learner keeps no pool, or ``other_dataset`` says X is another dataset on
+    purpose. A learner that keeps a pool refuses anything else: fewer rows, or rows that
+    are not the pool's (a ValueError naming ``name`` and the rows that differ). Appended rows
+    are new unlabeled rows.
+    """
     pool = state.pool
-    if pool is None or len(X) != pool.n_rows:
-        return False
-    shape = tuple(sample_shape(X)) if is_dataset(X) else tuple(np.shape(X)[1:])
-    if shape != pool.sample_shape:
-        return False
-    if fingerprint(X) != pool.fingerprint:
-        raise ValueError(
-            f"X_pool has the {pool.n_rows} rows of the learner's pool but other contents (its "
-            "checksum of sample rows differs): pass the dataset the learner was fitted on, in "
-            "the same order, so that labeled and skipped rows are left out.")
-    return True
-
-
-def candidates(state, X):
-    """The pool's unlabeled rows when ``X`` is the learner's pool, else None."""
-    if not is_pool(state, X):
+    if pool is None or other_dataset:
         return None
-    return state.pool.rows(UNLABELED_ROW)
+    if len(pool.fingerprint) == 64 and ";" not in pool.fingerprint:  # a save of skal <= 0.4
+        if len(X) == pool.n_rows and legacy_fingerprint(X) == pool.fingerprint:
+            return pool
+        raise ValueError(
+            f"{name} is not the learner's pool of {pool.n_rows} rows (a save of an earlier skal, which "
+            "recognises its pool only unchanged): pass that dataset, or other_dataset=True to query "
+            "a different dataset on purpose.")
+    grown = compare(X, pool.fingerprint, name)
+    if grown is None:
+        return pool
+    new_rows = np.full(len(X) - pool.n_rows, UNLABELED_ROW, dtype=np.int8)
+    return PoolState(np.concatenate([pool.status, new_rows]), grown, pool.sample_shape)
+
+
+def pool_fingerprint(X):
+    """The fingerprint ``fit`` keeps of its pool X; a Dataset that reads differently each time warns."""
+    if deterministic(X):
+        return fingerprint(X)
+    warnings.warn(
+        "X: the Dataset's items differ from one read to the next (random augmentation on read "
+        "that does not draw from torch's random generator), so the learner recognises its pool by "
+        "its length and item shape only. Give the learner the dataset without augmentation, and "
+        "augment in training (ActiveNet's train_transform).", UserWarning, stacklevel=4)
+    return fingerprint(X, contents=False)
 
 
 def require_pool(state):
@@ -203,12 +325,8 @@ def require_pool(state):
     return state.pool
 
 
-def check_rows(state, X, rows, name):
-    """``rows`` as distinct int64 positions of the pool (and ``X`` checked to be it)."""
-    pool = require_pool(state)
-    if X is not None and not is_pool(state, X):
-        raise ValueError(f"X: with {name}=, X must be the learner's pool (the dataset of fit, "
-                         f"{pool.n_rows} rows of shape {pool.sample_shape}).")
+def check_rows(pool, rows, name):
+    """``rows`` as distinct int64 positions of ``pool`` (a PoolState)."""
     values = np.asarray(rows)
     if values.ndim != 1 or values.dtype.kind not in "iu" or len(values) == 0:
         raise ValueError(f"{name} must be a non-empty 1-d array of row indices, got "

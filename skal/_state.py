@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ._bookkeeping import PoolState
+from ._samples import concat_rows
 from ._training import configured_net, current_selector
 
 __all__ = ["LabeledSet", "Fitted", "fitted_attribute", "template", "fitted_state", "install", "build",
@@ -45,7 +46,7 @@ class LabeledSet:
 
     def added(self, X, y, cycle, rows=None):
         rows = np.full(len(y), -1, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-        return LabeledSet(np.concatenate([self.X, X]), np.concatenate([self.y, y]),
+        return LabeledSet(concat_rows(self.X, X), np.concatenate([self.y, y]),
                           np.concatenate([self.cycle, np.full(len(y), cycle, dtype=np.int64)]),
                           np.concatenate([self.reference, np.zeros(len(y), dtype=bool)]),
                           np.concatenate([self.row, rows]))

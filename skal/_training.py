@@ -23,6 +23,7 @@ import torch
 from sklearn.base import clone
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
+from sklearn.utils import _safe_indexing
 
 from ._samples import as_float32
 from .callbacks import DivergenceCheck
@@ -96,6 +97,8 @@ def same(a, b):
         return a.shape == b.shape and bool(np.all(a == b))
     if hasattr(a, "get_params") and not isinstance(a, type):
         return same(a.get_params(deep=False), b.get_params(deep=False))
+    if isinstance(a, float) and a != a:  # NaN (SimpleImputer's missing_values) is itself
+        return b != b
     try:
         return bool(a == b)
     except Exception:  # a value whose == is not a bool (e.g. a tensor)
@@ -162,7 +165,8 @@ def retrain(state, estimator, selector, warm_start):
     train for; with ``warm_start`` training continues from the weights of ``state``.
     """
     labeled = state.labeled
-    X, y = labeled.X[~labeled.reference], labeled.y[~labeled.reference]
+    train = np.flatnonzero(~labeled.reference)
+    X, y = _safe_indexing(labeled.X, train), labeled.y[train]
     cycle = int(labeled.cycle[-1])
     if warm_start:
         net = copy.deepcopy(state.estimator)

@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin
 from sklearn.metrics import accuracy_score
+from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing, check_random_state
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.multiclass import check_classification_targets
@@ -24,8 +25,9 @@ from torch.utils.data import Subset
 from . import _saving
 from ._bookkeeping import LABELED_ROW, SKIPPED_ROW, UNLABELED_ROW, subset
 from ._data import check_array_like, check_device, check_same_length, check_targets, is_dataset, named_errors
-from ._samples import (candidates, check_fit_samples, check_labels, check_marker, check_n, check_rows,
-                       check_samples, labeled_data, require_pool, resolve_classes, split_pool, transform)
+from ._samples import (check_fit_samples, check_labels, check_marker, check_n, check_rows, check_samples,
+                       finite_candidates, labeled_data, own_pool, require_pool, resolve_classes, split_pool,
+                       transform)
 from ._state import Fitted, LabeledSet, fitted_attribute, fitted_state, install, template
 from ._training import (QUERY, TRAIN, configured_net, current_selector, derive_seed, final_net, fit_seeded,
                         reference_mask, retrain, selector_for_query)
@@ -260,7 +262,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             nan_marker = isinstance(self.unlabeled, float) and np.isnan(self.unlabeled)
             y = check_targets(y, allow_nan=nan_marker)
             X, y, pool, rows = split_pool(X, y, self.unlabeled, self.classes)
-            X, n_features, names = check_fit_samples(X)
+            X, n_features, names = check_fit_samples(X, None if pool is None else rows,
+                                                     as_given=isinstance(self.estimator, Pipeline))
             check_same_length(X, y)
             with named_errors("y"):
                 check_classification_targets(y)
@@ -271,7 +274,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             reference = reference_mask(y, selector.training_needs().reference, seed)
             net = configured_net(self.estimator, selector, classes)
             train = ~reference
-            fit_seeded(net.fit, X[train], np.searchsorted(classes, y[train]),
+            fit_seeded(net.fit, _safe_indexing(X, np.flatnonzero(train)), np.searchsorted(classes, y[train]),
                        derive_seed(seed, 0, TRAIN), final_net(net).device, "the learner was not fitted")
             labeled = LabeledSet(X, y, np.zeros(len(y), dtype=np.int64), reference, rows)
             self._commit(Fitted(net, selector, template(self.estimator), classes, labeled, seed,
@@ -280,7 +283,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
 
     # --- the active-learning loop --------------------------------------------------------
 
-    def query(self, X_pool, n, return_scores=False):
+    def query(self, X_pool, n, return_scores=False, *, non_finite="raise", other_dataset=False):
         """Choose the ``n`` pool samples that the selector rates most informative.
 
         Parameters
@@ -289,15 +292,25 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             Unlabeled samples with the training data's feature shape (and
             column names, for a DataFrame). A Dataset (items ``x`` or
             ``(x, label)``; labels are ignored) is streamed, never copied.
-            The learner's own pool (the ``X`` of a ``fit`` that marked rows
-            ``UNLABELED``, recognised by its length, sample shape and a
-            checksum of some rows): only its unlabeled rows are candidates,
-            and the indices are its rows.
+            For a learner that keeps a pool (``fit`` with rows marked
+            ``unlabeled``): that pool, recognised by its length, sample shape
+            and a checksum of every row, or that pool with rows appended at
+            its end (new unlabeled rows, see :meth:`extend_pool`). Only its
+            unlabeled rows are candidates, and the indices are its rows.
+            Anything else is refused, unless ``other_dataset=True``.
         n : int
             How many to choose, ``1 <= n <= n_pool`` (the pool's unlabeled
             rows, for the learner's pool).
         return_scores : bool, default=False
             Also return each choice's score.
+        non_finite : {"raise", "leave_out"}, default="raise"
+            What to do with candidate rows holding NaN or infinity: refuse,
+            naming them (mark them with :meth:`skip` to go on), or leave them
+            out of the candidates (for a Dataset pool, this reads every
+            candidate item once more).
+        other_dataset : bool, default=False
+            ``X_pool`` is another dataset than the learner's pool, on purpose:
+            every row is a candidate and the pool's bookkeeping is left alone.
 
         Returns
         -------
@@ -314,23 +327,68 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                     "The model is stale: training on the labels of the last teach failed, so "
                     "estimator_ is the previous model. Fix the cause and call refit() before querying."
                 )
-            X_pool = check_samples(self, state, X_pool, "X_pool", stream=True)
-            rows = candidates(state, X_pool)
+            if non_finite not in ("raise", "leave_out"):
+                raise ValueError(f"non_finite must be 'raise' or 'leave_out', got {non_finite!r}.")
+            if not isinstance(other_dataset, (bool, np.bool_)):
+                raise TypeError(f"other_dataset must be a bool, got {type(other_dataset).__name__}.")
+            X_pool = check_samples(self, state, X_pool, "X_pool", stream=True, finite=False)
+            pool = own_pool(state, X_pool, "X_pool", other_dataset)
+            rows = None if pool is None else pool.rows(UNLABELED_ROW)
+            if isinstance(state.estimator, Pipeline):  # checked as the net sees them, after the transformers
+                candidates = transform(state, X_pool if rows is None else subset(X_pool, rows), "X_pool")
+                kept = finite_candidates(candidates, None, non_finite, pool is not None)
+                if kept is not None:
+                    candidates, rows = candidates[kept], kept if rows is None else rows[kept]
+            else:
+                rows = finite_candidates(X_pool, rows, non_finite, pool is not None)
+                candidates = X_pool if rows is None else subset(X_pool, rows)
             n = check_n(n, len(X_pool) if rows is None else len(rows),
-                        "len(X_pool)" if rows is None else "the pool's unlabeled rows")
+                        "len(X_pool)" if pool is None else "the pool's unlabeled rows")
             if not isinstance(return_scores, (bool, np.bool_)):
                 raise TypeError(f"return_scores must be a bool, got {type(return_scores).__name__}.")
             selector = selector_for_query(self.selector, state)
             cycle = int(state.labeled.cycle[-1])
-            pool = X_pool if rows is None else subset(X_pool, rows)
             indices, scores = selector.select(
-                final_net(state.estimator), transform(state, pool, "X_pool"), n,
+                final_net(state.estimator), candidates, n,
                 random_state=derive_seed(state.seed, cycle, QUERY), labeled=labeled_data(state),
             )
             indices = np.asarray(indices, dtype=np.int64)
             if rows is not None:
                 indices = rows[indices]
+            if pool is not None and pool is not state.pool:
+                self._commit(replace(state, pool=pool))  # the pool grew: its new rows are kept
             return (indices, np.asarray(scores)) if return_scores else indices
+
+    def extend_pool(self, X):
+        """Take rows appended at the end of the learner's pool as new unlabeled rows.
+
+        :meth:`query` and :meth:`teach` (``rows=``) recognise a grown pool by
+        themselves; call this to :meth:`skip` a new row before either.
+
+        Parameters
+        ----------
+        X : array-like or torch Dataset
+            The learner's pool with zero or more rows appended at its end
+            (its first rows unchanged, in the same order).
+
+        Returns
+        -------
+        self : ActiveLearner
+
+        Raises
+        ------
+        ValueError
+            If the learner keeps no pool, or X is not its pool with rows
+            appended (the message names the rows that differ).
+        """
+        with self._serialised():
+            state = self._state()
+            require_pool(state)
+            X = check_samples(self, state, X, "X", stream=True, finite=False)
+            pool = own_pool(state, X, "X")
+            if pool is not state.pool:
+                self._commit(replace(state, pool=pool))
+            return self
 
     def teach(self, X, y, *, rows=None):
         """Add labeled samples and retrain.
@@ -344,7 +402,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         X : array-like of shape (n_new, ...) or torch Dataset
             Newly labeled samples, with the training data's feature shape
             (e.g. ``torch.utils.data.Subset(pool, idx)``). With ``rows``: the
-            learner's pool, whose rows ``rows`` are labeled.
+            learner's pool (or the pool with rows appended, see
+            :meth:`extend_pool`), whose rows ``rows`` are labeled.
         y : array-like of shape (n_new,)
             Their labels, each one of ``classes_``.
         rows : array-like of int, default=None
@@ -361,13 +420,16 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             state = self._state()
             pool = state.pool
             if rows is not None:
-                rows = check_rows(state, X, rows, "rows")
+                require_pool(state)
+                check_array_like(X, "X")
+                pool = own_pool(state, check_samples(self, state, X, "X", stream=True, finite=False), "X")
+                rows = check_rows(pool, rows, "rows")
                 labeled_now = rows[pool.status[rows] == LABELED_ROW]
                 if len(labeled_now):
                     raise ValueError(f"rows: {labeled_now[:10].tolist()} are labeled already; a label "
                                      "is never replaced (fit again to correct labels).")
                 X = Subset(X, rows.tolist()) if is_dataset(X) else _safe_indexing(X, rows)
-            X = check_samples(self, state, X, "X")
+            X = check_samples(self, state, X, "X", rows=rows)
             y = check_targets(y)
             check_same_length(X, y, y_name="y" if rows is None else "y (for rows)")
             check_labels(y, state.classes)
@@ -381,7 +443,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         """Mark rows of the learner's pool that cannot be labeled: never queried or trained on.
 
         Nothing is retrained. :meth:`unskip` makes them candidates again;
-        :meth:`teach` with ``rows=`` may still label them.
+        :meth:`teach` with ``rows=`` may still label them. A row holding NaN
+        or infinity, which :meth:`query` refuses, is skipped like any other.
 
         Parameters
         ----------
@@ -394,7 +457,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         """
         with self._serialised():
             state = self._state()
-            rows = check_rows(state, None, rows, "rows")
+            rows = check_rows(require_pool(state), rows, "rows")
             labeled = rows[state.pool.status[rows] == LABELED_ROW]
             if len(labeled):
                 raise ValueError(f"rows: {labeled[:10].tolist()} are labeled; only unlabeled rows can "
@@ -417,7 +480,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         with self._serialised():
             state = self._state()
             pool = require_pool(state)
-            rows = pool.rows(SKIPPED_ROW) if rows is None else check_rows(state, None, rows, "rows")
+            rows = pool.rows(SKIPPED_ROW) if rows is None else check_rows(pool, rows, "rows")
             not_skipped = rows[pool.status[rows] != SKIPPED_ROW]
             if len(not_skipped):
                 raise ValueError(f"rows: {not_skipped[:10].tolist()} are not skipped.")

@@ -4,6 +4,7 @@ import inspect
 
 import numpy as np
 import torch
+from scipy.sparse import issparse
 from skorch import NeuralNetClassifier
 from skorch.dataset import get_len
 from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
@@ -270,7 +271,9 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
     def get_dataset(self, X, y=None):
         # float64 arrays (e.g. from a scikit-learn transformer) to torch's float32;
         # torch takes no negative strides (reversed views)
-        if isinstance(X, np.ndarray) and X.dtype == np.float64:
+        if issparse(X):  # e.g. a OneHotEncoder's output: the net takes dense float32
+            X = X.toarray().astype(np.float32, copy=False)
+        elif isinstance(X, np.ndarray) and X.dtype == np.float64:
             X = X.astype(np.float32)
         elif isinstance(X, np.ndarray) and any(stride < 0 for stride in X.strides):
             X = np.ascontiguousarray(X)

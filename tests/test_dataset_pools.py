@@ -102,7 +102,7 @@ _BAD = {
                                 "IndexError: index 60 is out of bounds for axis 0 with size 60"),
     "a NaN in item 11": (_NumpyItems(np.where(np.arange(60)[:, None] == 11, np.nan,
                                               BASE[20:]).astype(np.float32)),
-                         "{name} contains NaN or infinity (in item 11)."),
+                         "{name} contains NaN or infinity in row 11."),
 }
 
 

@@ -289,8 +289,9 @@ def _with(X, row, col, value):
 @pytest.mark.parametrize("make_pool, match", [
     (lambda X: X[:0], r"X_pool is empty"),
     # validate_data(reset=False), as in predict: scikit-learn's wording, prefixed with the name
-    (lambda X: _with(X, 3, 1, np.nan), r"^X_pool: Input X contains NaN"),
-    (lambda X: _with(X, 0, 0, np.inf), r"^X_pool: Input X contains infinity"),
+    (lambda X: _with(X, 3, 1, np.nan), r"^X_pool contains NaN or infinity in row 3; to leave them out, pass "
+                                       r"non_finite='leave_out'\.$"),
+    (lambda X: _with(X, 0, 0, np.inf), r"^X_pool contains NaN or infinity in row 0; "),
     (lambda X: X[:, :4], r"^X_pool: X has 4 features, but ActiveLearner is expecting 5 features as input"),
     (lambda X: X[:, :, None], r"X_pool has samples of shape \(5, 1\)"),
 ])
@@ -304,7 +305,7 @@ def test_query_rejects_bad_pools(fitted, make_pool, match):
 
 @pytest.mark.parametrize("make, match", [
     (lambda X, y: (X[:3], y[:4]), r"inconsistent numbers of samples: \[3, 4\]"),
-    (lambda X, y: (_with(X[:3], 1, 2, np.nan), y[:3]), r"Input X contains NaN"),
+    (lambda X, y: (_with(X[:3], 1, 2, np.nan), y[:3]), r"^X contains NaN or infinity in row 1\.$"),
     (lambda X, y: (X[:3, :2], y[:3]), r"X has 2 features, but ActiveLearner is expecting 5 features as input"),
     (lambda X, y: (X[:0], y[:0]), r"X is empty"),
     (lambda X, y: (X[:2], np.array([1, 7])), r"y contains labels not in classes_: \['7'\]"),
@@ -364,7 +365,7 @@ def test_fit_rejects_a_plain_skorch_net():
 
 def test_fit_rejects_nan_and_length_mismatch():
     X, y = _data(n=20)
-    with pytest.raises(ValueError, match=r"Input X contains NaN"):
+    with pytest.raises(ValueError, match=r"^X contains NaN or infinity in row 0\.$"):
         ActiveLearner(_net()).fit(_with(X, 0, 0, np.nan), y)
     with pytest.raises(ValueError, match=r"inconsistent numbers of samples"):
         ActiveLearner(_net()).fit(X, y[:-1])

@@ -85,7 +85,7 @@ def test_teach_by_rows_labels_the_rows_and_a_label_is_never_replaced():
                           ([[1]], "non-empty 1-d array of row indices"), ([1.5], "row indices")]:
         with pytest.raises(ValueError, match=message):
             learner.teach(X, y[:len(np.ravel(rows))], rows=rows)
-    with pytest.raises(ValueError, match=r"X: with rows=, X must be the learner's pool"):
+    with pytest.raises(ValueError, match=r"^X has 50 rows, fewer than the 120 of the learner's pool\.$"):
         learner.teach(X[:50], y[:1], rows=[1])
 
 
@@ -105,13 +105,17 @@ def test_skip_unskip_and_teaching_a_skipped_row():
     assert learner.skipped_rows_.tolist() == [] and 20 in learner.labeled_rows_
 
 
-def test_a_pool_with_other_contents_is_refused_and_another_length_is_a_plain_pool():
+def test_a_pool_with_other_contents_or_fewer_rows_is_refused_unless_another_dataset_on_purpose():
     X, y = _data()
     learner = _learner().fit(X, _marked(y, np.arange(10)))
-    with pytest.raises(ValueError, match="has the 120 rows of the learner's pool but other contents"):
+    with pytest.raises(ValueError, match=r"^X_pool is not the learner's pool: its rows 0\.\.119 hold other "
+                                         r"contents"):
         learner.query(X[::-1].copy(), 5)
-    idx = learner.query(X[:30], 30)  # not the pool: every row is a candidate, as before
+    with pytest.raises(ValueError, match=r"^X_pool has 30 rows, fewer than the 120 of the learner's pool\.$"):
+        learner.query(X[:30], 5)
+    idx = learner.query(X[:30], 30, other_dataset=True)  # every row is a candidate
     assert sorted(idx.tolist()) == list(range(30))
+    assert learner.unlabeled_rows_.tolist() == list(range(10, 120))  # the bookkeeping is left alone
 
 
 def test_without_a_pool_skip_is_refused():

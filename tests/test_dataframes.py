@@ -1,0 +1,114 @@
+"""Samples kept as the user gave them when the estimator is a Pipeline (issue 21, point 1).
+
+The most common tabular set-up: a DataFrame with numeric, string, categorical and boolean
+columns (and missing values the Pipeline handles) through a ColumnTransformer that selects its
+columns by name, then the net. The learner hands the DataFrame to the Pipeline unchanged and
+keeps the labeled samples as a DataFrame; only the net's input is float32.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from skal import UNLABELED, ActiveLearner, ActiveNet
+from skal.models import MLP
+from skal.selectors import Entropy
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+N = 160
+
+
+def _frame(n=N, seed=0):
+    rng = np.random.default_rng(seed)
+    size = rng.normal(size=n)
+    region = rng.choice(["north", "south", "east", "west"], size=n)
+    frame = pd.DataFrame({
+        "size": size,
+        "age": rng.normal(size=n),
+        "region": region,
+        "kind": pd.Categorical(rng.choice(["a", "b"], size=n)),
+        "member": rng.random(n) > 0.5,
+    })
+    frame.loc[3, "age"] = np.nan  # a missing value the Pipeline's imputer fills
+    y = ((size > 0) ^ (region == "north")).astype(np.int64)
+    return frame, y
+
+
+def _pipeline(**net):
+    columns = ColumnTransformer([
+        ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["size", "age"]),
+        ("cat", OneHotEncoder(handle_unknown="ignore"), ["region", "kind", "member"]),
+    ])
+    params = dict(module__hidden_sizes=(8,), max_epochs=3, batch_size=16, lr=0.1, verbose=0)
+    return make_pipeline(columns, ActiveNet(MLP, **{**params, **net}))
+
+
+def _learner(**params):
+    return ActiveLearner(_pipeline(), Entropy(), random_state=0, **params)
+
+
+def test_a_dataframe_with_strings_trains_queries_and_teaches_and_stays_a_dataframe():
+    frame, y = _frame()
+    learner = _learner().fit(frame[:40], y[:40])
+    assert list(learner.feature_names_in_) == list(frame.columns) and learner.n_features_in_ == 5
+    idx = learner.query(frame[40:], 5)
+    learner.teach(frame[40:].iloc[idx], y[40:][idx])
+    labeled = learner.X_labeled_
+    assert isinstance(labeled, pd.DataFrame) and list(labeled.columns) == list(frame.columns)
+    assert dict(labeled.dtypes) == dict(frame.dtypes)  # categorical, bool, object kept
+    pd.testing.assert_frame_equal(labeled, pd.concat([frame[:40], frame[40:].iloc[idx]], ignore_index=True))
+    proba = learner.predict_proba(frame)
+    assert proba.shape == (N, 2) and np.allclose(proba.sum(axis=1), 1)
+    # the Pipeline's own answer on the DataFrame, as the learner gives it
+    np.testing.assert_allclose(proba, learner.estimator_.predict_proba(frame), rtol=1e-6)
+    assert 0.0 <= learner.score(frame, y) <= 1.0
+
+
+def test_the_net_sees_float32_from_the_transformers():
+    frame, y = _frame()
+    learner = _learner().fit(frame[:40], y[:40])
+    expected = learner.estimator_[:-1].transform(frame[:40])
+    net_input = learner.estimator_[-1].get_dataset(expected).X
+    assert net_input.dtype == np.float32
+
+
+def test_pool_bookkeeping_with_a_dataframe_pool_of_strings():
+    frame, y = _frame()
+    marked = np.full(N, UNLABELED)
+    marked[:30] = y[:30]
+    learner = _learner(unlabeled=UNLABELED).fit(frame, marked)
+    rows = learner.query(frame, 10)
+    assert not set(rows.tolist()) & set(range(30))
+    learner.teach(frame, y[rows[:8]], rows=rows[:8]).skip(rows[8:])
+    assert sorted(learner.labeled_rows_.tolist()) == sorted([*range(30), *rows[:8].tolist()])
+    again = learner.query(frame, 120)  # every candidate left: 160 - 38 labeled - 2 skipped
+    assert set(again.tolist()) == set(range(N)) - set(range(30)) - set(rows.tolist())
+    changed = frame.copy()
+    changed.loc[[5, 90], "region"] = changed.loc[[90, 5], "region"].to_numpy()
+    if (changed["region"] != frame["region"]).any():
+        with pytest.raises(ValueError, match="other contents"):
+            learner.query(changed, 3)
+    grown = pd.concat([frame, _frame(n=4, seed=1)[0]], ignore_index=True)
+    assert set(learner.query(grown, 124).tolist()) >= {160, 161, 162, 163}
+
+
+def test_cross_val_score_and_grid_search_take_the_dataframe():
+    frame, y = _frame()
+    scores = cross_val_score(_learner(), frame[:90], y[:90], cv=KFold(3))
+    assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
+    search = GridSearchCV(_learner(), {"warm_start": [False, True]}, cv=KFold(2)).fit(frame[:60], y[:60])
+    assert search.best_params_["warm_start"] in (False, True)
+    assert isinstance(search.best_estimator_.X_labeled_, pd.DataFrame)
+
+
+def test_warm_start_teach_with_a_dataframe():
+    frame, y = _frame()
+    learner = _learner(warm_start=True).fit(frame[:40], y[:40])
+    learner.teach(frame[40:50], y[40:50])
+    assert learner.X_labeled_.shape == (50, 5) and len(learner.estimator_[-1].history) == 6
