@@ -319,7 +319,10 @@ CORPUS = [
     ("tensors-float64", _tensors(lambda t: _with(t, **{"module_.layers.1.bias": torch.zeros(8, dtype=torch.float64)})),
      r"tensors\.safetensors: module_\.layers\.1\.bias has dtype torch\.float64 in the file, torch\.float32 in the net"),
     ("tensors-optimizer-shape", _tensors(lambda t: _with(t, **{"optimizer_.state.0.exp_avg": torch.zeros(2)})),
-     rf"tensors\.safetensors: optimizer_\.state\.0\.exp_avg has shape \[2\] in the file, \[\] or \[8, {D}\] in the net"),
+     rf"tensors\.safetensors: optimizer_\.state\.0\.exp_avg has shape \[2\] in the file, \[8, {D}\] in the net"),
+    # a running average saved 0-d: every warm teach would fail on it (issue 20)
+    ("tensors-optimizer-0d", _tensors(lambda t: _with(t, **{"optimizer_.state.0.exp_avg": torch.zeros(())})),
+     rf"tensors\.safetensors: optimizer_\.state\.0\.exp_avg has shape \[\] in the file, \[8, {D}\] in the net"),
     ("tensors-no-optimizer-state", _tensors(lambda t: _with(t, **{"optimizer_.state.1.exp_avg_sq": None})),
      r"tensors\.safetensors: missing optimizer_\.state\.1\.exp_avg_sq"),
     ("tensors-dynamics-rows", _tensors(lambda t: _with(t, **{"parts.dynamics.sum": torch.zeros(999, 3),
@@ -546,7 +549,8 @@ WRONG_KIND = [
      r"params\.estimator\.train_split: must be a train split or None, got the skorch\.utils\.to_numpy "
      r"function itself"),
     ("torch_load_kwargs", {"__dict__": {"weights_only": False}},
-     r"params\.estimator\.torch_load_kwargs: must be None or keep weights_only=True"),
+     r"params\.estimator\.torch_load_kwargs: torch\.load's arguments \(unpickling\): a file may set it only "
+     r"to None or \{'weights_only': True\}"),
     ("module__norm", {"__object__": "torch.nn.modules.linear:Linear", "params": {}},
      r"params\.estimator\.module__norm: torch\.nn\.modules\.linear\.Linear is not a class that a save "
      r"rebuilds from its parameters"),
