@@ -35,7 +35,6 @@ MEMBER_LIMIT = 4096  # members of a save (a save writes 8 + one per large parame
 DIRECTORY_LIMIT = 4 << 20  # bytes of the zip's central directory
 MESSAGE_LIMIT = 900  # characters of an error message from a file's content
 _SAFETENSORS_HEADER_LIMIT = 16 << 20
-_CHUNK = 1 << 16  # bytes inflated at a time: what a read costs beyond its own cap
 _METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # what a save writes; bzip2, lzma... refused
 _DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so that the same learner gives the same bytes
 # what zipfile raises on a damaged archive (NotImplementedError: an unknown method or version)
@@ -270,22 +269,21 @@ class Archive:
                              name)
 
     def _read(self, name, cap):
-        """The member's bytes, inflated a chunk at a time; refused once more than ``cap`` come out."""
-        chunks, total = [], 0
+        """The member's bytes; refused once more than ``cap`` come out, whatever it declares.
+
+        zipfile inflates a deflate stream at most as far as the read asks (zlib's
+        ``max_length``), and reads stored bytes as they are: one read of ``cap + 1`` bytes
+        costs at most that, however far the stream would go. Other methods (bzip2, lzma, whose
+        decompressors take no such bound) were refused with the member list.
+        """
         try:
             with self.zip.open(name) as f:
-                while True:
-                    # zipfile inflates at most about this much per read (deflate's max_length)
-                    chunk = f.read(_CHUNK)
-                    if not chunk:
-                        break
-                    total += len(chunk)
-                    if total > cap:
-                        raise InvalidSave(name, f"inflates to more than {cap} bytes, over its limit")
-                    chunks.append(chunk)
+                data = f.read(cap + 1)
         except _ZIP_ERRORS as error:
             raise InvalidSave(name, str(error)) from error
-        return b"".join(chunks)
+        if len(data) > cap:
+            raise InvalidSave(name, f"inflates to more than {cap} bytes, over its limit")
+        return data
 
     def read_bytes(self, name, limit=None):
         info = self._stored(name)
