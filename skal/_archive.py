@@ -14,7 +14,9 @@ size is capped. Every problem is a ``ValueError`` naming the member.
 
 import io
 import json
+import math
 import os
+import re
 import secrets
 import stat
 import struct
@@ -27,18 +29,33 @@ from numpy.lib import format as npy_format
 JSON_LIMIT = 32 << 20  # bytes of learner.json once inflated
 JSON_RATIO = 50  # legitimate JSON deflates 5-15x; a bomb ~1000x
 DEPTH_LIMIT = 64  # levels of nesting in any JSON value
+NODE_LIMIT = 1 << 20  # values (numbers, strings, containers, keys) in one JSON document
+STRING_LIMIT = 1 << 16  # characters of one JSON string or key
+MEMBER_LIMIT = 4096  # members of a save (a save writes 8 + one per large parameter array)
+DIRECTORY_LIMIT = 4 << 20  # bytes of the zip's central directory
+MESSAGE_LIMIT = 900  # characters of an error message from a file's content
 _SAFETENSORS_HEADER_LIMIT = 16 << 20
-_DATE = (1980, 1, 1, 0, 0, 0)
+_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # what a save writes; bzip2, lzma... refused
+_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so that the same learner gives the same bytes
 # what zipfile raises on a damaged archive (NotImplementedError: an unknown method or version)
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError)  # fixed, so that the same learner gives the same bytes
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError)
 
 
 class InvalidSave(ValueError):
     """A file that is not a valid save; ``member`` names the part at fault."""
 
     def __init__(self, member, message):
-        super().__init__(f"{member}: {message}" if member else message)
+        member = shorten(member, 120) if member else member
+        super().__init__(shorten(f"{member}: {message}" if member else message, MESSAGE_LIMIT))
         self.member = member
+
+
+def shorten(text, limit):
+    """``text`` cut to at most ``limit`` characters (a file's names can be megabytes long)."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 40]}... ({len(text) - limit + 40} more characters)"
 
 
 # --- writing -------------------------------------------------------------------------
@@ -82,10 +99,24 @@ def _file_kind(mode):
 
 def write_archive(target, existing, members):
     """Write ``members`` (name -> (bytes, compressed)) atomically to ``target``."""
-    directory = os.path.dirname(target)
-    fd, temporary = _create_temporary(directory, os.path.basename(target))
+    directory, base = os.path.dirname(target), os.path.basename(target)
+    temporary = None
     try:
-        with os.fdopen(fd, "wb") as f:
+        # the name is known here before the file exists, so that an interrupt at any point
+        # after its creation (even before open() returns) still removes it
+        while True:
+            temporary = _temporary_name(directory, base)
+            try:
+                f = open(temporary, "xb")  # mode 0o666 less the umask, as a new file gets
+                break
+            except FileExistsError:  # another file of that name: never ours to remove
+                temporary = None
+            except PermissionError as error:
+                temporary = None
+                raise PermissionError(error.errno, f"cannot write a save in the directory "
+                                                   f"{directory!r}: {error.strerror}",
+                                      os.path.join(directory, base)) from None
+        with f:
             if existing is not None and hasattr(os, "fchmod"):
                 # keep the existing file's permissions (and owner, where allowed)
                 os.fchmod(f.fileno(), stat.S_IMODE(existing.st_mode))
@@ -103,26 +134,15 @@ def write_archive(target, existing, members):
             os.fsync(f.fileno())
         os.replace(temporary, target)  # atomic: the old save stays until the new one is whole
     except BaseException:
-        if os.path.lexists(temporary):
+        if temporary is not None and os.path.lexists(temporary):
             os.remove(temporary)
         raise
     _fsync_directory(directory)
 
 
-def _create_temporary(directory, base):
-    # os.open with mode 0o666 lets the umask decide a new file's permissions, as open() does
-    # (tempfile.mkstemp would make it 0600).
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    while True:
-        # the name stays under NAME_MAX (255) whatever the target's length
-        temporary = os.path.join(directory, f".{base[:200]}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(temporary, flags, 0o666), temporary
-        except FileExistsError:
-            continue
-        except PermissionError as error:
-            raise PermissionError(error.errno, f"cannot write a save in the directory {directory!r}: "
-                                               f"{error.strerror}", os.path.join(directory, base)) from None
+def _temporary_name(directory, base):
+    # the name stays under NAME_MAX (255) whatever the target's length
+    return os.path.join(directory, f".{base[:200]}.{secrets.token_hex(6)}.tmp")
 
 
 def _fsync_directory(directory):
@@ -170,6 +190,8 @@ class Archive:
         if status is not None and not stat.S_ISREG(status.st_mode) and not stat.S_ISDIR(status.st_mode):
             # a fifo would block open(); a device is never a save
             raise InvalidSave(None, f"{_file_kind(status.st_mode)}, not a regular file")
+        if status is not None and stat.S_ISREG(status.st_mode):
+            check_directory(path, status.st_size)  # before zipfile reads a directory of any size
         try:
             self.zip = zipfile.ZipFile(path)
         except FileNotFoundError:
@@ -191,21 +213,28 @@ class Archive:
         self.zip.close()
 
     def _check_members(self, required, optional):
-        names = [info.filename for info in self.zip.infolist()]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
+        infos = self.zip.infolist()
+        if len(infos) > MEMBER_LIMIT:
+            raise InvalidSave(None, f"{len(infos)} members, more than a save has (at most {MEMBER_LIMIT})")
+        seen, duplicates = set(), set()
+        for info in infos:  # linear: one set lookup per member
+            (duplicates if info.filename in seen else seen).add(info.filename)
         if duplicates:
-            raise InvalidSave(duplicates[0], "the archive holds this member more than once")
-        unknown = sorted(name for name in set(names) - required - optional
+            raise InvalidSave(min(duplicates), "the archive holds this member more than once")
+        unknown = sorted(name for name in seen - required - optional
                          if not (self.pattern and self.pattern.match(name)))
         if unknown:
             raise InvalidSave(unknown[0], "not a member of a skal save")
-        missing = sorted(required - set(names))
+        missing = sorted(required - seen)
         if missing:
             raise InvalidSave(missing[0], "missing from the archive")
         size = os.path.getsize(self.path)
-        for info in self.zip.infolist():
+        for info in infos:
             if info.flag_bits & 0x1:
                 raise InvalidSave(info.filename, "encrypted")
+            if info.compress_type not in _METHODS:
+                raise InvalidSave(info.filename, f"compressed with method {info.compress_type}; a save "
+                                                 "is stored or deflated, nothing else")
             if info.header_offset + info.compress_size > size:
                 raise InvalidSave(info.filename, f"declares {info.compress_size} bytes, more than "
                                                  f"the {size}-byte file holds")
@@ -235,28 +264,32 @@ class Archive:
         if info.file_size > JSON_RATIO * info.compress_size + (1 << 20):
             raise InvalidSave(name, f"declares {info.file_size} bytes from {info.compress_size} "
                                     "compressed ones, more than any JSON compresses")
-        data = self._read(name)
-        try:
-            value = json.loads(data)
-        except RecursionError:
-            raise InvalidSave(name, f"nested deeper than {DEPTH_LIMIT} levels") from None
-        except (UnicodeDecodeError, ValueError) as error:
-            raise InvalidSave(name, f"not valid JSON: {error}") from error
-        check_depth(value, name)
-        return value
+        # the declared size is only a claim: the read itself stops at the cap
+        return loads_bounded(self._read(name, min(JSON_LIMIT, JSON_RATIO * info.compress_size + (1 << 20))),
+                             name)
 
-    def _read(self, name):
+    def _read(self, name, cap):
+        """The member's bytes; refused once more than ``cap`` come out, whatever it declares.
+
+        zipfile inflates a deflate stream at most as far as the read asks (zlib's
+        ``max_length``), and reads stored bytes as they are: one read of ``cap + 1`` bytes
+        costs at most that, however far the stream would go. Other methods (bzip2, lzma, whose
+        decompressors take no such bound) were refused with the member list.
+        """
         try:
             with self.zip.open(name) as f:
-                return f.read()
+                data = f.read(cap + 1)
         except _ZIP_ERRORS as error:
             raise InvalidSave(name, str(error)) from error
+        if len(data) > cap:
+            raise InvalidSave(name, f"inflates to more than {cap} bytes, over its limit")
+        return data
 
     def read_bytes(self, name, limit=None):
         info = self._stored(name)
         if limit is not None and info.file_size > limit:
             raise InvalidSave(name, f"declares {info.file_size} bytes, over the limit of {limit}")
-        return self._read(name)
+        return self._read(name, info.file_size)
 
     def npy_header(self, name):
         """``(shape, dtype)`` from the npy header; the declared size must be exactly that."""
@@ -273,16 +306,7 @@ class Archive:
                 offset = f.tell()
         except (*_ZIP_ERRORS, ValueError, SyntaxError) as error:
             raise InvalidSave(name, f"not a valid npy array: {error}") from error
-        if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
-            raise InvalidSave(name, f"has dtype {dtype}; only plain numbers, booleans and "
-                                    "strings are read (never objects)")
-        if fortran:
-            raise InvalidSave(name, "is in Fortran order; saves write C order")
-        size = offset + int(np.prod(shape, dtype=object)) * dtype.itemsize
-        if size != info.file_size:
-            raise InvalidSave(name, f"its header describes {size} bytes (shape {shape}, "
-                                    f"dtype {dtype}) but the member declares {info.file_size}")
-        return shape, dtype, offset
+        return check_npy_header(name, shape, fortran, dtype, offset, info.file_size)
 
     def npy_array(self, name, header):
         """The array, read into place (no intermediate copy) after its header was checked."""
@@ -311,11 +335,15 @@ class Archive:
                 (length,) = struct.unpack("<Q", head)
                 if length > min(_SAFETENSORS_HEADER_LIMIT, info.file_size - 8):
                     raise ValueError(f"its header declares {length} bytes, more than the member holds")
-                header = json.loads(f.read(length))
-        except RecursionError:
-            raise InvalidSave(name, "its header is nested too deeply") from None
+                text = f.read(length)
         except (*_ZIP_ERRORS, ValueError) as error:
             raise InvalidSave(name, f"not a valid safetensors file: {error}") from error
+        try:
+            header = loads_bounded(text, name)
+        except InvalidSave as error:
+            if "nested deeper" in str(error):
+                raise InvalidSave(name, "its header is nested too deeply") from None
+            raise InvalidSave(name, f"not a valid safetensors file: {str(error)[len(name) + 2:]}") from None
         if not isinstance(header, dict):
             raise InvalidSave(name, "its header is not a JSON object")
         header.pop("__metadata__", None)
@@ -325,7 +353,7 @@ class Archive:
                     and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in entry["shape"])
                     and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
                     and all(isinstance(n, int) and n >= 0 for n in entry["data_offsets"])):
-                raise InvalidSave(name, f"tensor {key!r}: malformed header entry")
+                raise InvalidSave(name, f"tensor {shorten(repr(key), 100)}: malformed header entry")
             end = max(end, entry["data_offsets"][1])
         if 8 + length + end != info.file_size:
             raise InvalidSave(name, f"its header describes {8 + length + end} bytes but the "
@@ -333,27 +361,148 @@ class Archive:
         return header
 
 
+def check_npy_header(name, shape, fortran, dtype, offset, size):
+    """``(shape, dtype, offset)`` once the header describes exactly ``size`` bytes of plain data.
+
+    Checked before anything is allocated: every dimension a non-negative integer, a dtype of
+    plain numbers or strings with a positive item size, and the bytes it describes those of
+    the member (so no header can ask for more memory than the file holds).
+    """
+    if not (isinstance(shape, tuple) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                             for n in shape)):
+        raise InvalidSave(name, f"its header declares the shape {shorten(repr(shape), 200)}; "
+                                "dimensions must be non-negative integers")
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise InvalidSave(name, f"has dtype {shorten(str(dtype), 200)}; only plain numbers, booleans "
+                                "and strings are read (never objects)")
+    if dtype.itemsize == 0:
+        raise InvalidSave(name, f"has dtype {dtype}, whose items take no bytes; a save writes "
+                                "strings of at least one character")
+    if fortran:
+        raise InvalidSave(name, "is in Fortran order; saves write C order")
+    described = offset + math.prod(shape) * dtype.itemsize
+    if described != size:
+        raise InvalidSave(name, f"its header describes {described} bytes (shape "
+                                f"{shorten(repr(shape), 200)}, dtype {dtype}) but the member declares {size}")
+    return shape, dtype, offset
+
+
+def check_directory(path, size):
+    """Refuse a zip whose central directory is larger than a save's, before zipfile reads it.
+
+    zipfile builds an object per member from the central directory: this reads the end
+    records (at most 64 KiB from the end of the file) and checks the count and the size.
+    """
+    tail_size = min(size, (1 << 16) + 22)
+    try:
+        with open(path, "rb") as f:
+            f.seek(size - tail_size)
+            tail = f.read(tail_size)
+    except OSError:
+        return  # ZipFile reports it
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) < at + 22:
+        return  # not a zip: ZipFile says so
+    count, directory = struct.unpack("<HI", tail[at + 10:at + 16])
+    if (count == 0xFFFF or directory == 0xFFFFFFFF) and at >= 20 and tail[at - 20:at - 16] == b"PK\x06\x07":
+        (offset,) = struct.unpack("<Q", tail[at - 12:at - 4])
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                record = f.read(56)
+        except (OSError, ValueError):
+            return
+        if len(record) == 56 and record[:4] == b"PK\x06\x06":
+            count, directory = struct.unpack("<QQ", record[32:48])
+    if count > MEMBER_LIMIT:
+        raise InvalidSave(None, f"{count} members, more than a save has (at most {MEMBER_LIMIT})")
+    if directory > DIRECTORY_LIMIT:
+        raise InvalidSave(None, f"a central directory of {directory} bytes, more than a save has "
+                                f"(at most {DIRECTORY_LIMIT})")
+
+
+def json_scan(data, where):
+    """Refuse JSON of more than NODE_LIMIT values before it is parsed.
+
+    Every value but the first follows a ``,``, a ``:``, a ``[`` or a ``{``: their count (in C,
+    strings included, so an over-estimate) bounds what a parse would build. Ten million
+    empty objects would take gigabytes to parse; counting them takes milliseconds.
+    """
+    if not isinstance(data, (bytes, bytearray)):
+        raise InvalidSave(where, "not valid JSON: not bytes")
+    nodes = 1 + sum(data.count(c) for c in (b",", b":", b"[", b"{"))
+    if nodes > NODE_LIMIT:
+        raise InvalidSave(where, f"holds about {nodes} values, over the limit of {NODE_LIMIT}")
+
+
+def loads_bounded(data, where):
+    """``json.loads`` within NODE_LIMIT values, DEPTH_LIMIT levels and STRING_LIMIT characters.
+
+    The count comes first (:func:`json_scan`); the parser's own recursion guard stops a
+    deep document within a thousand levels, and a string is never larger than the bytes
+    that hold it, so the parse costs at most a few times the member's bounded size. Depth and
+    strings are then checked before any value is used.
+    """
+    json_scan(data, where)
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise InvalidSave(where, f"nested deeper than {DEPTH_LIMIT} levels") from None
+    except (UnicodeDecodeError, ValueError) as error:
+        raise InvalidSave(where, f"not valid JSON: {error}") from error
+    check_depth(value, where)
+    return value
+
+
 def check_depth(value, where):
-    """Refuse JSON nested deeper than DEPTH_LIMIT, without recursion."""
+    """Refuse JSON nested deeper than DEPTH_LIMIT or with a string (or key) longer than
+    STRING_LIMIT, without recursion."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, (list, dict)):
+        if isinstance(item, str):
+            if len(item) > STRING_LIMIT:
+                raise InvalidSave(where, f"holds a string of {len(item)} characters, over the limit "
+                                         f"of {STRING_LIMIT}")
+        elif isinstance(item, (list, dict)):
             if depth > DEPTH_LIMIT:
                 raise InvalidSave(where, f"nested deeper than {DEPTH_LIMIT} levels")
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+                stack.extend((child, depth + 1) for child in item.values())
+            else:
+                stack.extend((child, depth + 1) for child in item)
 
 
 def check_stored_zip(data, name):
-    """Refuse an inner zip (skops) whose members are compressed or oversized."""
+    """Refuse an inner zip (skops) unless its members are few, stored and bounded.
+
+    Its ``schema.json`` is read within the JSON limits and every ``.npy`` header checked
+    (dimensions, item size, bytes) before skops parses any of it.
+    """
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as inner:
             infos = inner.infolist()
-    except (*_ZIP_ERRORS, ValueError) as error:
+            if len(infos) > MEMBER_LIMIT:
+                raise InvalidSave(name, f"holds {len(infos)} members, over the limit of {MEMBER_LIMIT}")
+            for info in infos:
+                if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+                    raise InvalidSave(name, f"inner member {shorten(repr(info.filename), 100)} must be "
+                                            "stored uncompressed")
+            if sum(info.file_size for info in infos) > len(data):
+                raise InvalidSave(name, "its members declare more bytes than it holds")
+            for info in infos:
+                if info.filename == "schema.json":
+                    loads_bounded(inner.read(info), f"{name}: schema.json")
+                elif info.filename.endswith(".npy"):
+                    with inner.open(info) as f:
+                        version = npy_format.read_magic(f)
+                        read = (npy_format.read_array_header_1_0 if version == (1, 0)
+                                else npy_format.read_array_header_2_0)
+                        shape, fortran, dtype = read(f)
+                        check_npy_header(f"{name}: {shorten(info.filename, 100)}", shape, fortran and False,
+                                         dtype, f.tell(), info.file_size)
+    except InvalidSave:
+        raise
+    except (*_ZIP_ERRORS, ValueError, SyntaxError) as error:
         raise InvalidSave(name, f"not a valid skops file: {error}") from error
-    for info in infos:
-        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
-            raise InvalidSave(name, f"inner member {info.filename!r} must be stored uncompressed")
-    if sum(info.file_size for info in infos) > len(data):
-        raise InvalidSave(name, "its members declare more bytes than it holds")

@@ -4,10 +4,14 @@ Every refusal raises :class:`CommandError` with a message that names the
 option or the array at fault; ``skal simulate`` reports it as a usage error.
 """
 
+import math
+import os
+import stat
 import zipfile
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy_format
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
@@ -16,6 +20,54 @@ from .datasets import load_digits_images, load_fashion_mnist
 
 class CommandError(Exception):
     """A problem with the command's options or data, reported as ``skal simulate: error: ...``."""
+
+
+# deflate inflates at most ~1032x: an npz member that declares more bytes per compressed byte lies
+_DEFLATE_RATIO = 1032
+
+
+def _kind_of(mode):
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a fifo"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def check_regular(path, option):
+    """Refuse ``path`` unless it is a regular file (through symlinks), before anything opens it.
+
+    A fifo would block the read, a device (``/dev/zero``) never ends, a directory is no file.
+    """
+    try:
+        status = os.stat(path)
+    except OSError as error:
+        raise CommandError(f"{option} {path}: cannot read it: {error.strerror or error}") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise CommandError(f"{option} {path}: is {_kind_of(status.st_mode)}, not a regular file")
+    return status
+
+
+def read_capped(path, option, limit):
+    """The bytes of the regular file ``path``, at most ``limit`` of them (else a CommandError).
+
+    Opened without blocking and checked again once open, so that a fifo swapped in after the
+    check cannot block either.
+    """
+    check_regular(path, option)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        raise CommandError(f"{option} {path}: cannot read it: {error.strerror or error}") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise CommandError(f"{option} {path}: is {_kind_of(mode)}, not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise CommandError(f"{option} {path}: larger than {limit} bytes, more than such a file holds")
+    return data
 
 
 def load(dataset, *, data_path, test_size, pool_size, test_limit, seed):
@@ -50,11 +102,15 @@ def features_for(model, X, X_test, *, standardize):
     sees the test set.
     """
     if model != "mlp":
+        if not standardize:
+            check_magnitude(X, X_test)
         return X, X_test
     X, X_test = X.reshape(len(X), -1), X_test.reshape(len(X_test), -1)
     if standardize:
         scaler = StandardScaler().fit(X)
         X, X_test = scaler.transform(X), scaler.transform(X_test)
+    else:
+        check_magnitude(X, X_test)
     return X.astype(np.float32), X_test.astype(np.float32)
 
 
@@ -80,6 +136,12 @@ def _fashion_mnist(data_path):
 
 def _npz(path):
     try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # np.load says why
+    if mode is not None and not stat.S_ISREG(mode):  # a fifo would block, /dev/zero never end
+        raise CommandError(f"cannot read {path}: it is {_kind_of(mode)}, not a regular file")
+    try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise CommandError(f"cannot read {path}: {error}") from None
@@ -90,10 +152,12 @@ def _npz(path):
         try:
             if ("X_test" in data) != ("y_test" in data):
                 raise ValueError("it has one of X_test and y_test but not the other")
-            X, y = data["X"], data["y"]
-            X_test = data["X_test"] if "X_test" in data else None
-            y_test = data["y_test"] if "y_test" in data else None
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            if "X" not in data or "y" not in data:
+                raise KeyError(f"{'X' if 'X' not in data else 'y'} is not a file in the archive")
+            X, y = _member(data.zip, "X"), _member(data.zip, "y")
+            X_test = _member(data.zip, "X_test") if "X_test" in data else None
+            y_test = _member(data.zip, "y_test") if "y_test" in data else None
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, MemoryError) as error:
             raise CommandError(f"cannot read {path}: {error}") from None
     X, y = _checked(path, X, y, "X", "y")
     if X_test is not None:
@@ -107,6 +171,50 @@ def _npz(path):
         if len(unseen):
             raise CommandError(f"{path}: y_test has labels that y lacks: {unseen[:5].tolist()}")
     return X, y, X_test, y_test
+
+
+def _member(archive, key):
+    """Array ``key`` of an npz archive, its header checked before anything is allocated.
+
+    The header must describe plain numbers or strings (never objects), non-negative
+    dimensions, and exactly the bytes that the member declares, which its compressed size
+    must be able to hold; the read stops there whatever the stream holds.
+    """
+    info = archive.getinfo(f"{key}.npy")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise ValueError(f"{key}: compressed with method {info.compress_type} (np.savez writes "
+                         "stored or deflated members)")
+    with archive.open(info) as f:
+        version = npy_format.read_magic(f)
+        read = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        offset = f.tell()
+        if not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise ValueError(f"{key}: its header declares the shape {shape}")
+        if dtype.hasobject or dtype.itemsize == 0:
+            raise ValueError(f"{key}: has dtype {dtype}; pass arrays of numbers or strings")
+        count = math.prod(shape)
+        described = offset + count * dtype.itemsize
+        bound = info.compress_size * (1 if info.compress_type == zipfile.ZIP_STORED else _DEFLATE_RATIO) + offset
+        if described != info.file_size or described > bound:
+            raise ValueError(f"{key}: its header describes {described} bytes (shape {shape}, dtype "
+                             f"{dtype}), but the member holds {info.file_size}")
+        array = np.empty(count, dtype=dtype)
+        view = memoryview(array.view(np.uint8)) if count else None
+        if view is not None and f.readinto(view) != len(view):
+            raise ValueError(f"{key}: the array data ends early")
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def check_magnitude(X, X_test):
+    """Refuse raw features whose squares overflow float32 (a net's first layer would)."""
+    limit = math.sqrt(np.finfo(np.float32).max / max(1, X[0].size))
+    largest = max(float(np.abs(X).max(initial=0)), float(np.abs(X_test).max(initial=0)))
+    if largest > limit:
+        raise CommandError(
+            f"--no-standardize: features reach {largest:.3g}, beyond {limit:.3g}, where float32 "
+            "sums of squares overflow and training diverges; standardise them (drop "
+            "--no-standardize) or rescale the data")
 
 
 def _kind(y):

@@ -186,8 +186,16 @@ class _Decoder:
     def params(self, owner, params, where, depth):
         if not isinstance(params, dict):
             raise InvalidSave(JSON, f"{where}: the parameters must be a JSON object")
-        return {k: self.value(v, f"{where}.{k}", _param_kind(owner, k, self.learner_cls), depth + 1)
-                for k, v in params.items()}
+        # names and kinds first (a name off the list is named as such), then the values: both
+        # before ``owner`` is built with them (a nested object's values were checked before it was)
+        decoded = {k: self.value(v, f"{where}.{k}", _param_kind(owner, k, self.learner_cls), depth + 1)
+                   for k, v in params.items()}
+        for at, reason, kind in _trust.param_refusals(_trust.qualified_name(owner), owner, params, where):
+            if kind == "untrusted":
+                raise Untrusted(JSON, f"{at}: {reason}. A file may not set it: build the learner in code "
+                                      "and load with like= to use your own value")
+            raise InvalidSave(JSON, f"{at}: {reason}")
+        return decoded
 
     def value(self, value, where, kind, depth):
         if depth > _archive.DEPTH_LIMIT:
@@ -273,7 +281,11 @@ class _Decoder:
                                     "parameters (an estimator, a selector, a callback or a split)")
         params = self.params(obj, value["params"], where, depth)
         try:
-            return obj(**params)
+            built = obj(**params)
+            if (isinstance(built, BaseEstimator) and not isinstance(built, (NeuralNet, _trust._selector_base()))
+                    and hasattr(built, "_validate_params")):
+                built._validate_params()  # scikit-learn's own checks, at load rather than at fit
+            return built
         except Exception as error:  # a trusted class refusing the file's arguments, however it does
             raise InvalidSave(JSON, f"{where}: cannot rebuild {name}: {error}") from None
 
@@ -326,10 +338,8 @@ class _Decoder:
         return self.value(value, where, "lr_scheduler", depth)
 
     def _torch_load_kwargs(self, value, where, depth):
-        value = self.value(value, where, None, depth)
-        if value is not None and not (isinstance(value, dict) and value.get("weights_only", True) is True):
-            raise InvalidSave(JSON, f"{where}: must be None or keep weights_only=True")
-        return value
+        # anything but None or {"weights_only": True} was refused with the net's other values
+        return self.value(value, where, None, depth)
 
 
 def _check_kind(obj, kind, by_user, name, where):

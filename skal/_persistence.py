@@ -408,7 +408,10 @@ def _check_tensors(header, net, net_json, n_train, n_classes, error):
             shape = present.get(param_keys.get(id(params[int(index)])))
             for key, value in entries.items():
                 if value == {"__tensor__": True}:
-                    expected[f"{name}.state.{index}.{key}"] = _ScalarOr(shape)
+                    # a running average (momentum_buffer, exp_avg...) has its parameter's shape;
+                    # only a count (step) or a scalar factor may be 0-d
+                    expected[f"{name}.state.{index}.{key}"] = (
+                        shape if key in _PARAM_SHAPED and shape is not None else _ScalarOr(shape))
                 elif not (value is None or isinstance(value, (bool, int, float))):
                     raise error(JSON, f"net.optimizers.{name}.state.{index}.{key}: not a number")
     for name, part in net.parts_.items():
@@ -454,6 +457,13 @@ def _compare(present, expected, selected, error):
             problems.append(f"{key} has shape {list(got)} in the file, {list(shape)} in the net")
     if problems:
         raise error(TENSORS, "; ".join(problems))
+
+
+# optimizer state that has its parameter's shape in every torch optimizer that keeps it
+# (SGD, Adam(W), Adamax, NAdam, RAdam, Adagrad, Adadelta, RMSprop, Rprop, ASGD); other keys (step,
+# eta, mu, mu_product, Adafactor's factored rows) are a scalar or the parameter's shape
+_PARAM_SHAPED = frozenset({"momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "exp_inf",
+                           "square_avg", "acc_delta", "sum", "grad_avg", "prev", "step_size", "ax"})
 
 
 class _ScalarOr:
@@ -610,16 +620,25 @@ def save(learner, path):
     _archive.write_archive(target, existing, members)
 
 
+def _refused(params, cls):
+    """``"learner.json:<field path>"`` of every value in ``params`` that a file may not set."""
+    return {f"{JSON}:{path}" for path, _, kind in _trust.refused_values(params, _trust.qualified_name(cls), cls)
+            if kind == "untrusted"}
+
+
 def check_savable(learner):
-    """Encode ``learner`` as a save would, without writing; the names a load must trust."""
-    names = names_in(encode_params(learner, []))
+    """Encode ``learner`` as a save would, without writing; the names a load must trust, and
+    the values a load refuses (``"learner.json:<field path>"``)."""
+    params = encode_params(learner, [])
+    names = names_in(params)
+    refused = _refused(params, type(learner))
     if hasattr(learner, "estimator_"):
         members = _members(learner)
         if TRANSFORMERS in members:
             import skops.io
 
             names |= set(skops.io.get_untrusted_types(data=members[TRANSFORMERS][0]))
-    return sorted(name for name in names if _trust.default_lookup(name) is None)
+    return sorted({name for name in names if _trust.default_lookup(name) is None} | refused)
 
 
 def get_untrusted_types(path):
@@ -670,10 +689,13 @@ def get_untrusted_types(path):
 
 
 def _untrusted_types(path):
+    from .learner import ActiveLearner
+
     with _archive.Archive(path, MEMBERS, (TRANSFORMERS,), ARRAY_MEMBER) as archive:
         meta = archive.read_json(JSON)
         _check_meta(meta)
         names = names_in(meta["params"])
+        refused = _refused(meta["params"], ActiveLearner)
         if archive.has(TRANSFORMERS):
             import skops.io
 
@@ -683,7 +705,7 @@ def _untrusted_types(path):
                 names |= set(skops.io.get_untrusted_types(data=data))
             except Exception as error:  # skops parses untrusted bytes
                 raise InvalidSave(TRANSFORMERS, f"not a valid skops file: {error}") from error
-    return sorted(name for name in names if _trust.default_lookup(name) is None)
+    return sorted({name for name in names if _trust.default_lookup(name) is None} | refused)
 
 
 def load(cls, path, trusted=None, like=None):

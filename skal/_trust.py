@@ -12,6 +12,7 @@ names is ever imported unless the user trusted that exact name.
 import functools
 import importlib
 import inspect
+import math
 import re
 
 import numpy as np
@@ -22,7 +23,7 @@ from skorch.dataset import ValidSplit
 from skorch.net import NeuralNet
 from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
-__all__ = ["TrustList", "qualified_name"]
+__all__ = ["TrustList", "qualified_name", "refused_values"]
 
 # skorch callbacks that only compute, print or adjust training. Left out: the ones that write
 # or read files (Checkpoint, TrainEndCheckpoint, LoadInitState, TensorBoard) or reach a
@@ -42,7 +43,7 @@ _FUNCTIONS = {
         "orthogonal_", "sparse_", "trunc_normal_", "uniform_", "xavier_normal_", "xavier_uniform_",
         "zeros_")},
 }
-_SKLEARN_FUNCTIONS = {  # SelectKBest / SelectPercentile score functions
+_SKLEARN_FUNCTIONS = {  # SelectKBest / SelectPercentile score functions (public paths)
     f"sklearn.feature_selection.{name}": "score_func" for name in (
         "chi2", "f_classif", "f_regression", "mutual_info_classif", "mutual_info_regression",
         "r_regression")
@@ -112,7 +113,7 @@ def _default_entries():
     """Trusted names -> objects, from namespaces imported with skal itself."""
     import skorch.callbacks
 
-    from . import callbacks, heads, models, net, selectors
+    from . import callbacks, heads, models, net, parts, selectors
 
     entries = {}
     entries.update(_public_classes(torch.nn, lambda obj: _subclass(obj, torch.nn.Module),
@@ -122,7 +123,10 @@ def _default_entries():
     for obj in (torch.utils.data.DataLoader, torch.utils.data.Dataset, SkorchDataset, ValidSplit,
                 *(getattr(skorch.callbacks, name) for name in _SKORCH_CALLBACKS),
                 net.ActiveNet, models.MLP, models.SmallCNN, heads.LossPredictionHead,
-                heads.TrainingDynamicsHead, callbacks.ProgressBars,
+                heads.TrainingDynamicsHead,
+                # skal's own training parts and callbacks (DISAL's "w/o S" adds DynamicLoss by hand)
+                *(getattr(callbacks, name) for name in callbacks.__all__),
+                *(getattr(parts, name) for name in parts.__all__),
                 *(getattr(selectors, name) for name in selectors.__all__
                   if inspect.isclass(getattr(selectors, name))),
                 *_SCALAR_TYPES):
@@ -138,8 +142,17 @@ def _sklearn_entries():
     from sklearn.utils import all_estimators
 
     entries = {qualified_name(cls): cls for _, cls in all_estimators()}
-    entries.update({name: _attribute(name) for name in _SKLEARN_FUNCTIONS})
+    for name in _SKLEARN_FUNCTIONS:
+        # a save names a function by its defining module (..._univariate_selection.f_classif):
+        # both that path and the public one are trusted
+        obj = _attribute(name)
+        entries[name] = entries[qualified_name(obj)] = obj
     return entries
+
+
+@functools.cache
+def _sklearn_function_kinds():
+    return {qualified_name(_attribute(name)): kind for name, kind in _SKLEARN_FUNCTIONS.items()}
 
 
 def _attribute(dotted):
@@ -155,7 +168,9 @@ def default_lookup(name):
 
 
 def function_kind(name):
-    return _FUNCTIONS.get(name) or _SKLEARN_FUNCTIONS.get(name)
+    if name.startswith("sklearn."):
+        return _SKLEARN_FUNCTIONS.get(name) or _sklearn_function_kinds().get(name)
+    return _FUNCTIONS.get(name)
 
 
 class TrustList:
@@ -177,6 +192,11 @@ class TrustList:
                             f"{type(trusted).__name__}.")
         for i, entry in enumerate(trusted):
             if isinstance(entry, str):
+                if ":" in entry and not _NAME.match(entry):
+                    raise ValueError(
+                        f"trusted[{i}]: {entry[:200]!r} is a value that a file may not set (as "
+                        "skal.get_untrusted_types lists them); no trusted= entry lets a file set it: "
+                        "build the learner in code and load with like=.")
                 if not _NAME.match(entry):
                     raise ValueError(f"trusted[{i}]: {entry!r} is not a dotted import path "
                                      "such as 'mypkg.nets.MyNet'.")
@@ -246,3 +266,226 @@ def check_kind(obj, kind, by_user, name, where):
         return
     what = "class" if inspect.isclass(obj) else "function"
     raise ValueError(f"{where}: {name} is a {what} that is not {description}")
+
+
+# --- what a file may set: values --------------------------------------------------------
+#
+# A trusted class can still be told by its arguments to compile, import, read or write
+# files, reach the network, start processes or unpickle. A file may set such an argument
+# only to its safe value (what a save of a default learner holds); anything else is refused
+# with the field's path, and :func:`refused_values` lists them all (get_untrusted_types).
+
+LAYER_LIMIT = 1024  # layers of a module (num_layers, depth...) and entries of its sequence arguments
+
+# skorch net parameters: name -> (the only value a file may give, what another value does)
+_NET_FIXED = {
+    "compile": (False, "compiles the module with torch.compile, whose inductor backend runs a C++ "
+                       "compiler (a command that compile__options can choose)"),
+}
+_NET_PREFIXES = {
+    "compile__": "an option of torch.compile (it chooses the compiler command, among others)",
+    "dataset__": "an argument of the dataset class (a file never sets one)",
+}
+_TORCH_LOAD_KWARGS = "torch.load's arguments (unpickling): a file may set it only to None or {'weights_only': True}"
+# DataLoader arguments a file may set (iterator_train__*, iterator_valid__*); the others take
+# functions, processes or generators (collate_fn, worker_init_fn, multiprocessing_context,
+# sampler, batch_sampler, generator, pin_memory_device)
+_ITERATOR_ALLOWED = frozenset({"batch_size", "shuffle", "num_workers", "pin_memory", "drop_last", "timeout",
+                               "prefetch_factor", "persistent_workers", "in_order"})
+# any class's arguments by name: these reach files, the network or unpickling, so a file may
+# only leave them unset (None or False)
+_PATHLIKE = frozenset({
+    "weights", "pretrained", "pretrained_weights", "weights_path", "checkpoint", "checkpoint_path",
+    "path", "file", "filename", "fname", "dirname", "root", "url", "download", "cache_dir",
+    "model_dir", "hub_dir", "log_dir", "logdir", "f_params", "f_optimizer", "f_criterion",
+    "f_history", "f_pickle", "progress_file",
+})
+# module factories: argument -> its only value from a file (the rest as any module's)
+_FACTORY_FIXED = {
+    "skal.models.resnet18_cifar": {"weights": None},  # torchvision downloads and unpickles weights
+}
+# scikit-learn's text vectorizers read files when input is 'filename' or 'file'
+_SKLEARN_TEXT_INPUT = ("CountVectorizer", "TfidfVectorizer", "HashingVectorizer")
+# the parameters a listed function may fill, by its kind (numpy ufuncs, pure arithmetic, and
+# functions the user trusted may fill any)
+FUNCTION_SLOTS = {"module": {"module"}, "sink": {"sink"}, "target_extractor": {"target_extractor"},
+                  "initializer": {"fn"}, "score_func": {"score_func"}}
+_LAYERS = re.compile(r"(^|_)(layers|depth|blocks|num_layers)$")
+
+
+def _tag(value, tag):
+    return isinstance(value, dict) and isinstance(value.get(tag), str)
+
+
+def _dotted(path):
+    return path.replace(":", ".", 1) if isinstance(path, str) else None
+
+
+def _owner_class(name):
+    return default_lookup(name) if name else None
+
+
+def _is_net(cls):
+    return _subclass(cls, NeuralNet)
+
+
+def _value_reason(owner_name, cls, params, key, value):
+    """``(reason, kind)`` when a file may not give ``value`` to ``key``; kind "untrusted" or
+    "invalid" (a value no valid save holds); None when it may."""
+    last = key.rsplit("__", 1)[-1]
+    if _is_net(cls):
+        if key in _NET_FIXED:
+            safe, what = _NET_FIXED[key]
+            if value != safe or isinstance(value, dict):
+                return f"{what}; a file may set it only to {safe!r}", "untrusted"
+            return None
+        for prefix, what in _NET_PREFIXES.items():
+            if key.startswith(prefix):
+                return what, "untrusted"
+        if key == "torch_load_kwargs":
+            if value is None or value == {"__dict__": {"weights_only": True}}:
+                return None
+            return _TORCH_LOAD_KWARGS, "untrusted"
+        if key.startswith(("iterator_train__", "iterator_valid__")):
+            if key.split("__", 1)[1] not in _ITERATOR_ALLOWED:
+                return (f"a DataLoader argument that a file may not set (it may set "
+                        f"{', '.join(sorted(_ITERATOR_ALLOWED))})"), "untrusted"
+        if key.startswith("module__"):
+            module = params.get("module")
+            factory = _dotted(module.get("__function__") or module.get("__type__")) if isinstance(module, dict) else None
+            sub = key[len("module__"):]
+            fixed = _FACTORY_FIXED.get(factory, {})
+            if sub in fixed and value != fixed[sub]:
+                return (f"{factory}'s {sub} reaches the network and unpickling (pretrained weights are "
+                        f"downloaded and torch.load-ed); a file may set it only to {fixed[sub]!r}"), "untrusted"
+            bound = _layer_reason(sub, value)
+            if bound:
+                return bound, "invalid"
+    if last in _PATHLIKE and value not in (None, False):
+        return (f"a {last} argument reaches files or the network; a file may set it only to None "
+                "or false"), "untrusted"
+    if (owner_name or "").startswith("sklearn.feature_extraction.") and owner_name.rsplit(".", 1)[-1] in \
+            _SKLEARN_TEXT_INPUT and key == "input" and value != "content":
+        return "a text vectorizer's input other than 'content' reads files; a file may set only 'content'", \
+            "untrusted"
+    for path, slot_at in _functions_in(value, key):
+        name = _dotted(path)
+        kind = function_kind(name)
+        if kind is not None and slot_at.rsplit("__", 1)[-1] not in FUNCTION_SLOTS.get(kind, ()):
+            return (f"{name} may only fill {' or '.join(sorted(FUNCTION_SLOTS.get(kind, ())))} "
+                    "(the parameters it is listed for), not this one"), "untrusted"
+    return _number_reason(cls, key, value)
+
+
+def _functions_in(value, slot):
+    """``(path, slot)`` of every function named in ``value`` outside nested objects."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if _tag(item, "__function__"):
+                yield item["__function__"], slot
+            elif "__object__" not in item:
+                stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _layer_reason(sub, value):
+    if _LAYERS.search(sub) and isinstance(value, int) and not isinstance(value, bool) and value > LAYER_LIMIT:
+        return f"{value} layers, over the bound of {LAYER_LIMIT} that a save is read with"
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict) and isinstance(item.get("__tuple__"), list):
+            item = item["__tuple__"]
+        if isinstance(item, list):
+            count += len(item)
+            if count > LAYER_LIMIT:
+                return f"sequences of more than {LAYER_LIMIT} entries, over the bound that a save is read with"
+            stack.extend(item)
+    return None
+
+
+@functools.cache
+def _defaults(cls):
+    """Defaults of ``cls``'s arguments, its bases' included (ActiveNet passes skorch's on)."""
+    defaults = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        try:
+            parameters = inspect.signature(vars(klass)["__init__"]).parameters
+        except (TypeError, ValueError):
+            continue
+        for name, parameter in parameters.items():
+            if parameter.default is not inspect.Parameter.empty:
+                defaults.setdefault(name, parameter.default)
+    return defaults
+
+
+def _number_reason(cls, key, value):
+    """Numbers must be finite; a net's own numbers of the type of their default (max_epochs,
+    batch_size, verbose integers; warm_start a bool). scikit-learn estimators validate their
+    parameters at load, selectors when the learner is set up."""
+    if isinstance(value, float) and not math.isfinite(value):
+        if not (value == math.inf and key.endswith("norm_type")):  # e.g. an infinity norm
+            return f"{value} is not a finite number", "invalid"
+    if not _is_net(cls):  # elsewhere an integer default often takes a fraction too (ValidSplit(0.2))
+        return None
+    default = _defaults(cls).get(key, inspect.Parameter.empty)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            return f"must be true or false (as its default {default!r}), got {_shown(value)}", "invalid"
+    elif isinstance(default, int):
+        if isinstance(value, bool) or isinstance(value, float):
+            return f"must be an integer (as its default {default!r}), got {_shown(value)}", "invalid"
+    elif isinstance(default, float):
+        if isinstance(value, bool):
+            return f"must be a number (as its default {default!r}), got {_shown(value)}", "invalid"
+    return None
+
+
+def _shown(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def param_refusals(owner_name, cls, params, where):
+    """``[(field path, reason, kind)]`` for one object's parameters (not descending into
+    nested objects); ``cls`` None for a class off the default list."""
+    if not isinstance(params, dict):
+        return []
+    out = []
+    for key, value in params.items():
+        found = _value_reason(owner_name, cls, params, key, value)
+        if found:
+            out.append((f"{where}.{key}", *found))
+    return out
+
+
+def refused_values(params, owner_name, cls, where="params"):
+    """Every value of an encoded parameter tree that a file may not set, with its path.
+
+    Returns
+    -------
+    list of (str, str, str)
+        ``(field path, reason, kind)``, kind "untrusted" or "invalid".
+    """
+    out = param_refusals(owner_name, cls, params, where)
+    refused = {path for path, _, _ in out}
+    stack = [(value, f"{where}.{key}") for key, value in params.items()
+             if f"{where}.{key}" not in refused] if isinstance(params, dict) else []
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, dict):
+            if _tag(item, "__object__") and isinstance(item.get("params"), dict):
+                name = _dotted(item["__object__"])
+                out.extend(refused_values(item["params"], name, _owner_class(name), at))
+            elif isinstance(item.get("__tuple__"), list):
+                stack.extend((v, f"{at}[{i}]") for i, v in enumerate(item["__tuple__"]))
+            elif isinstance(item.get("__dict__"), dict):
+                stack.extend((v, f"{at}[{k!r}]") for k, v in item["__dict__"].items())
+        elif isinstance(item, list):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(item))
+    return sorted(out)

@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import json
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -14,7 +15,8 @@ import torch
 from sklearn.base import clone
 
 from . import __version__
-from ._cli_data import CommandError, features_for, load
+from ._archive import InvalidSave, check_depth, json_scan
+from ._cli_data import CommandError, check_regular, features_for, load, read_capped
 from ._cli_spec import SpecError, parse_selectors
 from .callbacks import ProgressBars
 from .learner import ActiveLearner
@@ -56,6 +58,7 @@ MLP_HIDDEN_SIZES = (128,)
 # The SmallCNN is for images at least this large; smaller ones (8x8 digits) go flattened to the MLP.
 CNN_MIN_SIDE = 16
 # Upper bounds on counts, so that an absurd value is refused rather than overflowing later.
+CONFIG_LIMIT = 16 << 20  # bytes of a --config file (a results.json of a large run is a few MB)
 BOUNDS = {"initial": 10**9, "query": 10**9, "pool_size": 10**9, "test_limit": 10**9,
           "cycles": 10_000, "repeats": 1_000, "epochs": 100_000, "n_jobs": 1_024}
 
@@ -239,20 +242,23 @@ def config_of(args, options):
 def _read_config(path, options):
     """The option values of a configuration file, checked like command-line values."""
     source = Path(path)
-    try:
-        raw = source.read_bytes()
-    except OSError as error:
-        raise CommandError(f"--config {path}: cannot read it: {error.strerror or error}") from None
     suffix = source.suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise CommandError(f"--config {path}: give a .toml or .json file")
+    raw = read_capped(path, "--config", CONFIG_LIMIT)  # a fifo, a device, a directory: refused first
     try:
         if suffix == ".toml":
             if tomllib is None:
                 raise CommandError(f"--config {path}: TOML needs Python >= 3.11; write it as JSON")
             data = tomllib.loads(raw.decode("utf-8"))
-        elif suffix == ".json":
-            data = json.loads(raw)
         else:
-            raise CommandError(f"--config {path}: give a .toml or .json file")
+            json_scan(raw, "")  # values counted before any is built
+            data = json.loads(raw)
+        check_depth(data, "")
+    except InvalidSave as error:
+        raise CommandError(f"--config {path}: {str(error).lstrip(': ')}") from None
+    except RecursionError:
+        raise CommandError(f"--config {path}: nested too deeply to be a configuration") from None
     except (ValueError, UnicodeDecodeError) as error:  # TOMLDecodeError and JSONDecodeError are ValueErrors
         raise CommandError(f"--config {path}: not valid {suffix[1:].upper()}: {error}") from None
     if not isinstance(data, dict):
@@ -378,7 +384,7 @@ def _preflight(learners, X, y, *, initial, query, epochs, seed):
         try:
             trial.fit(X[start], y[start])
             trial.query(X[pool], min(query, len(pool)))
-        except (ValueError, TypeError, RuntimeError) as error:
+        except (ValueError, TypeError, RuntimeError, FloatingPointError) as error:
             raise CommandError(f"--selectors {name}: {error}") from None
 
 
@@ -387,8 +393,15 @@ def _prepare_out(text):
     if not text:
         return None
     directory = Path(text)
-    if directory.exists() and not directory.is_dir():
-        raise CommandError(f"--out {text}: exists and is not a directory")
+    try:
+        status = os.stat(directory)
+    except FileNotFoundError:
+        status = None
+    except OSError as error:
+        raise CommandError(f"--out {text}: cannot write there: {error.strerror or error}") from None
+    if status is not None and not stat.S_ISDIR(status.st_mode):
+        kind = "" if stat.S_ISREG(status.st_mode) else f" ({_kind(status.st_mode)})"
+        raise CommandError(f"--out {text}: exists and is not a directory{kind}")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
@@ -396,9 +409,23 @@ def _prepare_out(text):
     except OSError as error:
         raise CommandError(f"--out {text}: cannot write there: {error.strerror or error}") from None
     for name in ("results.csv", "results.json", "curve.png"):
-        if (directory / name).exists() and not (directory / name).is_file():
-            raise CommandError(f"--out {text}: {name} exists and is not a file")
+        try:
+            mode = os.stat(directory / name).st_mode
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(mode):  # a fifo would block the write, a device swallow it
+            kind = "" if stat.S_ISDIR(mode) else f" ({_kind(mode)})"
+            raise CommandError(f"--out {text}: {name} exists and is not a file{kind}")
     return directory
+
+
+def _kind(mode):
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a fifo"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a regular file"
 
 
 @contextlib.contextmanager
@@ -460,7 +487,7 @@ def simulate(args, out=sys.stdout):
                     n_jobs=args.n_jobs, random_state=args.seed, verbose=1 if progress else 0,
                     initial_strategy=args.initial_strategy,
                 )
-        except (ValueError, RuntimeError) as error:
+        except (ValueError, RuntimeError, FloatingPointError) as error:
             raise CommandError(f"the campaign failed: {error}") from None
     result.meta["config"] = config
     # files first: a closed stdout (`skal simulate | head`) must not lose them
@@ -508,16 +535,28 @@ def main(argv=None):
                 sim.set_defaults(**_read_config(args.config, options))
             except CommandError as error:
                 sim.error(str(error))
+            except (RecursionError, MemoryError) as error:
+                sim.error(f"--config {args.config}: {_bad_data(error)}")
             args = parser.parse_args(argv)  # the file's values as defaults: flags given override them
         try:
             simulate(args)
         except CommandError as error:
             sim.error(str(error))
+        except (RecursionError, MemoryError, FloatingPointError) as error:
+            # bad data that got past every check still ends as a usage error, not a traceback
+            sim.error(_bad_data(error))
         except BrokenPipeError:
             # stdout was closed early (`| head`): the files are written; end quietly, as a filter does
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1
     return 0
+
+
+def _bad_data(error):
+    what = {RecursionError: "the data is nested too deeply", MemoryError: "the data is too large for "
+            "this machine's memory", FloatingPointError: "the data's numbers overflow"}
+    kind = next(text for cls, text in what.items() if isinstance(error, cls))
+    return f"{kind}: {str(error)[:300] or type(error).__name__}"
 
 
 if __name__ == "__main__":

@@ -6,13 +6,16 @@ message names the member (exact fragment). The code-execution cases also check
 that nothing ran and nothing named in the file was imported.
 """
 
+import bz2
 import io
 import json
 import os
 import pickle
+import re
 import struct
 import sys
 import textwrap
+import time
 import tracemalloc
 import zipfile
 import zlib
@@ -319,7 +322,10 @@ CORPUS = [
     ("tensors-float64", _tensors(lambda t: _with(t, **{"module_.layers.1.bias": torch.zeros(8, dtype=torch.float64)})),
      r"tensors\.safetensors: module_\.layers\.1\.bias has dtype torch\.float64 in the file, torch\.float32 in the net"),
     ("tensors-optimizer-shape", _tensors(lambda t: _with(t, **{"optimizer_.state.0.exp_avg": torch.zeros(2)})),
-     rf"tensors\.safetensors: optimizer_\.state\.0\.exp_avg has shape \[2\] in the file, \[\] or \[8, {D}\] in the net"),
+     rf"tensors\.safetensors: optimizer_\.state\.0\.exp_avg has shape \[2\] in the file, \[8, {D}\] in the net"),
+    # a running average saved 0-d: every warm teach would fail on it (issue 20)
+    ("tensors-optimizer-0d", _tensors(lambda t: _with(t, **{"optimizer_.state.0.exp_avg": torch.zeros(())})),
+     rf"tensors\.safetensors: optimizer_\.state\.0\.exp_avg has shape \[\] in the file, \[8, {D}\] in the net"),
     ("tensors-no-optimizer-state", _tensors(lambda t: _with(t, **{"optimizer_.state.1.exp_avg_sq": None})),
      r"tensors\.safetensors: missing optimizer_\.state\.1\.exp_avg_sq"),
     ("tensors-dynamics-rows", _tensors(lambda t: _with(t, **{"parts.dynamics.sum": torch.zeros(999, 3),
@@ -546,7 +552,8 @@ WRONG_KIND = [
      r"params\.estimator\.train_split: must be a train split or None, got the skorch\.utils\.to_numpy "
      r"function itself"),
     ("torch_load_kwargs", {"__dict__": {"weights_only": False}},
-     r"params\.estimator\.torch_load_kwargs: must be None or keep weights_only=True"),
+     r"params\.estimator\.torch_load_kwargs: torch\.load's arguments \(unpickling\): a file may set it only "
+     r"to None or \{'weights_only': True\}"),
     ("module__norm", {"__object__": "torch.nn.modules.linear:Linear", "params": {}},
      r"params\.estimator\.module__norm: torch\.nn\.modules\.linear\.Linear is not a class that a save "
      r"rebuilds from its parameters"),
@@ -777,3 +784,129 @@ def test_the_bomb_really_inflates_to_800MB(bombs):
         with archive.open(info) as f:
             assert f.read(128)[:6] == b"\x93NUMPY"
             assert f.read(1 << 20) == bytes(1 << 20)
+
+
+# --- issue 20: bombs that passed the size checks, each refused in < 2 s and < 100 MB ------------
+
+
+def _refused_cheaply(path, pattern):
+    """Load ``path``: a ValueError matching ``pattern`` in < 2 s, < 100 MiB peak, message < 1 kB."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ValueError) as info:
+            ActiveLearner.load(path)
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    assert re.search(pattern, message), message
+    assert len(message.encode()) < 1000, len(message)
+    assert elapsed < 2.0, f"{elapsed:.2f} s"
+    assert peak < 100 << 20, f"peak {peak / 2**20:.1f} MiB"
+    return elapsed, peak
+
+
+def _crafted_members(saved_path, **replace):
+    """The valid save's members as _zip entries, some replaced by (method, payload, crc, size, declared)."""
+    out = []
+    for name, (data, method) in _members(saved_path).items():
+        if name in replace:
+            out.append((name, *replace.pop(name)))
+        else:
+            payload = zlib.compress(data)[2:-4] if method == zipfile.ZIP_DEFLATED else data
+            out.append((name, method, payload, zlib.crc32(data), len(data), None))
+    out.extend((name, *entry) for name, entry in replace.items())
+    return out
+
+
+def _stored_json(text):
+    return (zipfile.ZIP_STORED, text, zlib.crc32(text), len(text), None)
+
+
+def _meta_text(saved_path, edit):
+    meta = json.loads(_members(saved_path)["learner.json"][0])
+    edit(meta)
+    return json.dumps(meta).encode()
+
+
+def _npy_raw_header(shape, descr):
+    text = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
+    text += b" " * (63 - (len(text) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text
+
+
+BZIP2 = 12
+
+
+@pytest.fixture(scope="module")
+def issue20_bombs(saved, pipeline_save, tmp_path_factory):
+    path, _ = saved
+    folder = tmp_path_factory.mktemp("bombs20")
+    gib_stream, gib_crc = _zero_bomb(b"[", 1 << 30)
+    bz = bz2.compress(bytes(256 << 20), 9)  # 256 MiB of zeros in a few hundred bytes
+    empty_objects = b"[" + b"{}," * 10_000_000 + b"{}]"  # 29 MiB, stored: no ratio to exceed
+    npy = {name: np.load(io.BytesIO(data), allow_pickle=False) for name, (data, _) in _members(path).items()
+           if name.endswith(".npy")}
+    n, d = npy["X_labeled.npy"].shape
+    negative = _npy_raw_header((-n, -d), "<f4") + npy["X_labeled.npy"].tobytes()
+    made = {
+        "json-bzip2-declared-1000": (_crafted_members(path, **{"learner.json": (BZIP2, bz, 0, 1000, None)}),
+                                     r"learner\.json: compressed with method 12; a save is stored or deflated"),
+        "json-deflate-1GiB-declared-1000": (
+            _crafted_members(path, **{"learner.json": (zipfile.ZIP_DEFLATED, gib_stream, gib_crc, 1000, None)}),
+            r"learner\.json: Bad CRC-32"),
+        "json-deflate-1GiB-declared-30MiB": (
+            _crafted_members(path, **{"learner.json": (zipfile.ZIP_DEFLATED, gib_stream, gib_crc, 30 << 20, None)}),
+            r"learner\.json: Bad CRC-32"),
+        "json-10M-empty-objects": (_crafted_members(path, **{"learner.json": _stored_json(empty_objects)}),
+                                   r"learner\.json: holds about 20000003 values, over the limit of 1048576"),
+        "hidden-sizes-2M": (_crafted_members(path, **{"learner.json": _stored_json(_meta_text(
+            path, lambda m: m["params"]["estimator"]["params"].update(
+                module__hidden_sizes={"__tuple__": [1] * 2_000_000})))}),
+            r"learner\.json: holds about 2000\d\d\d values, over the limit of 1048576"),
+        "dotted-name-4MB": (_crafted_members(path, **{"learner.json": _stored_json(_meta_text(
+            path, lambda m: m["params"]["estimator"]["params"].update(
+                module={"__type__": "a." * 2_000_000 + "b:C"})))}),
+            r"learner\.json: holds a string of 4000003 characters, over the limit of 65536"),
+        "40000-members": (_crafted_members(path, **{f"x{i}.npy": (zipfile.ZIP_STORED, b"", 0, 0, None)
+                                                    for i in range(40_000)}),
+                          r"40009 members, more than a save has \(at most 4096\)"),
+        "npy-negative-shape": (_crafted_members(path, **{"X_labeled.npy": (
+            zipfile.ZIP_STORED, negative, zlib.crc32(negative), len(negative), None)}),
+            rf"X_labeled\.npy: its header declares the shape \(-{n}, -{d}\); dimensions must be non-negative"),
+        **{f"npy-{dtype[1:]}-1e12": (_crafted_members(path, **{"y_labeled.npy": (
+            zipfile.ZIP_STORED, header, zlib.crc32(header), len(header), None)}),
+            rf"y_labeled\.npy: has dtype \S+, whose items take no bytes")
+           for dtype in ("<U0", "|S0") for header in [_npy_raw_header((10**12,), dtype)]},
+    }
+    pipe_path, X = pipeline_save
+    schema = b"[" + b"[]," * 2_000_000 + b"[]]"
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as archive:
+        archive.writestr("schema.json", schema)
+    made["skops-schema-2M-lists"] = (
+        _crafted_members(pipe_path, **{"transformers.skops": (zipfile.ZIP_STORED, inner.getvalue(),
+                                                              zlib.crc32(inner.getvalue()), len(inner.getvalue()),
+                                                              None)}),
+        r"transformers\.skops: schema\.json: holds about 4000003 values, over the limit of 1048576")
+    return {name: (_zip(folder / f"{name}.skal", entries), message) for name, (entries, message) in made.items()}
+
+
+ISSUE20_BOMBS = ["json-bzip2-declared-1000", "json-deflate-1GiB-declared-1000", "json-deflate-1GiB-declared-30MiB",
+                 "json-10M-empty-objects", "hidden-sizes-2M", "dotted-name-4MB", "40000-members",
+                 "npy-negative-shape", "npy-U0-1e12", "npy-S0-1e12", "skops-schema-2M-lists"]
+
+
+@pytest.mark.parametrize("bomb", ISSUE20_BOMBS)
+def test_an_issue20_bomb_is_refused_in_under_2s_and_100MB(issue20_bombs, bomb):
+    path, message = issue20_bombs[bomb]
+    _refused_cheaply(path, rf"{re.escape(bomb)}\.skal(:| is not a valid skal save:) " + message)
+
+
+def test_get_untrusted_types_refuses_the_bombs_cheaply_too(issue20_bombs):
+    for bomb in ("json-bzip2-declared-1000", "json-10M-empty-objects", "40000-members", "skops-schema-2M-lists"):
+        path, message = issue20_bombs[bomb]
+        with pytest.raises(ValueError, match=message):
+            get_untrusted_types(path)
