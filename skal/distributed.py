@@ -170,7 +170,7 @@ class Shard:
     def broadcast(self, tensor, src):
         """``tensor`` of rank ``src`` on every rank (each passes one of the same shape and dtype)."""
         dist = _dist()
-        moved = tensor.to(self.device).contiguous()
+        moved = tensor.to(self.device).clone()  # never into the caller's tensor (it may be a view)
         dist.broadcast(moved, src=src)
         return moved.to(tensor.device)
 

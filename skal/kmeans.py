@@ -119,6 +119,25 @@ def _assign(X, centers, X_sq, chunk_size):
     ])
 
 
+def _row_dots(M, v):
+    """``M @ v`` with each row's dot product computed on its own, in blocks of rows.
+
+    A matrix-vector product rounds a row's result differently depending on
+    the row's position in the matrix (its kernels block and vectorise across
+    rows), so the rows of a process holding part of the pool would get other
+    bits than in the whole pool. An element-wise product summed per row does
+    not; blocks of rows keep the temporary in cache (about 20 % slower than
+    the matrix-vector product on a CPU).
+    """
+    block = 1024 if M.device.type == "cpu" else 65536
+    out = torch.empty(M.shape[0], dtype=torch.promote_types(M.dtype, v.dtype), device=M.device)
+    buffer = torch.empty((min(block, M.shape[0]), M.shape[1]), dtype=out.dtype, device=M.device)
+    for start in range(0, M.shape[0], block):
+        rows = M[start:start + block]
+        torch.sum(torch.mul(rows, v, out=buffer[:len(rows)]), dim=1, out=out[start:start + block])
+    return out
+
+
 def kmeans_plusplus_outer(A, H, k, *, first="norm", generator=None):
     """k-means++ seeding on the rows ``g_i = vec(a_i h_i^T)`` without forming them.
 
@@ -130,7 +149,8 @@ def kmeans_plusplus_outer(A, H, k, *, first="norm", generator=None):
 
     ``||g_i - g_j||^2 = |a_i|^2 |h_i|^2 + |a_j|^2 |h_j|^2 - 2 <a_i, a_j> <h_i, h_j>``
 
-    and the ``D^2`` update after each pick costs ``O(n (C + d))`` time for
+    and the ``D^2`` update after each pick costs ``O(n (C + d))`` time (row by row, so that
+    a row's value does not depend on the other rows: see :func:`kmeans_plusplus_outer_sharded`) for
     ``n`` rows of ``a`` (``C`` wide) and ``h`` (``d`` wide), against
     ``O(n C d)`` time and ``n C d`` memory for the explicit rows. The update
     runs in float64, because the factorised form subtracts products of size
@@ -221,7 +241,7 @@ def kmeans_plusplus_outer(A, H, k, *, first="norm", generator=None):
     indices[:1], d2[:1] = pick, norms[pick]
     for j in range(1, k):
         remaining[pick] = 0.0
-        new = norms + norms[pick] - 2 * (A @ A[pick].T)[:, 0] * (H @ H[pick].T)[:, 0]
+        new = norms + norms[pick] - 2 * _row_dots(A, A[pick][0]) * _row_dots(H, H[pick][0])
         closest = torch.minimum(closest, new.clamp_min_(0)) * remaining
         weights = torch.where(closest.sum() > 0, closest, remaining)
         cumulative = weights.cumsum(0)
@@ -306,9 +326,7 @@ def kmeans_plusplus_outer_sharded(A, H, k, shard, *, first="norm", generator=Non
     for j in range(1, k):
         if start <= pick < start + n_local:
             remaining[pick - start] = 0.0
-        # (n, 1) products as the single process computes them (a matrix-vector product rounds
-        # differently)
-        new = norms + norm_pick - 2 * (A @ a_pick[None].T)[:, 0] * (H @ h_pick[None].T)[:, 0]
+        new = norms + norm_pick - 2 * _row_dots(A, a_pick) * _row_dots(H, h_pick)
         closest = torch.minimum(closest, new.clamp_min_(0)) * remaining
         positive = shard.all_reduce((closest.sum() > 0).to(torch.float64).reshape(1), "max")
         weights = closest if bool(positive[0] > 0) else remaining
