@@ -28,7 +28,10 @@ What each merge does (``N`` pool rows, ``W`` processes, ``n`` to choose)
       embeddings are computed sharded and gathered;
     * CoreSet's k-center greedy: each process keeps its rows' distance to the
       nearest centre; each pick is one all-gather of (largest distance,
-      tie-breaking key, row) and one broadcast of the picked embedding;
+      tie-breaking key, row, that row's embedding), the winner's embedding
+      then on every process (one round trip where an all-reduce and a
+      broadcast take two), plus, on a CPU, an all-reduce of the count of
+      rows the screening lets through (it picks the distance kernel);
     * BADGE's k-means++ seeding: each process keeps its rows' ``D^2``; each
       draw chains the cumulative sum of ``D^2`` through the processes in row
       order (the single process's running sum, bit for bit) and takes the

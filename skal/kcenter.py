@@ -410,9 +410,10 @@ def kcenter_greedy_sharded(X, n, shard, *, centers=None, chunk_size=8192, genera
     and distances that :func:`kcenter_greedy` returns for the whole pool.
     Each process keeps its rows' distance to the nearest center; a pick is
     one all-gather of each process's (largest distance, tie-breaking key,
-    row) and one broadcast of the picked row from its owner, ``O(d)`` bytes;
-    the CPU loop adds one all-reduce of its screened-row count, which picks
-    the same distance kernel as the single process.
+    row) together with that row's embedding, ``O(d)`` bytes, in place of the
+    issue's all-reduce plus broadcast (one round trip instead of two); the
+    CPU loop adds one all-reduce of its screened-row count, which picks the
+    same distance kernel as the single process.
 
     Parameters
     ----------
@@ -524,31 +525,37 @@ class _ShardedLoop:
         self.screened = True
 
     def pick(self):
-        """The global pick: ``(row, distance, owner rank, local position or -1)``."""
-        shard = self.shard
-        mine = torch.tensor([float("-inf"), float("inf"), -1.0], dtype=torch.float64)
+        """The global pick: ``(row, distance, owner rank, local position or -1)``.
+
+        One all-gather of each rank's best row with what the others need of it
+        (its embedding and, for the screened loop, its bfloat16 copy and norm),
+        so the winner's reaches every rank without a second round trip.
+        """
+        shard, d = self.shard, self.d
+        mine = torch.zeros(3 + 2 * d + 1, dtype=torch.float64)
+        mine[:3] = torch.tensor([float("-inf"), float("inf"), -1.0], dtype=torch.float64)
         j = -1
         if len(self.min_dist):
             j = int(self.min_dist.argmax())  # first maximum: the smallest key among ties
-            mine = torch.tensor([float(self.min_dist[j]), float(self.keys[j]),
-                                 float(int(self.local_perm[j]) + shard.start)], dtype=torch.float64)
+            mine[:3] = torch.tensor([float(self.min_dist[j]), float(self.keys[j]),
+                                     float(int(self.local_perm[j]) + shard.start)],
+                                    dtype=torch.float64)
+            mine[3:3 + d] = self.X[int(self.local_perm[j])].double()
+            if self.screened:
+                mine[3 + d:3 + 2 * d] = self.low[j].double()
+                mine[3 + 2 * d] = float(self.norms[j])
         gathered = shard.all_gather(mine)
         top = gathered[:, 0].max()
         tied = torch.nonzero(gathered[:, 0] == top).squeeze(1)
         owner = int(tied[gathered[tied, 1].argmin()])
         row, distance = int(gathered[owner, 2]), gathered[owner, 0]
+        self.payload = gathered[owner, 3:]
         return row, distance.to(self.dtype), owner, (j if owner == shard.rank else -1)
 
     def update(self, owner, j):
         """Lower this rank's distances by the new center (the owner's row ``j``)."""
         shard, d = self.shard, self.d
-        payload = torch.zeros(2 * d + 1, dtype=torch.float64)
-        if owner == shard.rank:
-            payload[:d] = self.X[int(self.local_perm[j])].double()
-            if self.screened:
-                payload[d:2 * d] = self.low[j].double()
-                payload[2 * d] = float(self.norms[j])
-        payload = shard.broadcast(payload, owner)
+        payload = self.payload
         center = payload[:d].to(self.dtype).unsqueeze(0)
         if not self.screened:  # the dense loop: every row, the kernel of the whole pool's size
             if len(self.min_dist):
