@@ -23,6 +23,7 @@ SCRIPTS = [
     ("bench_entropy_peers.py", False),
     ("bench_scaling.py", False),
     ("bench_kcenter.py", True),
+    ("bench_sharded_query.py", True),
     ("bench_coreset_peer.py", False),
     ("bench_long_campaign.py", False),
     ("bench_initial.py", False),

@@ -85,9 +85,15 @@ def _distance_to_row(X, j):
     return _distances_to(X, X.index_select(0, j))
 
 
-def _distances_to(X, row):
-    """Exact Euclidean distance of every row of X to ``row`` (shape (1, d))."""
-    if X.device.type == "cpu" and X.numel() < _GRAIN_SIZE:
+def _distances_to(X, row, numel=None):
+    """Exact Euclidean distance of every row of X to ``row`` (shape (1, d)).
+
+    ``numel`` (default ``X.numel()``) chooses the kernel; a sharded query
+    passes the whole pool's count so that every process takes the kernel
+    the single process takes (the two round differently in the last bit).
+    """
+    numel = X.numel() if numel is None else numel
+    if X.device.type == "cpu" and numel < _GRAIN_SIZE:
         # cdist parallelises even tiny inputs; waking the thread pool then
         # costs ~ms per step on a busy machine, the serial form ~10 us.
         return (X - row).pow_(2).sum(dim=1).sqrt_()
@@ -306,7 +312,7 @@ def kcenter_greedy(X, n, *, centers=None, chunk_size=8192, generator=None):
         # a random one of tied rows. X itself is never permuted (no copy).
         min_dist = min_dist.index_select(0, perm)
         if device.type == "cpu" and X.dtype == torch.float32:
-            positions, distances = _greedy_filtered(X, perm, min_dist, n)
+            positions, distances = _greedy_filtered(X, perm, min_dist, n, _shift(X, centers, perm))
         else:
             positions, distances = _greedy_dense(X, perm, min_dist, n)
         return perm.index_select(0, positions), _scaled_back(distances, scale)
@@ -331,7 +337,20 @@ def _greedy_dense(X, perm, min_dist, n):
     return indices, distances
 
 
-def _greedy_filtered(X, perm, min_dist, n):
+def _shift(X, centers, perm):
+    """The point the CPU loop centres its bfloat16 copy on: the centers' mean, else the first pick.
+
+    Any shift keeps the screening rigorous; this one is the same for every
+    process of a sharded query (the pool's mean is not: its rounding depends
+    on how the rows are summed), so that the screened rows, and with them the
+    distance kernel used, match a single process's.
+    """
+    if len(centers):
+        return centers.mean(dim=0)
+    return X[int(perm[0])]
+
+
+def _greedy_filtered(X, perm, min_dist, n, shift=None):
     """The greedy loop on a CPU: a bfloat16 pass finds the rows a new center may reach.
 
     On a CPU each dense step streams all ``N d`` float32 values and is bound
@@ -347,7 +366,7 @@ def _greedy_filtered(X, perm, min_dist, n):
     """
     # Distances do not change under a shift; centring shrinks the norms and
     # with them the bound. The copy is built in permuted order, chunk by chunk.
-    mean = X.mean(dim=0)
+    mean = X.mean(dim=0) if shift is None else shift
     low = torch.empty(X.shape, dtype=torch.bfloat16)
     norms = torch.empty(X.shape[0], dtype=X.dtype)
     for start in range(0, X.shape[0], 65536):
@@ -380,3 +399,189 @@ def _greedy_filtered(X, perm, min_dist, n):
         min_dist[j] = -1.0
         level[j] = -squared_norms[j]
     return indices, distances
+
+
+def kcenter_greedy_sharded(X, n, shard, *, centers=None, chunk_size=8192, generator=None):
+    """:func:`kcenter_greedy` over a pool whose rows are split between processes.
+
+    Each process passes its rows ``shard.start .. shard.stop - 1`` of the
+    pool (``X``, shape ``(shard.n_local, d)``; ``n_local`` may be 0) and the
+    same ``centers`` and seed; every process returns the indices (pool rows)
+    and distances that :func:`kcenter_greedy` returns for the whole pool.
+    Each process keeps its rows' distance to the nearest center; a pick is
+    one all-gather of each process's (largest distance, tie-breaking key,
+    row) together with that row's embedding, ``O(d)`` bytes, in place of the
+    issue's all-reduce plus broadcast (one round trip instead of two); the
+    CPU loop adds one all-reduce of its screened-row count, which picks the
+    same distance kernel as the single process.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_local, n_features)
+    n : int
+        ``1 <= n <= shard.n_total``.
+    shard : skal.distributed.Shard
+    centers, chunk_size, generator
+        As for :func:`kcenter_greedy`; equal on every process.
+
+    Returns
+    -------
+    indices : torch.Tensor of shape (n,), dtype int64
+        Pool rows, on ``X.device``.
+    distances : torch.Tensor of shape (n,)
+    """
+    with torch.no_grad():
+        X = torch.as_tensor(X)
+        n_total = shard.n_total
+        largest = torch.zeros((), dtype=torch.float64)
+        with shard.guard():
+            _check_chunk_size(chunk_size)
+            if shard.n_local == 0:
+                X = X.new_empty((0, X.shape[1] if X.ndim == 2 else 0))
+            if X.ndim != 2:
+                raise ValueError(f"X must be a 2-D tensor of shape (n_samples, n_features); got "
+                                 f"shape {tuple(X.shape)}.")
+            if not isinstance(n, Integral) or isinstance(n, bool) or not 1 <= n <= n_total:
+                raise ValueError(f"n must be an integer in [1, n_samples={n_total}]; got {n!r}.")
+            if centers is not None:
+                centers = torch.as_tensor(centers)
+            if shard.n_local:
+                largest = torch.tensor(_check_finite("X", X, chunk_size), dtype=torch.float64)
+        widths = {w for w in shard.gather_objects(X.shape[1] if shard.n_local else None)
+                  if w is not None}
+        if len(widths) != 1:
+            raise ValueError(f"the processes' embeddings have different widths: {sorted(widths)}.")
+        d = widths.pop()
+        if shard.n_local == 0:
+            X = X.new_empty((0, d))
+        dtype = _compute_dtype(X)
+        if centers is None:
+            centers = torch.empty((0, d), dtype=dtype, device=X.device)
+        if centers.ndim != 2 or centers.shape[1] != d:
+            raise ValueError(
+                f"centers must be a 2-D tensor of shape (n_centers, {d}) to match X; "
+                f"got shape {tuple(centers.shape)}."
+            )
+        centers = centers.to(device=X.device, dtype=dtype)  # the same on every rank
+        largest = max(float(shard.all_reduce(largest, "max")),
+                      _check_finite("centers", centers, chunk_size))
+        scale = _scale_for(largest, d, dtype)
+        if scale != 1.0:
+            X, centers = X.to(dtype) / scale, centers / scale
+        device = X.device
+        X = X.to(dtype)
+        min_dist = _min_distances(X, centers, chunk_size)
+        gen_device = generator.device if generator is not None else device
+        perm = torch.randperm(n_total, generator=generator, device=gen_device).to(device)
+        keys = torch.empty_like(perm)
+        keys[perm] = torch.arange(n_total, device=device)
+        keys = keys[shard.start:shard.stop]
+        local_perm = torch.argsort(keys)  # this rank's rows in the single process's order
+        keys = keys.index_select(0, local_perm)
+        min_dist = min_dist.index_select(0, local_perm)
+        loop = _ShardedLoop(X, local_perm, keys, min_dist, shard, dtype)
+        if device.type == "cpu" and dtype == torch.float32:
+            if len(centers):
+                shift = centers.mean(dim=0)
+            else:  # the first pick, the row first in the permutation
+                first = int(perm[0])
+                owner = shard.owner(first)
+                row = X[first - shard.start] if owner == shard.rank else X.new_zeros(d)
+                shift = shard.broadcast(row, owner)
+            loop.screen(shift)
+        indices = torch.empty(n, dtype=torch.int64)
+        distances = torch.empty(n, dtype=dtype)
+        for t in range(n):
+            row, distance, owner, j = loop.pick()
+            indices[t], distances[t] = row, distance
+            if t + 1 < n:
+                loop.update(owner, j)
+            if owner == shard.rank:
+                loop.mark(j)
+        return indices.to(device), _scaled_back(distances.to(device), scale)
+
+
+class _ShardedLoop:
+    """One process's state in :func:`kcenter_greedy_sharded`: its rows in tie-breaking order."""
+
+    def __init__(self, X, local_perm, keys, min_dist, shard, dtype):
+        self.X, self.local_perm, self.keys, self.min_dist = X, local_perm, keys, min_dist
+        self.shard, self.dtype, self.screened = shard, dtype, False
+        self.d = X.shape[1]
+
+    def screen(self, shift):
+        """Build the bfloat16 copy of :func:`_greedy_filtered` (same ops, this rank's rows)."""
+        X, perm = self.X, self.local_perm
+        self.low = torch.empty(X.shape, dtype=torch.bfloat16)
+        self.norms = torch.empty(X.shape[0], dtype=X.dtype)
+        for start in range(0, X.shape[0], 65536):
+            centred = X.index_select(0, perm[start : start + 65536]).sub_(shift)
+            self.low[start : start + 65536] = centred
+            self.norms[start : start + 65536] = centred.norm(dim=1)
+        self.squared_norms = self.norms.square()
+        self.slack_factor = 2.0 * 0.0125 * self.norms
+        md = self.min_dist
+        self.level = torch.where(md > 0, md.square(), 0.0).sub_(self.squared_norms)
+        self.screened = True
+
+    def pick(self):
+        """The global pick: ``(row, distance, owner rank, local position or -1)``.
+
+        One all-gather of each rank's best row with what the others need of it
+        (its embedding and, for the screened loop, its bfloat16 copy and norm),
+        so the winner's reaches every rank without a second round trip.
+        """
+        shard, d = self.shard, self.d
+        mine = torch.zeros(3 + 2 * d + 1, dtype=torch.float64)
+        mine[:3] = torch.tensor([float("-inf"), float("inf"), -1.0], dtype=torch.float64)
+        j = -1
+        if len(self.min_dist):
+            j = int(self.min_dist.argmax())  # first maximum: the smallest key among ties
+            mine[:3] = torch.tensor([float(self.min_dist[j]), float(self.keys[j]),
+                                     float(int(self.local_perm[j]) + shard.start)],
+                                    dtype=torch.float64)
+            mine[3:3 + d] = self.X[int(self.local_perm[j])].double()
+            if self.screened:
+                mine[3 + d:3 + 2 * d] = self.low[j].double()
+                mine[3 + 2 * d] = float(self.norms[j])
+        gathered = shard.all_gather(mine)
+        top = gathered[:, 0].max()
+        tied = torch.nonzero(gathered[:, 0] == top).squeeze(1)
+        owner = int(tied[gathered[tied, 1].argmin()])
+        row, distance = int(gathered[owner, 2]), gathered[owner, 0]
+        self.payload = gathered[owner, 3:]
+        return row, distance.to(self.dtype), owner, (j if owner == shard.rank else -1)
+
+    def update(self, owner, j):
+        """Lower this rank's distances by the new center (the owner's row ``j``)."""
+        shard, d = self.shard, self.d
+        payload = self.payload
+        center = payload[:d].to(self.dtype).unsqueeze(0)
+        if not self.screened:  # the dense loop: every row, the kernel of the whole pool's size
+            if len(self.min_dist):
+                to_new = _distances_to(self.X, center, numel=shard.n_total * d)
+                torch.minimum(self.min_dist, to_new.index_select(0, self.local_perm),
+                              out=self.min_dist)
+            return
+        low_j = payload[d:2 * d].to(torch.bfloat16)
+        norm_j = payload[2 * d].to(self.dtype)
+        candidates = torch.empty(0, dtype=torch.int64)
+        if len(self.min_dist):
+            score = torch.add(self.level, self.slack_factor, alpha=float(norm_j))
+            score.add_(torch.mv(self.low, low_j), alpha=2.0)
+            candidates = torch.nonzero(score > norm_j.square()).squeeze(1)
+        count = int(shard.all_reduce(torch.tensor(len(candidates), dtype=torch.int64)))
+        if len(candidates):
+            new = _distances_to(self.X.index_select(0, self.local_perm.index_select(0, candidates)),
+                                center, numel=count * d)
+            closer = new < self.min_dist.index_select(0, candidates)
+            rows = candidates[closer]
+            self.min_dist.index_copy_(0, rows, new[closer])
+            self.level.index_copy_(0, rows,
+                                   new[closer].square() - self.squared_norms.index_select(0, rows))
+
+    def mark(self, j):
+        """Row ``j`` is a center now: never the argmax again."""
+        self.min_dist[j] = -1.0
+        if self.screened:
+            self.level[j] = -self.squared_norms[j]

@@ -119,6 +119,25 @@ def _assign(X, centers, X_sq, chunk_size):
     ])
 
 
+def _row_dots(M, v):
+    """``M @ v`` with each row's dot product computed on its own, in blocks of rows.
+
+    A matrix-vector product rounds a row's result differently depending on
+    the row's position in the matrix (its kernels block and vectorise across
+    rows), so the rows of a process holding part of the pool would get other
+    bits than in the whole pool. An element-wise product summed per row does
+    not; blocks of rows keep the temporary in cache (about 20 % slower than
+    the matrix-vector product on a CPU).
+    """
+    block = 1024 if M.device.type == "cpu" else 65536
+    out = torch.empty(M.shape[0], dtype=torch.promote_types(M.dtype, v.dtype), device=M.device)
+    buffer = torch.empty((min(block, M.shape[0]), M.shape[1]), dtype=out.dtype, device=M.device)
+    for start in range(0, M.shape[0], block):
+        rows = M[start:start + block]
+        torch.sum(torch.mul(rows, v, out=buffer[:len(rows)]), dim=1, out=out[start:start + block])
+    return out
+
+
 def kmeans_plusplus_outer(A, H, k, *, first="norm", generator=None):
     """k-means++ seeding on the rows ``g_i = vec(a_i h_i^T)`` without forming them.
 
@@ -130,7 +149,8 @@ def kmeans_plusplus_outer(A, H, k, *, first="norm", generator=None):
 
     ``||g_i - g_j||^2 = |a_i|^2 |h_i|^2 + |a_j|^2 |h_j|^2 - 2 <a_i, a_j> <h_i, h_j>``
 
-    and the ``D^2`` update after each pick costs ``O(n (C + d))`` time for
+    and the ``D^2`` update after each pick costs ``O(n (C + d))`` time (row by row, so that
+    a row's value does not depend on the other rows: see :func:`kmeans_plusplus_outer_sharded`) for
     ``n`` rows of ``a`` (``C`` wide) and ``h`` (``d`` wide), against
     ``O(n C d)`` time and ``n C d`` memory for the explicit rows. The update
     runs in float64, because the factorised form subtracts products of size
@@ -221,7 +241,7 @@ def kmeans_plusplus_outer(A, H, k, *, first="norm", generator=None):
     indices[:1], d2[:1] = pick, norms[pick]
     for j in range(1, k):
         remaining[pick] = 0.0
-        new = norms + norms[pick] - 2 * (A @ A[pick].T)[:, 0] * (H @ H[pick].T)[:, 0]
+        new = norms + norms[pick] - 2 * _row_dots(A, A[pick][0]) * _row_dots(H, H[pick][0])
         closest = torch.minimum(closest, new.clamp_min_(0)) * remaining
         weights = torch.where(closest.sum() > 0, closest, remaining)
         cumulative = weights.cumsum(0)
@@ -231,3 +251,114 @@ def kmeans_plusplus_outer(A, H, k, *, first="norm", generator=None):
         pick = torch.where(weights[pick] > 0, pick, weights.argmax().view(1))
         indices[j:j + 1], d2[j:j + 1] = pick, closest[pick]
     return indices, d2
+
+
+def kmeans_plusplus_outer_sharded(A, H, k, shard, *, first="norm", generator=None):
+    """:func:`kmeans_plusplus_outer` over rows split between processes.
+
+    Each process passes its rows ``shard.start .. shard.stop - 1`` (``A``
+    and ``H`` with ``shard.n_local`` rows, possibly none) and the same seed;
+    every process returns the indices (pool rows) and ``D^2`` values that
+    :func:`kmeans_plusplus_outer` returns for the whole pool, bit for bit on
+    a CPU. Each process keeps its rows' ``D^2``. A draw runs the cumulative
+    sum of the weights through the processes in row order (rank ``r`` starts
+    from rank ``r - 1``'s last partial sum, so the sums are the single
+    process's running sums), takes ``u`` from the shared generator and finds
+    the first row whose cumulative weight exceeds ``u`` times the total:
+    ``world`` broadcasts of one float, one all-gather of five floats and one
+    broadcast of the pick's factors (``C + d + 2`` floats) per pick.
+
+    Parameters
+    ----------
+    A, H : torch.Tensor of shape (n_local, C) and (n_local, d)
+    k : int
+        ``1 <= k <= shard.n_total``.
+    shard : skal.distributed.Shard
+    first, generator
+        As for :func:`kmeans_plusplus_outer`, the same on every process.
+
+    Returns
+    -------
+    indices : torch.Tensor of shape (k,), dtype int64
+        Pool rows in the order picked.
+    d2 : torch.Tensor of shape (k,), dtype float64
+    """
+    from .distributed import tie_keys
+
+    n = shard.n_total
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}] (the number of rows), got {k}.")
+    if first not in ("norm", "random"):
+        raise ValueError(f"first must be 'norm' or 'random', got {first!r}.")
+    device = A.device
+    A, H = A.double(), H.double()
+    c, d = A.shape[1], H.shape[1]
+    norms = (A * A).sum(1) * (H * H).sum(1)
+    if first == "norm":
+        from .distributed import top_n as sharded_top_n
+
+        keys = tie_keys(generator, n, device, shard)
+        pick, _ = sharded_top_n(norms, 1, keys, shard)
+        pick = int(pick[0])
+    else:
+        pick = int(torch.randint(n, (1,), generator=generator, device=device)[0])
+    uniforms = torch.rand(k - 1, generator=generator, device=device, dtype=torch.float64)
+    n_local, start = shard.n_local, shard.start
+    indices = torch.empty(k, dtype=torch.int64)
+    d2 = torch.empty(k, dtype=torch.float64)
+    remaining = torch.ones(n_local, dtype=torch.float64, device=device)
+    closest = torch.full((n_local,), float("inf"), dtype=torch.float64, device=device)
+    zero = torch.zeros((), dtype=torch.float64, device=device)
+
+    def factors(row, value):
+        """The owner's ``a``, ``h``, ``|g|^2`` and ``value`` of pool row ``row``, on every rank."""
+        owner = shard.owner(row)
+        payload = torch.zeros(c + d + 2, dtype=torch.float64, device=device)
+        if owner == shard.rank:
+            i = row - start
+            payload[:c], payload[c:c + d], payload[c + d] = A[i], H[i], norms[i]
+            payload[c + d + 1] = value[i]
+        payload = shard.broadcast(payload, owner)
+        return payload[:c], payload[c:c + d], payload[c + d], payload[c + d + 1]
+
+    a_pick, h_pick, norm_pick, value = factors(pick, norms)
+    indices[0], d2[0] = pick, value
+    for j in range(1, k):
+        if start <= pick < start + n_local:
+            remaining[pick - start] = 0.0
+        new = norms + norm_pick - 2 * _row_dots(A, a_pick) * _row_dots(H, h_pick)
+        closest = torch.minimum(closest, new.clamp_min_(0)) * remaining
+        positive = shard.all_reduce((closest.sum() > 0).to(torch.float64).reshape(1), "max")
+        weights = closest if bool(positive[0] > 0) else remaining
+        local_cumulative = torch.empty(0, dtype=torch.float64, device=device)
+
+        def running(carry):
+            nonlocal local_cumulative
+            if n_local == 0:
+                return carry
+            local_cumulative = torch.cat([carry, weights]).cumsum(0)[1:]
+            return local_cumulative[-1:]
+
+        total = shard.chain(running, zero.reshape(1))
+        target = uniforms[j - 1:j] * total
+        mine = torch.tensor([float(n), 0.0, 0.0, float("-inf"), -1.0], dtype=torch.float64)
+        if n_local:
+            i = int(torch.searchsorted(local_cumulative, target, right=True)[0])
+            if i < n_local:
+                mine[0], mine[1] = float(start + i), float(weights[i])
+            if start + n_local == n:
+                mine[2] = float(weights[-1])
+            top = int(weights.argmax())
+            mine[3], mine[4] = float(weights[top]), float(start + top)
+        gathered = shard.all_gather(mine)
+        r = int(gathered[:, 0].argmin())
+        if gathered[r, 0] < n:
+            pick, weight = int(gathered[r, 0]), gathered[r, 1]
+        else:  # u * total rounded up to the total: the last row, as searchsorted + clamp gives
+            pick, weight = n - 1, gathered[shard.owner(n - 1), 2]
+        if not weight > 0:  # then the heaviest row, the first of equal ones
+            best = gathered[:, 3].max()
+            pick = int(gathered[gathered[:, 3] == best, 4].min())
+        a_pick, h_pick, norm_pick, value = factors(pick, closest)
+        indices[j], d2[j] = pick, value
+    return indices.to(device), d2.to(device)

@@ -14,7 +14,7 @@ from skal import ActiveLearner, ActiveNet
 from skal.models import MLP, SmallCNN
 from skal.scores import mutual_information
 from skal.selectors import BADGE, BALD, Random
-from skal.selectors.bald import _dropped, _mc_dropout, _purpose_seed
+from skal.selectors.bald import _batch_seed, _dropped, _mc_dropout, _purpose_seed
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -133,8 +133,9 @@ def _reference_scores(net, X, T, random_state, batch_size=11):
     out = []
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(_purpose_seed(random_state))
             for start in range(0, len(X), batch_size):  # the pool batches
+                # each pool batch's masks come from a seed keyed by the batch's position
+                torch.manual_seed(_batch_seed(_purpose_seed(random_state), start // batch_size))
                 batch = X[start:start + batch_size]
                 piece = max(1, len(batch) // T)
                 for first in range(0, len(batch), piece):  # groups of B // T samples
@@ -164,7 +165,7 @@ def test_batch_norm_in_training_mode_would_change_the_scores(fitted):
     bn.momentum = 0.0  # batch statistics, running ones left as they are
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(_purpose_seed(3))
+            torch.manual_seed(_batch_seed(_purpose_seed(3), 0))
             net.module_.drop.train()
             Xb = torch.from_numpy(pool[:11]).repeat(7, 1)
             logits = net.module_(Xb).double().view(7, 11, -1).numpy()

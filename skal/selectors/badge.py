@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from .._data import take
+from ..distributed import is_sharded
+from . import _sharded
 from ..kmeans import kmeans_plusplus_outer
 from .base import BaseSelector, _generator
 
@@ -99,6 +101,8 @@ class BADGE(BaseSelector):
 
     def select(self, net, X_pool, n, *, random_state=None, labeled=None):
         self._validate_params()
+        if is_sharded():
+            return _sharded.badge_select(self, net, X_pool, n, random_state, labeled)
         candidates = self._draw_subset(len(X_pool), n, random_state)
         if candidates is not None:
             X_pool = take(X_pool, candidates)

@@ -10,6 +10,7 @@ from sklearn.utils._param_validation import Interval
 from torch import nn
 
 from ..scores import mutual_information
+from .. import distributed
 from .base import ScoreSelector, _generator
 
 __all__ = ["BALD"]
@@ -43,8 +44,10 @@ class BALD(ScoreSelector):
     about ``B`` rows (at least ``T``), as plain inference does, and a query
     costs about ``T`` forward passes over the pool.
 
-    The dropout masks are drawn from a ``torch.Generator`` seeded by the
-    query's ``random_state``, never from torch's global random state: while
+    The dropout masks are drawn from a ``torch.Generator`` seeded, for each
+    pool batch, from the query's ``random_state`` and the batch's position in
+    the pool (so a query sharded over processes, :mod:`skal.distributed`,
+    draws the same masks), never from torch's global random state: while
     the query runs, each dropout layer of the module (with ``p > 0``) stays in
     eval mode and a forward hook replaces its output by the dropped-out input,
     with torch's own rule for that layer type (element-wise for
@@ -120,9 +123,15 @@ class BALD(ScoreSelector):
         # a stream of its own: the base class breaks ties with _generator(device, random_state)
         seed = None if random_state is None else _purpose_seed(random_state)
         generator = _generator(device, seed)
+        # each pool batch draws its masks from a seed of its own, keyed by the batch's position
+        # in the whole pool: a sharded query's processes draw the single process's masks
+        base = int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else seed
+        batch = [distributed.batch_offset()]
         T = self.n_samples
 
         def score(Xb):
+            generator.manual_seed(_batch_seed(base, batch[0]))
+            batch[0] += 1
             # groups of B // T samples: a forward pass has about B rows, as plain inference has
             size = _batch_len(Xb)
             piece = max(1, size // T)
@@ -138,6 +147,10 @@ class BALD(ScoreSelector):
 
 def _purpose_seed(random_state):
     return int(np.random.SeedSequence([int(random_state), 0xBA1D]).generate_state(1)[0])
+
+
+def _batch_seed(base, batch):
+    return int(np.random.SeedSequence([base, batch]).generate_state(1)[0])
 
 
 def _batch_len(Xb):

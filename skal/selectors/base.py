@@ -28,7 +28,9 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from .._data import take
+from ..distributed import is_sharded
 from ..scores import top_n
+from . import _sharded
 from .batch import TopK, resolve_batch
 
 __all__ = ["TrainingNeeds", "LabeledData", "BaseSelector", "ScoreSelector"]
@@ -281,6 +283,8 @@ class ScoreSelector(BaseSelector):
         raise NotImplementedError
 
     def select(self, net, X_pool, n, *, random_state=None, labeled=None):
+        if is_sharded():
+            return _sharded.score_select(self, net, X_pool, n, random_state, labeled)
         candidates = self._draw_subset(len(X_pool), n, random_state)
         if candidates is not None:
             X_pool = take(X_pool, candidates)

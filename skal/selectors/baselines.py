@@ -2,7 +2,7 @@
 
 import torch
 
-from .. import scores
+from .. import distributed, scores
 from .base import ScoreSelector, _generator, shared_docs
 
 __all__ = ["Random", "Entropy", "Margin", "LeastConfidence"]
@@ -27,7 +27,11 @@ class Random(ScoreSelector):
     def score_pool(self, net, X_pool, *, random_state=None, labeled=None):
         device = torch.device(net.device) if net is not None else torch.device("cpu")
         generator = _generator(device, random_state)
-        return torch.rand(len(X_pool), generator=generator, device=device)
+        shard = distributed.current()
+        if shard is None:
+            return torch.rand(len(X_pool), generator=generator, device=device)
+        # sharded: the whole pool's priorities, drawn alike on every process; this one's rows
+        return torch.rand(shard.n_total, generator=generator, device=device)[shard.start:shard.stop]
 
 
 @shared_docs

@@ -7,6 +7,8 @@ import torch
 from sklearn.utils._param_validation import Interval
 
 from .._data import take
+from ..distributed import is_sharded
+from . import _sharded
 from ..kcenter import kcenter_greedy
 from .base import SUBSET_CONSTRAINT, BaseSelector, _generator, embeddings
 
@@ -62,6 +64,8 @@ class CoreSet(BaseSelector):
         self.chunk_size = chunk_size
 
     def select(self, net, X_pool, n, *, random_state=None, labeled=None):
+        if is_sharded():
+            return _sharded.coreset_select(self, net, X_pool, n, random_state, labeled)
         candidates = self._draw_subset(len(X_pool), n, random_state)
         if candidates is not None:
             X_pool = take(X_pool, candidates)

@@ -5,6 +5,7 @@ from numbers import Integral, Real
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from .. import distributed
 from ..parts import DynamicLoss, EpochSnapshot, TrainingDynamics
 from ..scores import kl_divergence
 from .base import ScoreSelector, TrainingNeeds, shared_docs
@@ -144,9 +145,12 @@ class DISAL(ScoreSelector):
 
             return net.map_pool(score, X_pool)
         # drift removal needs every sample's logit change first: O(N C) logits are kept
-        logits = net.map_pool(
-            lambda Xb: torch.stack([net.logits(Xb)] + [net.logits(Xb, module=m) for m in previous], 1),
-            X_pool).float()
+        logits = None
+        with distributed.guarded():  # sharded: every process raises if one fails here
+            logits = net.map_pool(
+                lambda Xb: torch.stack([net.logits(Xb)] + [net.logits(Xb, module=m) for m in previous], 1),
+                X_pool).float()
+        logits = distributed.with_trailing_shape(logits)  # a process without rows: (0, K + 1, C)
         classes = logits[:, 0].argmax(dim=1)
         total = torch.zeros(len(logits), device=logits.device)
         for k in range(1, logits.shape[1]):
@@ -159,6 +163,12 @@ def _without_class_drift(change, classes):
     """``change`` minus the mean change of the samples predicted in the same class."""
     n_classes = change.shape[1]
     sums = torch.zeros(n_classes, n_classes, dtype=change.dtype, device=change.device)
-    sums.index_add_(0, classes, change)
-    counts = torch.bincount(classes, minlength=n_classes).clamp_min(1).to(change.dtype)
+    counts = torch.bincount(classes, minlength=n_classes)
+    shard = distributed.current()
+    if shard is None:
+        sums.index_add_(0, classes, change)
+    else:  # the sums run through the processes in row order, as one process adds them up
+        sums = shard.chain(lambda carry: carry.index_add_(0, classes, change), sums)
+        counts = shard.all_reduce(counts)
+    counts = counts.clamp_min(1).to(change.dtype)
     return change - (sums / counts.unsqueeze(1))[classes]

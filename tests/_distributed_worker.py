@@ -1,0 +1,95 @@
+"""One process of the sharded-query tests (tests/test_distributed.py); run as a script.
+
+    python tests/_distributed_worker.py RANK WORLD INIT_FILE CASES_FILE OUT_FILE
+
+Joins a gloo process group, runs every case of CASES_FILE (a pickled list of
+``(name, learner, pool, n)``) twice, once inside ``local_query()`` (the
+single-process query on this process) and once sharded, then the special cases,
+and pickles ``{name: {"single": ..., "sharded": ...}}`` to OUT_FILE, where
+each value is ``(indices, scores)`` or ``("error", type name, message)``.
+"""
+
+import os
+import pickle
+import sys
+import time
+from datetime import timedelta
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def _run(fn):
+    try:
+        indices, scores = fn()
+        return np.asarray(indices), np.asarray(scores)
+    except Exception as error:  # recorded for the parent to check
+        return ("error", type(error).__name__, str(error))
+
+
+def main():
+    rank, world = int(sys.argv[1]), int(sys.argv[2])
+    init_file, cases_file, out_file = sys.argv[3:6]
+    torch.set_num_threads(1)
+    from skal import ActiveLearner, ActiveNet
+    from skal.distributed import is_sharded, local_query
+    from skal.models import MLP
+    from skal.selectors import Margin, ScoreSelector
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world, timeout=timedelta(seconds=20))
+    results = {"is_sharded": is_sharded()}
+    with open(cases_file, "rb") as f:
+        cases = pickle.load(f)
+    for name, learner, pool, n in cases:
+        with local_query():
+            single = _run(lambda: learner.query(pool, n, return_scores=True))
+        sharded = _run(lambda: learner.query(pool, n, return_scores=True))
+        results[name] = {"single": single, "sharded": sharded}
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+
+    class FailsOnLastRank(ScoreSelector):
+        def _score_batch(self, net, X_batch):
+            if dist.get_rank() == dist.get_world_size() - 1:
+                raise ValueError("a corrupt pool batch")
+            return -net.logits(X_batch).max(dim=1).values
+
+    def net():
+        return ActiveNet(MLP, max_epochs=1, batch_size=8, verbose=0)
+
+    failing = ActiveLearner(net(), FailsOnLastRank(), random_state=0).fit(X[:20], y[:20])
+    results["error_on_one_rank"] = {"sharded": _run(lambda: failing.query(X[20:], 3, True))}
+    # the group still works after a shared error
+    learner = ActiveLearner(net(), Margin(), random_state=0).fit(X[:20], y[:20])
+    with local_query():
+        single = _run(lambda: learner.query(X[20:], 4, True))
+    results["after_error"] = {"single": single, "sharded": _run(lambda: learner.query(X[20:], 4, True))}
+    # processes that disagree on the seed: every process raises
+    own = ActiveLearner(net(), Margin(), random_state=rank).fit(X[:20], y[:20])
+    results["seed_mismatch"] = {"sharded": _run(lambda: own.query(X[20:], 4, True))}
+    # the opt-out: each process queries a pool of its own, no collective
+    with local_query():
+        mine = X[20 + rank:40 + rank]
+        proba = np.sort(learner.predict_proba(mine), axis=1)
+        results["local_query"] = {"sharded": _run(lambda: learner.query(mine, 2, True)),
+                                  "expected": np.argsort(proba[:, -1] - proba[:, -2],
+                                                         kind="stable")[:2]}
+    # a process that never joins the query: the others fail within the timeout, none hangs
+    start = time.perf_counter()
+    if rank == 0:
+        results["missing_rank"] = {"sharded": _run(lambda: learner.query(X[20:], 4, True)),
+                                   "seconds": time.perf_counter() - start}
+    with open(out_file + ".tmp", "wb") as f:
+        pickle.dump(results, f)
+    os.replace(out_file + ".tmp", out_file)
+    if rank != 0:
+        time.sleep(1.0)  # let rank 0 reach its collective before this process leaves
+    os._exit(0)  # no teardown: rank 0's group is broken on purpose
+
+
+if __name__ == "__main__":
+    main()
