@@ -12,7 +12,6 @@ import numbers
 import warnings
 
 import numpy as np
-import pandas as pd
 import torch
 from scipy.sparse import issparse
 from sklearn.base import BaseEstimator
@@ -190,6 +189,8 @@ def concat_rows(a, b):
     """The rows of ``a`` then ``b``: arrays concatenated, DataFrames with their columns and dtypes."""
     if not hasattr(a, "iloc"):
         return np.concatenate([a, b])
+    import pandas as pd  # a DataFrame was given: pandas is there
+
     out = pd.concat([a, b], ignore_index=True)
     for column in a.columns:  # two categoricals of other categories concatenate to object
         if isinstance(a[column].dtype, pd.CategoricalDtype) and out[column].dtype != a[column].dtype:
