@@ -112,3 +112,30 @@ def test_warm_start_teach_with_a_dataframe():
     learner = _learner(warm_start=True).fit(frame[:40], y[:40])
     learner.teach(frame[40:50], y[40:50])
     assert learner.X_labeled_.shape == (50, 5) and len(learner.estimator_[-1].history) == 6
+
+
+def test_save_and_load_keep_the_dataframe_without_pickle(tmp_path):
+    import zipfile
+
+    frame, y = _frame()
+    frame["code"] = pd.array(np.arange(N) % 3, dtype="Int64")
+    frame.loc[7, "code"] = pd.NA
+    frame.loc[9, "region"] = None
+    marked = np.full(N, UNLABELED)
+    marked[:30] = y[:30]
+    learner = _learner(unlabeled=UNLABELED).fit(frame, marked)
+    rows = learner.query(frame, 6)
+    learner.teach(frame, y[rows[:4]], rows=rows[:4]).skip(rows[4:])
+    path = tmp_path / "frame.skal"
+    learner.save(path)
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+    assert {"X_labeled.2.npy", "X_labeled.2.missing.npy", "X_labeled.3.npy", "X_labeled.5.missing.npy"} <= names
+    # skops names OneHotEncoder's dtype parameter; the trust list leaves it to the user
+    loaded = ActiveLearner.load(path, trusted=["numpy.dtype"])
+    pd.testing.assert_frame_equal(loaded.X_labeled_, learner.X_labeled_)
+    np.testing.assert_array_equal(loaded.predict_proba(frame), learner.predict_proba(frame))
+    np.testing.assert_array_equal(loaded.query(frame, 10), learner.query(frame, 10))
+    assert loaded.skipped_rows_.tolist() == sorted(rows[4:].tolist())
+    loaded.teach(frame, y[[100]], rows=[100])  # the campaign goes on
+    assert loaded.X_labeled_.shape == (learner.X_labeled_.shape[0] + 1, 6)
