@@ -139,3 +139,21 @@ def test_save_and_load_keep_the_dataframe_without_pickle(tmp_path):
     assert loaded.skipped_rows_.tolist() == sorted(rows[4:].tolist())
     loaded.teach(frame, y[[100]], rows=[100])  # the campaign goes on
     assert loaded.X_labeled_.shape == (learner.X_labeled_.shape[0] + 1, 6)
+
+
+def test_the_dataframe_snippet_of_the_sklearn_page_runs_as_printed():
+    from docs_snippets import run_section
+
+    namespace = run_section("user_guide/sklearn.md", "DataFrames with text columns")
+    labeled = namespace["learner"].X_labeled_
+    houses, rows = namespace["houses"], namespace["rows"]
+    pd.testing.assert_frame_equal(labeled, pd.concat([houses[:40], houses[40:].iloc[rows]], ignore_index=True))
+
+
+def test_the_table_example_of_the_labeling_page_runs_as_printed():
+    from docs_snippets import run_section
+
+    namespace = run_section("user_guide/labeling.md", "A table with text columns")
+    learner, rows = namespace["learner"], namespace["rows"]
+    assert not set(rows.tolist()) & set(range(30))
+    assert sorted(learner.labeled_rows_.tolist()) == sorted([*range(30), *rows.tolist()])
