@@ -1,11 +1,15 @@
 """The learner's samples: their checks and conversion, and the recognition of its pool.
 
 - :func:`check_fit_samples` and :func:`check_samples` validate what ``fit`` and
-  the later methods are given (float32 arrays, or Datasets streamed unread);
-- :func:`transform` passes samples through a Pipeline's transformers;
+  the later methods are given: float32 arrays, Datasets streamed unread, or for a
+  Pipeline the samples as given (:func:`given`: a DataFrame stays a DataFrame);
+  a non-finite row is refused naming its row (:func:`check_finite`);
+- :func:`transform` passes samples through a Pipeline's transformers, and
+  :func:`concat_rows` appends labeled rows in their form;
 - :func:`split_pool` reads ``fit``'s ``unlabeled`` marker into a pool state,
-  :func:`is_pool` recognises the pool again, :func:`check_rows` checks row
-  indices into it.
+  :func:`own_pool` recognises the pool again (or the pool with rows appended,
+  through :mod:`skal._fingerprint`), :func:`check_rows` checks row indices into
+  it and :func:`finite_candidates` leaves out or names its non-finite rows.
 """
 
 import numbers
@@ -30,9 +34,9 @@ from ._fingerprint import compare, deterministic, fingerprint
 from .selectors.base import LabeledData
 
 __all__ = ["check_fit_samples", "check_samples", "transform", "as_float32", "split_pool", "check_marker",
-           "unlabeled_mask", "own_pool", "pool_fingerprint", "require_pool", "check_rows", "labeled_data", "resolve_classes",
-           "check_labels", "check_n", "check_finite", "non_finite_rows",
-           "rows_text", "given", "concat_rows", "finite_candidates"]
+           "unlabeled_mask", "own_pool", "pool_fingerprint", "require_pool", "check_rows", "labeled_data",
+           "resolve_classes", "check_labels", "check_n", "check_finite", "non_finite_rows", "rows_text",
+           "given", "concat_rows", "finite_candidates"]
 
 TRANSFORM_CHUNK = 65536  # pool rows per Pipeline transform call
 
