@@ -110,11 +110,14 @@ def rows_text(rows):
 
 def given(X, name):
     """Samples for a Pipeline, in their own form: a DataFrame as a DataFrame (its own index
-    dropped), other array-likes as a numpy array of their dtype (strings stay strings)."""
+    dropped), an array of strings or other values as such; an array of numbers as float32,
+    as without a Pipeline (the labeled set of numbers stays one float32 array)."""
     if hasattr(X, "iloc") and hasattr(X, "columns"):
         return X.reset_index(drop=True)
     X = _untracked(X)
     values = np.array(X, copy=True)
+    if values.dtype.kind in "biuf":
+        values = values.astype(np.float32)
     if values.ndim < 2:
         raise ValueError(f"{name}: Expected 2D array, got {values.ndim}D array instead.")
     if len(values) == 0:
