@@ -157,3 +157,48 @@ def test_the_table_example_of_the_labeling_page_runs_as_printed():
     learner, rows = namespace["learner"], namespace["rows"]
     assert not set(rows.tolist()) & set(range(30))
     assert sorted(learner.labeled_rows_.tolist()) == sorted([*range(30), *rows.tolist()])
+
+
+def _rewritten(source, target, change):
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            data = old.read(info)
+            if info.filename == "learner.json":
+                meta = json.loads(data)
+                change(meta, new)
+                data = json.dumps(meta).encode()
+            new.writestr(info, data)
+
+
+def test_a_tampered_dataframe_save_is_refused_naming_what_is_wrong(tmp_path):
+    from skal._archive import npy_bytes
+
+    frame, y = _frame()
+    _learner().fit(frame[:40], y[:40]).save(tmp_path / "good.skal")
+
+    def fewer_categories(meta, archive):
+        meta["fitted"]["frame"]["columns"][3]["categories"] = ["a"]  # codes 0 and 1 are stored
+
+    _rewritten(tmp_path / "good.skal", tmp_path / "codes.skal", fewer_categories)
+    with pytest.raises(ValueError, match=r"not a valid skal save: learner\.json: X_labeled\.3\.npy: category codes "
+                                         r"out of range"):
+        ActiveLearner.load(tmp_path / "codes.skal", trusted=["numpy.dtype"])
+
+    def no_frame(meta, archive):
+        del meta["fitted"]["frame"]
+
+    _rewritten(tmp_path / "good.skal", tmp_path / "orphan.skal", no_frame)
+    with pytest.raises(ValueError, match=r"not a valid skal save: X_labeled\.0\.npy: no fitted\.frame in "
+                                         r"learner\.json refers to this member"):
+        ActiveLearner.load(tmp_path / "orphan.skal", trusted=["numpy.dtype"])
+
+    def extra_column(meta, archive):
+        archive.writestr("X_labeled.7.npy", npy_bytes(np.zeros(40)))
+
+    _rewritten(tmp_path / "good.skal", tmp_path / "extra.skal", extra_column)
+    with pytest.raises(ValueError, match=r"not a valid skal save: X_labeled\.7\.npy: no column of fitted\.frame "
+                                         r"refers to this member"):
+        ActiveLearner.load(tmp_path / "extra.skal", trusted=["numpy.dtype"])
