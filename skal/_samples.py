@@ -39,6 +39,7 @@ __all__ = ["check_fit_samples", "check_samples", "transform", "as_float32", "spl
            "given", "concat_rows", "finite_candidates"]
 
 TRANSFORM_CHUNK = 65536  # pool rows per Pipeline transform call
+_FINITE_CHUNK = 16384  # pool rows per check of finite values
 
 
 class _FeatureProbe(BaseEstimator):
@@ -85,9 +86,18 @@ def non_finite_rows(X, rows=None):
         data = X.dataset if isinstance(X, FeaturesDataset) else X
         bad = [row for row in rows.tolist() if not bool(torch.isfinite(item_features(data, row)).all())]
         return np.asarray(bad, dtype=np.int64)
-    values = np.asarray(X[rows] if len(rows) != len(X) else X)
-    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-    return rows[~finite]
+    whole = len(rows) == len(X)  # every row, in order: read in place
+    bad = []
+    for start in range(0, len(rows), _FINITE_CHUNK):  # a chunk at a time: the pool is never copied
+        part = rows[start:start + _FINITE_CHUNK]
+        values = np.asarray(X[start:start + len(part)] if whole else X[part])
+        # a sum is NaN or infinite whenever an element is; only such rows need the exact check
+        sums = values.reshape(len(values), -1).sum(axis=1, dtype=np.float64)
+        suspect = np.flatnonzero(~np.isfinite(sums))
+        if len(suspect):
+            finite = np.isfinite(values[suspect].reshape(len(suspect), -1)).all(axis=1)
+            bad.append(part[suspect[~finite]])
+    return np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
 
 
 def check_finite(X, name, rows=None):
