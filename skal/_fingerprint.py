@@ -29,7 +29,6 @@ against one scoring pass of a linear model.
 import zlib
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
@@ -99,8 +98,10 @@ def _reader(X):
         dtypes = list(X.dtypes) if hasattr(X, "dtypes") else [X.dtype]
         if all(isinstance(dtype, np.dtype) and dtype.kind in "biuf" for dtype in dtypes):
             return _reader(X.to_numpy(dtype=np.float32))  # as the array of its values
+        from pandas.util import hash_pandas_object  # a DataFrame was given: pandas is there
+
         def read(start, stop):
-            return pd.util.hash_pandas_object(X.iloc[start:stop], index=False).to_numpy().tobytes()
+            return hash_pandas_object(X.iloc[start:stop], index=False).to_numpy().tobytes()
         return read
     if isinstance(X, torch.Tensor):
         def read(start, stop):
@@ -113,8 +114,9 @@ def _reader(X):
         def read(start, stop):
             return np.ascontiguousarray(values[start:stop], dtype=np.float32).data
         return read
-    frame = pd.DataFrame(values.reshape(len(values), -1) if values.ndim != 2 else values)
-    return _reader(frame)
+    import pandas as pd  # values that are not numbers (strings for a Pipeline) are hashed by pandas
+
+    return _reader(pd.DataFrame(values.reshape(len(values), -1) if values.ndim != 2 else values))
 
 
 def _checksums(X, n_rows, split=None):

@@ -30,6 +30,7 @@ and the training parts' state through their public ``state_dict`` /
 
 import json
 import numbers
+import re
 import warnings
 
 import numpy as np
@@ -41,7 +42,7 @@ from skorch.history import History
 from skorch.net import NeuralNet
 from torch.nn.parameter import is_lazy
 
-from . import _archive, _fingerprint, _state, _trust
+from . import _archive, _fingerprint, _frames, _state, _trust
 from ._archive import InvalidSave
 from ._bookkeeping import PoolState
 from ._data import check_path
@@ -56,6 +57,8 @@ ARRAYS = ("classes", "X_labeled", "y_labeled", "labeled_cycle", "reference_mask"
 MEMBERS = (JSON, *(f"{name}.npy" for name in ARRAYS), TENSORS)
 _SEED_MAX = np.iinfo(np.int32).max  # seeds are drawn in [0, 2**31 - 1)
 _PARTS = "parts."  # tensors of training part NAME are saved as "parts.NAME.<key>"
+# members beyond MEMBERS: the parameters' arrays and the columns of a labeled set kept as a DataFrame
+_MEMBER_PATTERN = re.compile(f"{ARRAY_MEMBER.pattern}|{_frames.MEMBER.pattern}")
 
 
 class Mismatch(InvalidSave):
@@ -158,8 +161,13 @@ def _learner_state(learner):
     for name, part in net.parts_.items():
         for key, value in part.state_dict().items():
             tensors[f"{_PARTS}{name}.{key}"] = value
+    X, frame, frame_members = fitted.labeled.X, None, {}
+    if _frames.is_kept(X):  # samples kept as given (a Pipeline's DataFrame): a member per column
+        frame, frame_members = _frames.encode(X)
+        X = np.zeros(X.shape, dtype=np.float32)
     return {
         "fitted": {
+            **({} if frame is None else {"frame": frame}),
             "seed": int(fitted.seed),
             "stale": bool(fitted.stale),  # a failed teach stays failed
             "n_features_in_": int(fitted.n_features_in),
@@ -175,7 +183,8 @@ def _learner_state(learner):
             "modules": {name: _trust.qualified_name(type(getattr(net, name))) for name in _components(net)},
             "parts": {name: sorted(part.state_dict()) for name, part in net.parts_.items()},
         },
-        "arrays": {"classes": classes, "X_labeled": fitted.labeled.X, "y_labeled": y,
+        "frame_members": frame_members,
+        "arrays": {"classes": classes, "X_labeled": X, "y_labeled": y,
                    "labeled_cycle": fitted.labeled.cycle, "reference_mask": fitted.labeled.reference,
                    "labeled_row": fitted.labeled.row,
                    "pool_status": (np.zeros(0, dtype=np.int8) if fitted.pool is None else fitted.pool.status)},
@@ -257,7 +266,8 @@ def _check_meta(meta):
     _expect(isinstance(meta["skal"], str), JSON, "skal: must be the version string of the skal that saved it")
     fitted, net = meta["fitted"], meta["net"]
     _expect(isinstance(fitted, dict), JSON, "fitted: not an object")
-    _exact_keys(fitted, {"seed", "stale", "n_features_in_", "feature_names_in_", "objects", "pool"}, "fitted.")
+    _exact_keys(fitted, {"seed", "stale", "n_features_in_", "feature_names_in_", "objects", "pool"}
+                | ({"frame"} if "frame" in fitted else set()), "fitted.")
     pool = fitted["pool"]
     _expect(pool is None or isinstance(pool, dict) and set(pool) == {"fingerprint", "sample_shape"}
             and _fingerprint.is_fingerprint(pool["fingerprint"])
@@ -587,6 +597,8 @@ def _members(learner):
         members[f"params.{i}.npy"] = (_archive.npy_bytes(array), False)
     for name in ARRAYS:
         members[f"{name}.npy"] = (_archive.npy_bytes(state["arrays"][name]), False)
+    for name, array in state["frame_members"].items():
+        members[name] = (_archive.npy_bytes(array), False)
     members[TENSORS] = (_safetensors_bytes(state["tensors"]), False)
     if state["transformers"] is not None:
         import skops.io
@@ -620,9 +632,14 @@ def save(learner, path):
     _archive.write_archive(target, existing, members)
 
 
-def _refused(params, cls):
-    """``"learner.json:<field path>"`` of every value in ``params`` that a file may not set."""
-    return {f"{JSON}:{path}" for path, _, kind in _trust.refused_values(params, _trust.qualified_name(cls), cls)
+def _refused(params, cls=None):
+    """``"learner.json:<field path>"`` of every value in ``params`` that a file may not set.
+
+    ``cls`` is the learner's class; its own parameters have no value rule that needs it (only a
+    net's numbers do), so a file is read without it (this module never imports the learner's).
+    """
+    owner = _trust.qualified_name(cls) if cls is not None else None
+    return {f"{JSON}:{path}" for path, _, kind in _trust.refused_values(params, owner, cls)
             if kind == "untrusted"}
 
 
@@ -689,13 +706,11 @@ def get_untrusted_types(path):
 
 
 def _untrusted_types(path):
-    from .learner import ActiveLearner
-
-    with _archive.Archive(path, MEMBERS, (TRANSFORMERS,), ARRAY_MEMBER) as archive:
+    with _archive.Archive(path, MEMBERS, (TRANSFORMERS,), _MEMBER_PATTERN) as archive:
         meta = archive.read_json(JSON)
         _check_meta(meta)
         names = names_in(meta["params"])
-        refused = _refused(meta["params"], ActiveLearner)
+        refused = _refused(meta["params"])
         if archive.has(TRANSFORMERS):
             import skops.io
 
@@ -727,7 +742,7 @@ def load(cls, path, trusted=None, like=None):
 
 def _load(cls, path, trust, like):
     error = InvalidSave if like is None else Mismatch
-    with _archive.Archive(path, MEMBERS, (TRANSFORMERS,), ARRAY_MEMBER) as archive:
+    with _archive.Archive(path, MEMBERS, (TRANSFORMERS,), _MEMBER_PATTERN) as archive:
         meta = archive.read_json(JSON)
         _check_meta(meta)
         if like is None:
@@ -747,6 +762,7 @@ def _load(cls, path, trust, like):
         _check_headers(headers, meta["fitted"])
         arrays = {name: archive.npy_array(f"{name}.npy", headers[name]) for name in ARRAYS}
         _check_values(arrays, meta["fitted"])
+        arrays["X_labeled"] = _read_frame(archive, meta["fitted"], arrays["X_labeled"])
         if not isinstance(_final_net(learner.estimator), NeuralNet):
             raise error(JSON if like is None else "like",
                         "params.estimator: must be an ActiveNet or a Pipeline ending in one")
@@ -786,6 +802,34 @@ def _load(cls, path, trust, like):
         return _install_state(learner, selector, estimator, state, tensors, transformers)
     except (RuntimeError, ValueError, KeyError, TypeError) as failure:
         raise error(TENSORS, f"cannot be restored onto the net: {failure}") from failure
+
+
+def _read_frame(archive, fitted, placeholder):
+    """The labeled set kept in its own form (:mod:`skal._frames`), or ``placeholder`` for an array."""
+    frame_members = sorted(name for name in archive.names() if _frames.MEMBER.match(name))
+    if "frame" not in fitted:
+        if frame_members:
+            raise InvalidSave(frame_members[0], "no fitted.frame in learner.json refers to this member")
+        return placeholder
+    read = []
+
+    def member(name):
+        if not archive.has(name):
+            raise InvalidSave(name, "missing from the archive")
+        read.append(name)
+        return archive.npy_array(name, archive.npy_header(name))
+
+    try:
+        X = _frames.decode(fitted["frame"], member)
+    except ValueError as failure:
+        raise InvalidSave(JSON, str(failure)) from None
+    unused = sorted(set(frame_members) - set(read))
+    if unused:
+        raise InvalidSave(unused[0], "no column of fitted.frame refers to this member")
+    names = fitted["feature_names_in_"]
+    if X.shape != placeholder.shape or (names is not None and list(X.columns) != names):
+        raise InvalidSave(JSON, "fitted.frame: its columns are not those of X_labeled.npy and feature_names_in_")
+    return X
 
 
 def _built(learner, selector, estimator, sample, error, tensor_bytes):

@@ -1,18 +1,21 @@
 """The learner's samples: their checks and conversion, and the recognition of its pool.
 
 - :func:`check_fit_samples` and :func:`check_samples` validate what ``fit`` and
-  the later methods are given (float32 arrays, or Datasets streamed unread);
-- :func:`transform` passes samples through a Pipeline's transformers;
+  the later methods are given: float32 arrays, Datasets streamed unread, or for a
+  Pipeline the samples as given (:func:`given`: a DataFrame stays a DataFrame);
+  a non-finite row is refused naming its row (:func:`check_finite`);
+- :func:`transform` passes samples through a Pipeline's transformers, and
+  :func:`concat_rows` appends labeled rows in their form;
 - :func:`split_pool` reads ``fit``'s ``unlabeled`` marker into a pool state,
-  :func:`is_pool` recognises the pool again, :func:`check_rows` checks row
-  indices into it.
+  :func:`own_pool` recognises the pool again (or the pool with rows appended,
+  through :mod:`skal._fingerprint`), :func:`check_rows` checks row indices into
+  it and :func:`finite_candidates` leaves out or names its non-finite rows.
 """
 
 import numbers
 import warnings
 
 import numpy as np
-import pandas as pd
 import torch
 from scipy.sparse import issparse
 from sklearn.base import BaseEstimator
@@ -31,11 +34,12 @@ from ._fingerprint import compare, deterministic, fingerprint
 from .selectors.base import LabeledData
 
 __all__ = ["check_fit_samples", "check_samples", "transform", "as_float32", "split_pool", "check_marker",
-           "unlabeled_mask", "own_pool", "pool_fingerprint", "require_pool", "check_rows", "labeled_data", "resolve_classes",
-           "check_labels", "check_n", "check_finite", "non_finite_rows",
-           "rows_text", "given", "concat_rows", "finite_candidates"]
+           "unlabeled_mask", "own_pool", "pool_fingerprint", "require_pool", "check_rows", "labeled_data",
+           "resolve_classes", "check_labels", "check_n", "check_finite", "non_finite_rows", "rows_text",
+           "given", "concat_rows", "finite_candidates"]
 
 TRANSFORM_CHUNK = 65536  # pool rows per Pipeline transform call
+_FINITE_CHUNK = 16384  # pool rows per check of finite values
 
 
 class _FeatureProbe(BaseEstimator):
@@ -82,9 +86,18 @@ def non_finite_rows(X, rows=None):
         data = X.dataset if isinstance(X, FeaturesDataset) else X
         bad = [row for row in rows.tolist() if not bool(torch.isfinite(item_features(data, row)).all())]
         return np.asarray(bad, dtype=np.int64)
-    values = np.asarray(X[rows] if len(rows) != len(X) else X)
-    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-    return rows[~finite]
+    whole = len(rows) == len(X)  # every row, in order: read in place
+    bad = []
+    for start in range(0, len(rows), _FINITE_CHUNK):  # a chunk at a time: the pool is never copied
+        part = rows[start:start + _FINITE_CHUNK]
+        values = np.asarray(X[start:start + len(part)] if whole else X[part])
+        # a sum is NaN or infinite whenever an element is; only such rows need the exact check
+        sums = values.reshape(len(values), -1).sum(axis=1, dtype=np.float64)
+        suspect = np.flatnonzero(~np.isfinite(sums))
+        if len(suspect):
+            finite = np.isfinite(values[suspect].reshape(len(suspect), -1)).all(axis=1)
+            bad.append(part[suspect[~finite]])
+    return np.concatenate(bad) if bad else np.zeros(0, dtype=np.int64)
 
 
 def check_finite(X, name, rows=None):
@@ -107,11 +120,14 @@ def rows_text(rows):
 
 def given(X, name):
     """Samples for a Pipeline, in their own form: a DataFrame as a DataFrame (its own index
-    dropped), other array-likes as a numpy array of their dtype (strings stay strings)."""
+    dropped), an array of strings or other values as such; an array of numbers as float32,
+    as without a Pipeline (the labeled set of numbers stays one float32 array)."""
     if hasattr(X, "iloc") and hasattr(X, "columns"):
         return X.reset_index(drop=True)
     X = _untracked(X)
     values = np.array(X, copy=True)
+    if values.dtype.kind in "biuf":
+        values = values.astype(np.float32)
     if values.ndim < 2:
         raise ValueError(f"{name}: Expected 2D array, got {values.ndim}D array instead.")
     if len(values) == 0:
@@ -190,6 +206,8 @@ def concat_rows(a, b):
     """The rows of ``a`` then ``b``: arrays concatenated, DataFrames with their columns and dtypes."""
     if not hasattr(a, "iloc"):
         return np.concatenate([a, b])
+    import pandas as pd  # a DataFrame was given: pandas is there
+
     out = pd.concat([a, b], ignore_index=True)
     for column in a.columns:  # two categoricals of other categories concatenate to object
         if isinstance(a[column].dtype, pd.CategoricalDtype) and out[column].dtype != a[column].dtype:

@@ -29,7 +29,8 @@ from ._samples import as_float32
 from .callbacks import DivergenceCheck
 
 __all__ = ["TRAIN", "QUERY", "derive_seed", "torch_seeded", "fit_seeded", "interrupt_watch", "final_net",
-           "current_selector", "configured_net", "reference_mask", "same", "same_training", "apply_changes", "retrain", "selector_for_query"]
+           "current_selector", "configured_net", "reference_mask", "same", "same_training", "apply_changes",
+           "retrain", "selector_for_query"]
 
 # purposes of a derived seed
 TRAIN, QUERY = 0, 1

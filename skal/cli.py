@@ -218,6 +218,9 @@ def _build():
            help="torch device for training and queries: cpu (the default), cuda, cuda:N or mps")
     option("--n-jobs", type=_n_jobs, default=1,
            help="campaigns run in parallel in this many processes, -1 for all CPUs (default: 1)")
+    option("--reference", default=None, metavar="NAME",
+           help="the selector the others are compared with in the table's paired rows (default: "
+                "the one named random, if any)")
     option("--seed", type=_seed, default=0, help="random seed (default: 0)")
     option("--out", default="skal-results", metavar="DIR",
            help="directory for results.csv, results.json, curve.png (default: skal-results)")
@@ -269,6 +272,7 @@ def _read_config(path, options):
             raise CommandError(f"--config {path}: a results file without meta.config "
                                "(written by skal simulate before it recorded its options)")
     values = {}
+    data = _resolved_paths(data, source.parent)
     for key, value in data.items():
         if key not in options:
             raise CommandError(f"--config {path}: unknown option {key!r}; the options are "
@@ -278,6 +282,32 @@ def _read_config(path, options):
         except argparse.ArgumentTypeError as error:
             raise CommandError(f"--config {path}: {key}: {error}") from None
     return values
+
+
+# options whose values are paths (``dataset`` only when it names a PATH.npz)
+_PATHS = ("dataset", "data_path")
+
+
+def _is_path(key, value):
+    return key in _PATHS and isinstance(value, str) and not (key == "dataset" and value in ("digits", "fashion-mnist"))
+
+
+def _resolved_paths(data, folder):
+    """A configuration's relative data paths, read against ``folder`` (the file's own folder)."""
+    return {key: str(folder / value) if _is_path(key, value) and not Path(value).is_absolute() else value
+            for key, value in data.items()}
+
+
+def _recorded_paths(config, out):
+    """A run's data paths relative to ``out`` (where results.json goes), as ``--config`` reads them."""
+    recorded = dict(config)
+    for key, value in config.items():
+        if _is_path(key, value):
+            try:
+                recorded[key] = os.path.relpath(os.path.abspath(value), os.path.abspath(out))
+            except ValueError:  # another drive (Windows): no relative path
+                recorded[key] = os.path.abspath(value)
+    return recorded
 
 
 def _config_value(action, value):
@@ -472,6 +502,9 @@ def simulate(args, out=sys.stdout):
     progress = not args.quiet and sys.stderr.isatty()
     learners = build_learners(args.selectors, model, X, np.unique(y), epochs=args.epochs,
                               device=args.device, progress=progress and args.n_jobs == 1)
+    if args.reference is not None and args.reference not in learners:
+        raise CommandError(f"--reference {args.reference}: not one of the selectors compared "
+                           f"({', '.join(learners)})")
     with _one_torch_thread(args.n_jobs):
         _preflight(learners, X, y, initial=args.initial, query=args.query, epochs=args.epochs,
                    seed=args.seed)
@@ -489,9 +522,15 @@ def simulate(args, out=sys.stdout):
                 )
         except (ValueError, RuntimeError, FloatingPointError) as error:
             raise CommandError(f"the campaign failed: {error}") from None
-    result.meta["config"] = config
+    result.meta["config"] = _recorded_paths(config, args.out)
+    result.reference = args.reference
+    if args.reference is None and result.reference_name() is None and len(learners) > 1:
+        notes_first = ["skal simulate: no paired rows in the table: no selector is named random; "
+                       "pass --reference NAME to compare the others with one of them"]
+    else:
+        notes_first = []
     # files first: a closed stdout (`skal simulate | head`) must not lose them
-    notes = _write(result, directory) if directory is not None else []
+    notes = notes_first + (_write(result, directory) if directory is not None else [])
     print(result.table(), file=out)
     for note in notes:
         if not (args.quiet and note.startswith("wrote ")):
@@ -525,10 +564,18 @@ def _write(result, directory):
     return [*notes, f"wrote {', '.join(str(directory / name) for name in written)}"]
 
 
+def _parse(parser, sim, argv):
+    """The arguments; one the verb does not know is the verb's error (``skal simulate: error:``)."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        (sim if args.verb == "simulate" else parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv=None):
     """Entry point of the ``skal`` console script; errors exit with status 2."""
     parser, sim, options = _build()
-    args = parser.parse_args(argv)
+    args = _parse(parser, sim, argv)
     if args.verb == "simulate":
         if args.config is not None:
             try:
@@ -537,7 +584,7 @@ def main(argv=None):
                 sim.error(str(error))
             except (RecursionError, MemoryError) as error:
                 sim.error(f"--config {args.config}: {_bad_data(error)}")
-            args = parser.parse_args(argv)  # the file's values as defaults: flags given override them
+            args = _parse(parser, sim, argv)  # the file's values as defaults: flags given override them
         try:
             simulate(args)
         except CommandError as error:

@@ -104,8 +104,9 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         The fitted clone of ``selector`` the net was trained for.
     classes_ : ndarray of shape (n_classes,)
         The sorted class labels.
-    X_labeled_ : ndarray of shape (n_labeled, ...)
-        Every labeled sample, from ``fit`` and each ``teach``, as float32.
+    X_labeled_ : ndarray of shape (n_labeled, ...) or DataFrame
+        Every labeled sample, from ``fit`` and each ``teach``, as float32 (with
+        a Pipeline, a DataFrame or array of strings as given, rows appended).
     y_labeled_ : ndarray of shape (n_labeled,)
         Their labels, as given.
     labeled_cycle_ : ndarray of shape (n_labeled,), dtype int64
@@ -229,7 +230,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features) or (n_samples, C, H, W), or Dataset
-            The initial labeled samples; converted to float32. A torch
+            The initial labeled samples; converted to float32 (with a
+            Pipeline, a DataFrame is kept as given for its transformers). A torch
             Dataset (items ``x`` or ``(x, label)``) is read into an array.
             Or a whole dataset to label (the pool), with ``y`` marking the
             rows not labeled yet: see ``y``.

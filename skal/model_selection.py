@@ -1,15 +1,19 @@
 """Campaign simulation: run active learning with known labels as the oracle, and compare strategies."""
 
 import numbers
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
+import torch
+from joblib import Parallel, cpu_count, delayed, effective_n_jobs
 from sklearn.base import clone
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from . import _provenance
@@ -176,12 +180,15 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
                 classes=classes.tolist())
     provenance = _provenance.campaign_record(data, learners, random_state, seeds, initial_sets)
     tasks = [(name, r) for name in learners for r in range(n_repeats)]
+    # parallel campaigns never oversubscribe the cores: each uses at most cores // workers threads
+    # (in worker processes by the job itself, in this process's threads here)
+    threads = _threads_per_worker(n_jobs)
     jobs = (
         delayed(_campaign)(
             configured(learners[name], int(seeds[r][1]), classes),
             X, y, X_test, y_test, initial_idx=initial_sets[r], query_size=query_size,
             n_cycles=n_cycles, scoring=scoring, label=f"{name} repeat {r}" if verbose else None,
-            stopping=None if stopping is None else clone(stopping),
+            stopping=None if stopping is None else clone(stopping), threads=threads, parent=os.getpid(),
         )
         for name, r in tasks
     )
@@ -192,7 +199,7 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
     # results stream back as campaigns finish, so the bar moves under any backend
     progress = tqdm(total=len(tasks), desc="campaigns", unit="campaign", disable=verbose < 1,
                     file=sys.stderr, leave=False, mininterval=0)
-    with progress:
+    with progress, _limited_threads(threads):
         for (name, r), records in zip(tasks, Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
             i = list(learners).index(name)
             scores[i, r] = [rec["score"] for rec in records]
@@ -248,8 +255,44 @@ def _resolve_reference(reference, learners):
     return (by_name + by_selector + [None])[0]
 
 
+def _threads_per_worker(n_jobs):
+    """Threads each of ``n_jobs`` parallel campaigns may use so that workers x threads <= cores.
+
+    None for campaigns run one at a time (the thread count is then left as it is).
+    """
+    workers = effective_n_jobs(n_jobs)
+    if workers <= 1:
+        return None
+    return max(1, cpu_count() // workers)
+
+
+@contextmanager
+def _limited_threads(threads):
+    """At most ``threads`` threads for torch and the BLAS / OpenMP pools (threadpoolctl) inside."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(before, threads))
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _campaign(learner, X, y, X_test, y_test, *, initial_idx, query_size, n_cycles, scoring, label=None,
-              stopping=None):
+              stopping=None, threads=None, parent=None):
+    if parent is not None and os.getpid() == parent:
+        # a thread of this process (joblib's threading backend): the caller limited the threads
+        threads = None
+    with _limited_threads(threads):
+        return _run_campaign(learner, X, y, X_test, y_test, initial_idx=initial_idx, query_size=query_size,
+                             n_cycles=n_cycles, scoring=scoring, label=label, stopping=stopping)
+
+
+def _run_campaign(learner, X, y, X_test, y_test, *, initial_idx, query_size, n_cycles, scoring, label=None,
+                  stopping=None):
     scorer = check_scoring(learner, scoring=scoring)
 
     def report(record, learner):

@@ -32,7 +32,7 @@ def test_results_json_records_every_option_and_reruns_to_the_same_numbers(tmp_pa
         "model": "auto", "initial": 20, "initial_strategy": "random", "query": 10, "cycles": 1, "repeats": 2,
         "epochs": 2,
         "pool_size": None, "test_size": 0.3, "test_limit": None, "standardize": True,
-        "device": "cpu", "n_jobs": 1, "seed": 0, "out": str(first), "quiet": True,
+        "device": "cpu", "n_jobs": 1, "reference": None, "seed": 0, "out": str(first), "quiet": True,
     }
     second = tmp_path / "second"
     main(["simulate", "--config", str(first / "results.json"), "--out", str(second)])
@@ -99,3 +99,50 @@ def test_bad_configuration_files_are_usage_errors_naming_the_key(name, content, 
 def test_a_missing_configuration_file(tmp_path, capsys):
     line = _usage_error(["simulate", "--config", str(tmp_path / "none.json")], capsys)
     assert line == f"skal simulate: error: --config {tmp_path / 'none.json'}: cannot read it: No such file or directory"
+
+
+def test_a_rerun_from_another_folder_finds_the_relative_data_path(tmp_path, monkeypatch):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    np.savez(project / "data" / "train.npz", X=X[:300].astype(np.float32), y=y[:300])
+    monkeypatch.chdir(project)
+    main(["simulate", *TINY, "--dataset", "data/train.npz", "--selectors", "random,margin", "--quiet",
+          "--out", "runs/a"])
+    recorded = _results(project / "runs" / "a")
+    assert recorded["meta"]["config"]["dataset"] == "../../data/train.npz"  # from the results' folder
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    main(["simulate", "--config", str(project / "runs" / "a" / "results.json"), "--out", "b"])
+    np.testing.assert_array_equal(_results(elsewhere / "b")["scores"], recorded["scores"])
+
+
+def test_an_unknown_option_is_the_verbs_usage_error(capsys):
+    assert _usage_error(["simulate", "--bogus", "1"], capsys) == (
+        "skal simulate: error: unrecognized arguments: --bogus 1")
+
+
+def _simulate(argv):
+    import io
+
+    from skal.cli import build_parser, simulate
+
+    out = io.StringIO()
+    simulate(build_parser().parse_args(argv), out=out)
+    return out.getvalue()
+
+
+def test_reference_names_the_paired_rows_and_its_absence_is_said(tmp_path, capsys):
+    table = _simulate(["simulate", *TINY, "--selectors", "margin,entropy", "--reference", "margin", "--quiet",
+                       "--out", str(tmp_path / "a")])
+    assert "| Δ AUC vs margin (95% CI) |" in table and "vs random" not in table
+    out = _simulate(["simulate", *TINY, "--selectors", "margin,entropy", "--quiet", "--out", str(tmp_path / "b")])
+    assert "Δ AUC vs" not in out
+    assert ("skal simulate: no paired rows in the table: no selector is named random; pass --reference "
+            "NAME to compare the others with one of them") in out
+    assert _usage_error(["simulate", *TINY, "--selectors", "margin,entropy", "--reference", "random",
+                         "--out", str(tmp_path / "c")], capsys) == (
+        "skal simulate: error: --reference random: not one of the selectors compared (margin, entropy)")

@@ -10,9 +10,10 @@ from skal.selectors import DISAL, Entropy, Random
 # Each entry: check name -> why ActiveLearner is expected to fail it.
 EXPECTED_FAILED_CHECKS = {
     "check_parameters_default_constructible": (
-        "the default `selector=Margin()` is an instance rather than a scalar (DESIGN.md "
-        "fixes an instance default); it holds parameters only and fit clones it, so it is "
-        "never mutated."
+        "the default `selector=Margin()` is an instance rather than a scalar (a selector "
+        "is an estimator-like object with its own parameters, as scikit-learn's meta-"
+        "estimators take theirs; ActiveLearner's docstring documents the default); it holds "
+        "parameters only and fit clones it, so it is never mutated."
     ),
 }
 

@@ -112,3 +112,93 @@ def test_warm_start_teach_with_a_dataframe():
     learner = _learner(warm_start=True).fit(frame[:40], y[:40])
     learner.teach(frame[40:50], y[40:50])
     assert learner.X_labeled_.shape == (50, 5) and len(learner.estimator_[-1].history) == 6
+
+
+def test_save_and_load_keep_the_dataframe_without_pickle(tmp_path):
+    import zipfile
+
+    frame, y = _frame()
+    frame["code"] = pd.array(np.arange(N) % 3, dtype="Int64")
+    frame.loc[7, "code"] = pd.NA
+    frame.loc[9, "region"] = None
+    marked = np.full(N, UNLABELED)
+    marked[:30] = y[:30]
+    learner = _learner(unlabeled=UNLABELED).fit(frame, marked)
+    rows = learner.query(frame, 6)
+    learner.teach(frame, y[rows[:4]], rows=rows[:4]).skip(rows[4:])
+    path = tmp_path / "frame.skal"
+    learner.save(path)
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+    assert {"X_labeled.2.npy", "X_labeled.2.missing.npy", "X_labeled.3.npy", "X_labeled.5.missing.npy"} <= names
+    # skops names OneHotEncoder's dtype parameter; the trust list leaves it to the user
+    loaded = ActiveLearner.load(path, trusted=["numpy.dtype"])
+    pd.testing.assert_frame_equal(loaded.X_labeled_, learner.X_labeled_)
+    np.testing.assert_array_equal(loaded.predict_proba(frame), learner.predict_proba(frame))
+    np.testing.assert_array_equal(loaded.query(frame, 10), learner.query(frame, 10))
+    assert loaded.skipped_rows_.tolist() == sorted(rows[4:].tolist())
+    loaded.teach(frame, y[[100]], rows=[100])  # the campaign goes on
+    assert loaded.X_labeled_.shape == (learner.X_labeled_.shape[0] + 1, 6)
+
+
+def test_the_dataframe_snippet_of_the_sklearn_page_runs_as_printed():
+    from docs_snippets import run_section
+
+    namespace = run_section("user_guide/sklearn.md", "DataFrames with text columns")
+    labeled = namespace["learner"].X_labeled_
+    houses, rows = namespace["houses"], namespace["rows"]
+    pd.testing.assert_frame_equal(labeled, pd.concat([houses[:40], houses[40:].iloc[rows]], ignore_index=True))
+
+
+def test_the_table_example_of_the_labeling_page_runs_as_printed():
+    from docs_snippets import run_section
+
+    namespace = run_section("user_guide/labeling.md", "A table with text columns")
+    learner, rows = namespace["learner"], namespace["rows"]
+    assert not set(rows.tolist()) & set(range(30))
+    assert sorted(learner.labeled_rows_.tolist()) == sorted([*range(30), *rows.tolist()])
+
+
+def _rewritten(source, target, change):
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            data = old.read(info)
+            if info.filename == "learner.json":
+                meta = json.loads(data)
+                change(meta, new)
+                data = json.dumps(meta).encode()
+            new.writestr(info, data)
+
+
+def test_a_tampered_dataframe_save_is_refused_naming_what_is_wrong(tmp_path):
+    from skal._archive import npy_bytes
+
+    frame, y = _frame()
+    _learner().fit(frame[:40], y[:40]).save(tmp_path / "good.skal")
+
+    def fewer_categories(meta, archive):
+        meta["fitted"]["frame"]["columns"][3]["categories"] = ["a"]  # codes 0 and 1 are stored
+
+    _rewritten(tmp_path / "good.skal", tmp_path / "codes.skal", fewer_categories)
+    with pytest.raises(ValueError, match=r"not a valid skal save: learner\.json: X_labeled\.3\.npy: category codes "
+                                         r"out of range"):
+        ActiveLearner.load(tmp_path / "codes.skal", trusted=["numpy.dtype"])
+
+    def no_frame(meta, archive):
+        del meta["fitted"]["frame"]
+
+    _rewritten(tmp_path / "good.skal", tmp_path / "orphan.skal", no_frame)
+    with pytest.raises(ValueError, match=r"not a valid skal save: X_labeled\.0\.npy: no fitted\.frame in "
+                                         r"learner\.json refers to this member"):
+        ActiveLearner.load(tmp_path / "orphan.skal", trusted=["numpy.dtype"])
+
+    def extra_column(meta, archive):
+        archive.writestr("X_labeled.7.npy", npy_bytes(np.zeros(40)))
+
+    _rewritten(tmp_path / "good.skal", tmp_path / "extra.skal", extra_column)
+    with pytest.raises(ValueError, match=r"not a valid skal save: X_labeled\.7\.npy: no column of fitted\.frame "
+                                         r"refers to this member"):
+        ActiveLearner.load(tmp_path / "extra.skal", trusted=["numpy.dtype"])

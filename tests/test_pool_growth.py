@@ -205,3 +205,27 @@ def test_the_growing_folder_recipe_of_the_labeling_page_runs_as_printed():
     learner, pool = namespace["learner"], namespace["pool"]
     assert pool.files[200:] == [f"a_{k:03d}.npy" for k in range(5)]  # the new files went last
     assert set(learner.unlabeled_rows_.tolist()) >= set(range(200, 205))
+
+
+def test_a_save_of_an_earlier_skal_keeps_recognising_its_unchanged_pool(tmp_path):
+    import json
+    import zipfile
+
+    from skal._bookkeeping import fingerprint as fingerprint_of_64_rows
+
+    X, y = _data()
+    learner = _campaign(X, y)
+    learner.save(tmp_path / "new.skal")
+    with zipfile.ZipFile(tmp_path / "new.skal") as source, zipfile.ZipFile(tmp_path / "old.skal", "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "learner.json":  # the pool as skal <= 0.4 recorded it
+                meta = json.loads(data)
+                meta["fitted"]["pool"]["fingerprint"] = fingerprint_of_64_rows(X)
+                data = json.dumps(meta).encode()
+            target.writestr(info, data)
+    loaded = ActiveLearner.load(tmp_path / "old.skal")
+    np.testing.assert_array_equal(loaded.query(X, 10), learner.query(X, 10))
+    with pytest.raises(ValueError, match=r"^X_pool is not the learner's pool of 300 rows \(a save of an "
+                                         r"earlier skal"):
+        loaded.query(np.concatenate([X, X[:5]]), 3)

@@ -148,3 +148,35 @@ def test_predictions_and_queries_leave_torch_global_random_state_alone():
         state = torch.get_rng_state()
         call()
         assert torch.equal(torch.get_rng_state(), state)
+
+
+def _threads_in_campaign(estimator, X, y):
+    """A scorer that reports the threads the campaign trained with: torch's x 1000 + BLAS's."""
+    from threadpoolctl import threadpool_info
+
+    blas = max([pool["num_threads"] for pool in threadpool_info()] or [1])
+    return float(torch.get_num_threads() * 1000 + blas)
+
+
+def test_parallel_campaigns_never_oversubscribe_the_cores():
+    import joblib
+
+    from skal.model_selection import active_learning_curve
+    from skal.selectors import Random
+
+    cores = joblib.cpu_count()
+    net = ActiveNet(MLP, module__hidden_sizes=(4,), max_epochs=1, batch_size=16, verbose=0)
+    learners = {"random": ActiveLearner(net, Random()), "random 2": ActiveLearner(net, Random())}
+    before = torch.get_num_threads()
+    torch.set_num_threads(cores)  # a user who gave torch every core
+    try:
+        with joblib.parallel_config(backend="threading"):
+            result = active_learning_curve(learners, X[:200], Y[:200], X_test=X[200:260], y_test=Y[200:260],
+                                           initial_size=20, query_size=10, n_cycles=1, n_repeats=1,
+                                           n_jobs=2, scoring=_threads_in_campaign, random_state=0)
+        assert torch.get_num_threads() == cores  # restored after the campaigns
+    finally:
+        torch.set_num_threads(before)
+    torch_threads, blas_threads = np.divmod(result.scores.astype(int), 1000)
+    assert np.all(torch_threads * 2 <= max(cores, 2)) and np.all(torch_threads == max(1, cores // 2))
+    assert np.all(blas_threads <= max(1, cores // 2))
