@@ -13,10 +13,10 @@ Usage::
   one), one torch thread each (with ``--device cuda``, one GPU per process).
 * Time: wall time of the query on each process, between two barriers (the
   slowest process counts); best of 2 runs.
-* Memory: the rise of each process's peak RSS (``ru_maxrss``) from just before
-  the first query to just after the last (CPU), or
-  ``torch.cuda.max_memory_allocated`` (CUDA): the memory the query needs
-  beyond the pool and the model.
+* Memory: each process's peak RSS during the query (``VmHWM``, reset through
+  ``/proc/self/clear_refs`` just before it) minus its RSS just before it
+  (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA): the memory the query
+  needs beyond the pool and the model.
 * Communication: bytes each process passes into the collectives of one
   query (tensors at their size, objects pickled), counted by wrapping
   ``torch.distributed``'s functions; the formulas are in docs/user_guide/scale.md.
@@ -29,7 +29,6 @@ import json
 import os
 import pickle
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,7 @@ SELECTORS = ("Margin", "CoreSet", "BADGE")
 
 
 def _pool(n_rows):
-    return np.random.default_rng(1).normal(size=(n_rows, FEATURES)).astype(np.float32)
+    return np.random.default_rng(1).standard_normal(size=(n_rows, FEATURES), dtype=np.float32)
 
 
 def _fit(path, device):
@@ -62,6 +61,20 @@ def _fit(path, device):
     learner = ActiveLearner(net, Margin(), random_state=0).fit(X, y)
     with open(path, "wb") as f:
         pickle.dump(learner, f)
+
+
+def _status_kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_rss():
+    """Reset the process's peak RSS to its current RSS (Linux); return that RSS in bytes."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS") * 1024
 
 
 class _Counter:
@@ -122,11 +135,11 @@ def worker(args):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times, picks, sent = [], None, []
+    times, picks, sent, peaks = [], None, [], []
     for _ in range(2):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        rss_before = _reset_peak_rss()
         barrier()
         if counter is not None:
             counter.bytes = counter.calls = 0
@@ -135,11 +148,11 @@ def worker(args):
         elapsed = time.perf_counter() - start
         if counter is not None:
             sent.append((counter.bytes, counter.calls))
+        peaks.append(torch.cuda.max_memory_allocated(device) if device.type == "cuda" else
+                     _status_kib("VmHWM") * 1024 - rss_before)
         barrier()
         times.append(elapsed)
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else
-            (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024)
-    out = {"rank": rank, "seconds": min(times), "peak_bytes": peak,
+    out = {"rank": rank, "seconds": min(times), "peak_bytes": max(peaks),
            "comm_bytes": sent[0][0] if sent else 0, "comm_calls": sent[0][1] if sent else 0,
            "picks": np.asarray(picks).tolist()}
     with open(args.out, "w") as f:

@@ -48,6 +48,10 @@ def _cnn():
     return ActiveNet(SmallCNN, module__width=4, max_epochs=2, batch_size=8, lr=0.05, verbose=0)
 
 
+def _last_layer(name, param):
+    return param.ndim == 1  # the biases
+
+
 def _cases():
     """(name, fitted learner, pool, n): every selector and batch rule, uneven and tiny pools."""
     X, y = _tabular(120, 0)
@@ -83,6 +87,10 @@ def _cases():
     add("tidal", TiDAL(subset=None, batch="cluster"), n=4, net=_cnn(), pool=pool_images,
         data=(Xi[:30], yi[:30]))
     add("ll4al", LL4AL(subset=20), n=4, net=_cnn(), pool=pool_images, data=(Xi[:30], yi[:30]))
+    # a lazy Dataset pool, streamed through skorch's loader
+    add("dataset_pool", Margin(), n=5, pool=torch.utils.data.TensorDataset(torch.from_numpy(pool)))
+    # a selector holding a callable (its repr differs between processes)
+    add("isal_last_layer", ISAL(params=_last_layer, depth=2, repeats=1), n=4)
     # a pool of one batch: some ranks have no rows
     add("one_batch_pool", Margin(), n=3, pool=pool[:6])
     add("one_batch_coreset", CoreSet(), n=3, pool=pool[:6])
@@ -150,7 +158,7 @@ CASE_NAMES = [
     "random", "entropy", "margin", "least_confidence", "margin_ties", "softrank",
     "power", "softmax", "cluster", "coreset", "coreset_subset", "coreset_ties", "badge",
     "badge_random_first", "bald", "disal_drift", "disal_keep", "isal", "tidal", "ll4al",
-    "one_batch_pool", "one_batch_coreset", "one_batch_badge", "one_batch_disal", "tiny_pool",
+    "dataset_pool", "isal_last_layer", "one_batch_pool", "one_batch_coreset", "one_batch_badge", "one_batch_disal", "tiny_pool",
     "tiny_coreset", "pool_margin", "pool_coreset", "pool_badge", "pool_stochastic",
 ]
 
