@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_sharded_query.py [--quick] [--rows N] [--worlds 1 2]
-        [--device cpu|cuda] [--backend gloo|nccl]
+        [--selectors Margin CoreSet BADGE] [--device cpu|cuda] [--backend gloo|nccl]
 
 * A fitted learner (MLP 64 -> 1024 -> 128 -> 10, so a 128-d embedding) is
   queried for ``n=100`` of a pool of N=200,000 rows (``--quick``: 20,000) by
@@ -182,7 +182,7 @@ def _formula(selector, world, n, d, classes):
         return 32 * n
     if selector == "CoreSet":
         return n * (8 * (3 + 2 * d + 1) + 8)
-    return n * (8 + 8 * world + 40 + 8 * (classes + d + 2))
+    return n * (16 * world + 8 * (classes + d + 7))
 
 
 def main():
@@ -190,6 +190,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="20,000 rows: a smoke run")
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--worlds", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--selectors", nargs="*", default=list(SELECTORS), choices=SELECTORS)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="gloo")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -206,7 +207,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         model = str(Path(tmp) / "learner.pkl")
         _fit(model, "cpu")
-        for selector in SELECTORS:
+        for selector in args.selectors:
             for world in args.worlds:
                 results = _launch(str(Path(__file__).resolve()), selector, world, args, model, tmp)
                 seconds = max(r["seconds"] for r in results)

@@ -58,6 +58,7 @@ def _cases():
     pool = _tabular(53, 1)[0]  # 7 batches of 8 (the last of 5): 4 + 3 and 3 + 2 + 2 per rank
     tied = pool.copy()
     tied[1::2] = tied[::2][:len(tied[1::2])]  # pairs of equal rows: tied scores across ranks
+    few = pool[np.arange(len(pool)) % 4]  # 4 distinct rows: D^2 and distances reach 0
     cases = []
 
     def add(name, selector, n=6, pool=pool, net=None, data=(X[:40], y[:40])):
@@ -78,6 +79,8 @@ def _cases():
     add("coreset_ties", CoreSet(), n=9, pool=tied)
     add("badge", BADGE(), n=10)
     add("badge_random_first", BADGE(first="random", subset=40), n=8)
+    add("badge_duplicates", BADGE(), n=8, pool=few)  # uniform draws once every D^2 is 0
+    add("coreset_duplicates", CoreSet(), n=8, pool=few)
     add("bald", BALD(n_samples=4, subset=45), n=6, net=_mlp(module__dropout=0.3))
     add("disal_drift", DISAL(), n=6)
     add("disal_keep", DISAL(drift="keep", transitions=2), n=6, net=_mlp(max_epochs=3))
@@ -157,7 +160,7 @@ def _failed(result):
 CASE_NAMES = [
     "random", "entropy", "margin", "least_confidence", "margin_ties", "softrank",
     "power", "softmax", "cluster", "coreset", "coreset_subset", "coreset_ties", "badge",
-    "badge_random_first", "bald", "disal_drift", "disal_keep", "isal", "tidal", "ll4al",
+    "badge_random_first", "badge_duplicates", "coreset_duplicates", "bald", "disal_drift", "disal_keep", "isal", "tidal", "ll4al",
     "dataset_pool", "isal_last_layer", "one_batch_pool", "one_batch_coreset", "one_batch_badge", "one_batch_disal", "tiny_pool",
     "tiny_coreset", "pool_margin", "pool_coreset", "pool_badge", "pool_stochastic",
 ]
