@@ -40,13 +40,21 @@ def main():
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world, timeout=timedelta(seconds=20))
     results = {"is_sharded": is_sharded()}
+    calls = [0]  # collectives a query makes: none alone, some sharded
+    for name in ("all_gather", "all_gather_object", "broadcast", "all_reduce"):
+        def counted(*args, _fn=getattr(dist, name), **kwargs):
+            calls[0] += 1
+            return _fn(*args, **kwargs)
+        setattr(dist, name, counted)
     with open(cases_file, "rb") as f:
         cases = pickle.load(f)
     for name, learner, pool, n in cases:
+        calls[0] = 0
         with local_query():
             single = _run(lambda: learner.query(pool, n, return_scores=True))
+        alone = calls[0]
         sharded = _run(lambda: learner.query(pool, n, return_scores=True))
-        results[name] = {"single": single, "sharded": sharded}
+        results[name] = {"single": single, "sharded": sharded, "collectives": (alone, calls[0] - alone)}
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 3)).astype(np.float32)

@@ -178,6 +178,8 @@ def test_sharded_query_equals_the_single_process_query(sharded, name):
     assert not _failed(single), single
     for rank in range(world):
         assert results[rank]["is_sharded"]
+        alone, sharded_calls = results[rank][name]["collectives"]
+        assert alone == 0 and sharded_calls > 0  # the query was sharded, local_query was not
         # every rank's own single-process query agrees (same learner, same pool)
         np.testing.assert_array_equal(results[rank][name]["single"][0], single[0])
         got = results[rank][name]["sharded"]
