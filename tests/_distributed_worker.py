@@ -56,6 +56,24 @@ def main():
         sharded = _run(lambda: learner.query(pool, n, return_scores=True))
         results[name] = {"single": single, "sharded": sharded, "collectives": (alone, calls[0] - alone)}
 
+    # the functions themselves: float64 k-center takes the dense loop (as on a GPU)
+    from skal.distributed import Shard, split
+    from skal.kcenter import kcenter_greedy, kcenter_greedy_sharded
+
+    for dtype, n_centers in ((torch.float64, 5), (torch.float64, 0), (torch.float32, 0)):
+        g = torch.Generator().manual_seed(1)
+        E = torch.randn(70, 6, generator=g, dtype=dtype)
+        E[40:50] = E[10:20]  # exact duplicates: ties across processes
+        C = torch.randn(n_centers, 6, generator=g, dtype=dtype)
+        bounds = split(70, 4, world)
+        shard = Shard(rank, world, 70, 4, bounds, torch.device("cpu"))
+        single = kcenter_greedy(E, 30, centers=C, generator=torch.Generator().manual_seed(3))
+        sharded = kcenter_greedy_sharded(E[shard.start:shard.stop], 30, shard, centers=C,
+                                         generator=torch.Generator().manual_seed(3))
+        results[f"kcenter_{dtype}_{n_centers}"] = {
+            "single": (single[0].numpy(), single[1].numpy()),
+            "sharded": (sharded[0].numpy(), sharded[1].numpy())}
+
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 3)).astype(np.float32)
     y = (X[:, 0] > 0).astype(np.int64)

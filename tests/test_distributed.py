@@ -194,6 +194,18 @@ def test_sharded_query_equals_the_single_process_query(sharded, name):
         np.testing.assert_array_equal(scores, single[1])
 
 
+@pytest.mark.parametrize("case", ["kcenter_torch.float64_5", "kcenter_torch.float64_0",
+                                  "kcenter_torch.float32_0"])
+def test_sharded_kcenter_equals_kcenter_greedy_in_both_loops(sharded, case):
+    # float64 runs the dense loop (the one GPUs run), float32 the CPU's screened loop;
+    # without centers the first pick is the permutation's first row
+    world, results = sharded
+    for rank in range(world):
+        got = results[rank][case]
+        np.testing.assert_array_equal(got["sharded"][0], got["single"][0])
+        np.testing.assert_array_equal(got["sharded"][1], got["single"][1])
+
+
 def test_an_error_on_one_rank_raises_on_every_rank(sharded):
     world, results = sharded
     for rank in range(world):
