@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_sharded_query.py [--quick] [--rows N] [--worlds 1 2]
-        [--device cpu|cuda] [--backend gloo|nccl]
+        [--selectors Margin CoreSet BADGE] [--device cpu|cuda] [--backend gloo|nccl]
 
 * A fitted learner (MLP 64 -> 1024 -> 128 -> 10, so a 128-d embedding) is
   queried for ``n=100`` of a pool of N=200,000 rows (``--quick``: 20,000) by
@@ -13,10 +13,10 @@ Usage::
   one), one torch thread each (with ``--device cuda``, one GPU per process).
 * Time: wall time of the query on each process, between two barriers (the
   slowest process counts); best of 2 runs.
-* Memory: the rise of each process's peak RSS (``ru_maxrss``) from just before
-  the first query to just after the last (CPU), or
-  ``torch.cuda.max_memory_allocated`` (CUDA): the memory the query needs
-  beyond the pool and the model.
+* Memory: each process's peak RSS during the query (``VmHWM``, reset through
+  ``/proc/self/clear_refs`` just before it) minus its RSS just before it
+  (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA): the memory the query
+  needs beyond the pool and the model.
 * Communication: bytes each process passes into the collectives of one
   query (tensors at their size, objects pickled), counted by wrapping
   ``torch.distributed``'s functions; the formulas are in docs/user_guide/scale.md.
@@ -29,7 +29,6 @@ import json
 import os
 import pickle
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -46,7 +45,7 @@ SELECTORS = ("Margin", "CoreSet", "BADGE")
 
 
 def _pool(n_rows):
-    return np.random.default_rng(1).normal(size=(n_rows, FEATURES)).astype(np.float32)
+    return np.random.default_rng(1).standard_normal(size=(n_rows, FEATURES), dtype=np.float32)
 
 
 def _fit(path, device):
@@ -62,6 +61,20 @@ def _fit(path, device):
     learner = ActiveLearner(net, Margin(), random_state=0).fit(X, y)
     with open(path, "wb") as f:
         pickle.dump(learner, f)
+
+
+def _status_kib(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak_rss():
+    """Reset the process's peak RSS to its current RSS (Linux); return that RSS in bytes."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS") * 1024
 
 
 class _Counter:
@@ -122,11 +135,11 @@ def worker(args):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times, picks, sent = [], None, []
+    times, picks, sent, peaks = [], None, [], []
     for _ in range(2):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        rss_before = _reset_peak_rss()
         barrier()
         if counter is not None:
             counter.bytes = counter.calls = 0
@@ -135,11 +148,11 @@ def worker(args):
         elapsed = time.perf_counter() - start
         if counter is not None:
             sent.append((counter.bytes, counter.calls))
+        peaks.append(torch.cuda.max_memory_allocated(device) if device.type == "cuda" else
+                     _status_kib("VmHWM") * 1024 - rss_before)
         barrier()
         times.append(elapsed)
-    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else
-            (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024)
-    out = {"rank": rank, "seconds": min(times), "peak_bytes": peak,
+    out = {"rank": rank, "seconds": min(times), "peak_bytes": max(peaks),
            "comm_bytes": sent[0][0] if sent else 0, "comm_calls": sent[0][1] if sent else 0,
            "picks": np.asarray(picks).tolist()}
     with open(args.out, "w") as f:
@@ -169,7 +182,7 @@ def _formula(selector, world, n, d, classes):
         return 32 * n
     if selector == "CoreSet":
         return n * (8 * (3 + 2 * d + 1) + 8)
-    return n * (8 + 8 * world + 40 + 8 * (classes + d + 2))
+    return n * (16 * world + 8 * (classes + d + 7))
 
 
 def main():
@@ -177,6 +190,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="20,000 rows: a smoke run")
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--worlds", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--selectors", nargs="*", default=list(SELECTORS), choices=SELECTORS)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--backend", default="gloo")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -193,7 +207,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         model = str(Path(tmp) / "learner.pkl")
         _fit(model, "cpu")
-        for selector in SELECTORS:
+        for selector in args.selectors:
             for world in args.worlds:
                 results = _launch(str(Path(__file__).resolve()), selector, world, args, model, tmp)
                 seconds = max(r["seconds"] for r in results)

@@ -57,6 +57,7 @@ its own pool on purpose.
 
 import contextlib
 import pickle
+import re
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -342,7 +343,9 @@ def begin(selector, net, X_pool, n, random_state):
     """
     dist = _dist()
     fresh = int(np.random.SeedSequence().generate_state(1)[0])
-    mine = (type(selector).__name__, repr(selector), int(n), len(X_pool), random_state, _unit(net))
+    # the parameters as text, without the addresses of callables (they differ between processes)
+    params = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(selector))
+    mine = (type(selector).__name__, params, int(n), len(X_pool), random_state, _unit(net))
     world = dist.get_world_size()
     everyone = [None] * world
     dist.all_gather_object(everyone, (mine, fresh))

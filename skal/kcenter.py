@@ -556,7 +556,7 @@ class _ShardedLoop:
         """Lower this rank's distances by the new center (the owner's row ``j``)."""
         shard, d = self.shard, self.d
         payload = self.payload
-        center = payload[:d].to(self.dtype).unsqueeze(0)
+        center = payload[:d].to(device=self.X.device, dtype=self.dtype).unsqueeze(0)
         if not self.screened:  # the dense loop: every row, the kernel of the whole pool's size
             if len(self.min_dist):
                 to_new = _distances_to(self.X, center, numel=shard.n_total * d)

@@ -265,8 +265,8 @@ def kmeans_plusplus_outer_sharded(A, H, k, shard, *, first="norm", generator=Non
     from rank ``r - 1``'s last partial sum, so the sums are the single
     process's running sums), takes ``u`` from the shared generator and finds
     the first row whose cumulative weight exceeds ``u`` times the total:
-    ``world`` broadcasts of one float, one all-gather of five floats and one
-    broadcast of the pick's factors (``C + d + 2`` floats) per pick.
+    ``world`` broadcasts of two floats and one all-gather of each process's
+    candidate with its factors (``C + d + 7`` floats) per pick.
 
     Parameters
     ----------
@@ -328,37 +328,49 @@ def kmeans_plusplus_outer_sharded(A, H, k, shard, *, first="norm", generator=Non
             remaining[pick - start] = 0.0
         new = norms + norm_pick - 2 * _row_dots(A, a_pick) * _row_dots(H, h_pick)
         closest = torch.minimum(closest, new.clamp_min_(0)) * remaining
-        positive = shard.all_reduce((closest.sum() > 0).to(torch.float64).reshape(1), "max")
-        weights = closest if bool(positive[0] > 0) else remaining
-        local_cumulative = torch.empty(0, dtype=torch.float64, device=device)
+        cumulative = [closest[:0], remaining[:0]]
 
         def running(carry):
-            nonlocal local_cumulative
+            # both running sums in one pass through the processes: D^2, and the uniform
+            # weights used when every D^2 is 0 (a sum of non-negative numbers is > 0 exactly
+            # when one of them is, as the single process's closest.sum() > 0)
             if n_local == 0:
                 return carry
-            local_cumulative = torch.cat([carry, weights]).cumsum(0)[1:]
-            return local_cumulative[-1:]
+            cumulative[0] = torch.cat([carry[:1], closest]).cumsum(0)[1:]
+            cumulative[1] = torch.cat([carry[1:], remaining]).cumsum(0)[1:]
+            return torch.stack([cumulative[0][-1], cumulative[1][-1]])
 
-        total = shard.chain(running, zero.reshape(1))
-        target = uniforms[j - 1:j] * total
-        mine = torch.tensor([float(n), 0.0, 0.0, float("-inf"), -1.0], dtype=torch.float64)
+        totals = shard.chain(running, zero.repeat(2))
+        use = 0 if bool(totals[0] > 0) else 1
+        weights = (closest, remaining)[use]
+        target = uniforms[j - 1:j] * totals[use:use + 1]
+        # each process's candidate with the factors the others need of it: one round trip
+        mine = torch.zeros(5 + c + d + 2, dtype=torch.float64, device=device)
+        mine[0], mine[3], mine[4] = float(n), float("-inf"), -1.0
         if n_local:
-            i = int(torch.searchsorted(local_cumulative, target, right=True)[0])
+            i = int(torch.searchsorted(cumulative[use], target, right=True)[0])
             if i < n_local:
-                mine[0], mine[1] = float(start + i), float(weights[i])
+                mine[0], mine[1] = float(start + i), weights[i]
+                mine[5:5 + c], mine[5 + c:5 + c + d] = A[i], H[i]
+                mine[5 + c + d], mine[6 + c + d] = norms[i], closest[i]
             if start + n_local == n:
-                mine[2] = float(weights[-1])
+                mine[2] = weights[-1]
             top = int(weights.argmax())
-            mine[3], mine[4] = float(weights[top]), float(start + top)
+            mine[3], mine[4] = weights[top], float(start + top)
         gathered = shard.all_gather(mine)
         r = int(gathered[:, 0].argmin())
-        if gathered[r, 0] < n:
-            pick, weight = int(gathered[r, 0]), gathered[r, 1]
-        else:  # u * total rounded up to the total: the last row, as searchsorted + clamp gives
-            pick, weight = n - 1, gathered[shard.owner(n - 1), 2]
-        if not weight > 0:  # then the heaviest row, the first of equal ones
-            best = gathered[:, 3].max()
-            pick = int(gathered[gathered[:, 3] == best, 4].min())
-        a_pick, h_pick, norm_pick, value = factors(pick, closest)
+        if gathered[r, 0] < n and gathered[r, 1] > 0:
+            pick = int(gathered[r, 0])
+            a_pick, h_pick = gathered[r, 5:5 + c], gathered[r, 5 + c:5 + c + d]
+            norm_pick, value = gathered[r, 5 + c + d], gathered[r, 6 + c + d]
+        else:
+            if gathered[r, 0] < n:
+                pick, weight = int(gathered[r, 0]), gathered[r, 1]
+            else:  # u * total rounded up to the total: the last row, as searchsorted + clamp
+                pick, weight = n - 1, gathered[shard.owner(n - 1), 2]
+            if not weight > 0:  # then the heaviest row, the first of equal ones
+                best = gathered[:, 3].max()
+                pick = int(gathered[gathered[:, 3] == best, 4].min())
+            a_pick, h_pick, norm_pick, value = factors(pick, closest)
         indices[j], d2[j] = pick, value
     return indices.to(device), d2.to(device)

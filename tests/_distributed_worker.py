@@ -40,13 +40,39 @@ def main():
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=world, timeout=timedelta(seconds=20))
     results = {"is_sharded": is_sharded()}
+    calls = [0]  # collectives a query makes: none alone, some sharded
+    for name in ("all_gather", "all_gather_object", "broadcast", "all_reduce"):
+        def counted(*args, _fn=getattr(dist, name), **kwargs):
+            calls[0] += 1
+            return _fn(*args, **kwargs)
+        setattr(dist, name, counted)
     with open(cases_file, "rb") as f:
         cases = pickle.load(f)
     for name, learner, pool, n in cases:
+        calls[0] = 0
         with local_query():
             single = _run(lambda: learner.query(pool, n, return_scores=True))
+        alone = calls[0]
         sharded = _run(lambda: learner.query(pool, n, return_scores=True))
-        results[name] = {"single": single, "sharded": sharded}
+        results[name] = {"single": single, "sharded": sharded, "collectives": (alone, calls[0] - alone)}
+
+    # the functions themselves: float64 k-center takes the dense loop (as on a GPU)
+    from skal.distributed import Shard, split
+    from skal.kcenter import kcenter_greedy, kcenter_greedy_sharded
+
+    for dtype, n_centers in ((torch.float64, 5), (torch.float64, 0), (torch.float32, 0)):
+        g = torch.Generator().manual_seed(1)
+        E = torch.randn(70, 6, generator=g, dtype=dtype)
+        E[40:50] = E[10:20]  # exact duplicates: ties across processes
+        C = torch.randn(n_centers, 6, generator=g, dtype=dtype)
+        bounds = split(70, 4, world)
+        shard = Shard(rank, world, 70, 4, bounds, torch.device("cpu"))
+        single = kcenter_greedy(E, 30, centers=C, generator=torch.Generator().manual_seed(3))
+        sharded = kcenter_greedy_sharded(E[shard.start:shard.stop], 30, shard, centers=C,
+                                         generator=torch.Generator().manual_seed(3))
+        results[f"kcenter_{dtype}_{n_centers}"] = {
+            "single": (single[0].numpy(), single[1].numpy()),
+            "sharded": (sharded[0].numpy(), sharded[1].numpy())}
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 3)).astype(np.float32)

@@ -25,6 +25,9 @@ from skal.selectors import (
 )
 
 HERE = Path(__file__).parent
+needs_gloo = pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="needs torch.distributed with the gloo backend")
 
 
 def _tabular(n, seed):
@@ -48,12 +51,17 @@ def _cnn():
     return ActiveNet(SmallCNN, module__width=4, max_epochs=2, batch_size=8, lr=0.05, verbose=0)
 
 
+def _last_layer(name, param):
+    return param.ndim == 1  # the biases
+
+
 def _cases():
     """(name, fitted learner, pool, n): every selector and batch rule, uneven and tiny pools."""
     X, y = _tabular(120, 0)
     pool = _tabular(53, 1)[0]  # 7 batches of 8 (the last of 5): 4 + 3 and 3 + 2 + 2 per rank
     tied = pool.copy()
     tied[1::2] = tied[::2][:len(tied[1::2])]  # pairs of equal rows: tied scores across ranks
+    few = pool[np.arange(len(pool)) % 4]  # 4 distinct rows: D^2 and distances reach 0
     cases = []
 
     def add(name, selector, n=6, pool=pool, net=None, data=(X[:40], y[:40])):
@@ -74,6 +82,8 @@ def _cases():
     add("coreset_ties", CoreSet(), n=9, pool=tied)
     add("badge", BADGE(), n=10)
     add("badge_random_first", BADGE(first="random", subset=40), n=8)
+    add("badge_duplicates", BADGE(), n=8, pool=few)  # uniform draws once every D^2 is 0
+    add("coreset_duplicates", CoreSet(), n=8, pool=few)
     add("bald", BALD(n_samples=4, subset=45), n=6, net=_mlp(module__dropout=0.3))
     add("disal_drift", DISAL(), n=6)
     add("disal_keep", DISAL(drift="keep", transitions=2), n=6, net=_mlp(max_epochs=3))
@@ -83,6 +93,10 @@ def _cases():
     add("tidal", TiDAL(subset=None, batch="cluster"), n=4, net=_cnn(), pool=pool_images,
         data=(Xi[:30], yi[:30]))
     add("ll4al", LL4AL(subset=20), n=4, net=_cnn(), pool=pool_images, data=(Xi[:30], yi[:30]))
+    # a lazy Dataset pool, streamed through skorch's loader
+    add("dataset_pool", Margin(), n=5, pool=torch.utils.data.TensorDataset(torch.from_numpy(pool)))
+    # a selector holding a callable (its repr differs between processes)
+    add("isal_last_layer", ISAL(params=_last_layer, depth=2, repeats=1), n=4)
     # a pool of one batch: some ranks have no rows
     add("one_batch_pool", Margin(), n=3, pool=pool[:6])
     add("one_batch_coreset", CoreSet(), n=3, pool=pool[:6])
@@ -137,7 +151,8 @@ def _spawn(world, cases_file, tmp_path):
     return results
 
 
-@pytest.fixture(scope="module", params=[2, 3])
+@pytest.fixture(scope="module", params=[pytest.param(2, marks=needs_gloo),
+                                        pytest.param(3, marks=needs_gloo)])
 def sharded(request, cases_file, tmp_path_factory):
     return request.param, _spawn(request.param, cases_file, tmp_path_factory.mktemp("run"))
 
@@ -149,8 +164,8 @@ def _failed(result):
 CASE_NAMES = [
     "random", "entropy", "margin", "least_confidence", "margin_ties", "softrank",
     "power", "softmax", "cluster", "coreset", "coreset_subset", "coreset_ties", "badge",
-    "badge_random_first", "bald", "disal_drift", "disal_keep", "isal", "tidal", "ll4al",
-    "one_batch_pool", "one_batch_coreset", "one_batch_badge", "one_batch_disal", "tiny_pool",
+    "badge_random_first", "badge_duplicates", "coreset_duplicates", "bald", "disal_drift", "disal_keep", "isal", "tidal", "ll4al",
+    "dataset_pool", "isal_last_layer", "one_batch_pool", "one_batch_coreset", "one_batch_badge", "one_batch_disal", "tiny_pool",
     "tiny_coreset", "pool_margin", "pool_coreset", "pool_badge", "pool_stochastic",
 ]
 
@@ -167,6 +182,8 @@ def test_sharded_query_equals_the_single_process_query(sharded, name):
     assert not _failed(single), single
     for rank in range(world):
         assert results[rank]["is_sharded"]
+        alone, sharded_calls = results[rank][name]["collectives"]
+        assert alone == 0 and sharded_calls > 0  # the query was sharded, local_query was not
         # every rank's own single-process query agrees (same learner, same pool)
         np.testing.assert_array_equal(results[rank][name]["single"][0], single[0])
         got = results[rank][name]["sharded"]
@@ -175,6 +192,18 @@ def test_sharded_query_equals_the_single_process_query(sharded, name):
         assert indices.dtype == np.int64 and scores.dtype == single[1].dtype
         np.testing.assert_array_equal(indices, single[0])
         np.testing.assert_array_equal(scores, single[1])
+
+
+@pytest.mark.parametrize("case", ["kcenter_torch.float64_5", "kcenter_torch.float64_0",
+                                  "kcenter_torch.float32_0"])
+def test_sharded_kcenter_equals_kcenter_greedy_in_both_loops(sharded, case):
+    # float64 runs the dense loop (the one GPUs run), float32 the CPU's screened loop;
+    # without centers the first pick is the permutation's first row
+    world, results = sharded
+    for rank in range(world):
+        got = results[rank][case]
+        np.testing.assert_array_equal(got["sharded"][0], got["single"][0])
+        np.testing.assert_array_equal(got["sharded"][1], got["single"][1])
 
 
 def test_an_error_on_one_rank_raises_on_every_rank(sharded):
@@ -228,7 +257,7 @@ def test_split_deals_whole_batches_like_the_distributed_sampler(n_total, unit, w
 
 
 def test_without_a_process_group_nothing_is_sharded():
-    assert not torch.distributed.is_initialized()
+    assert not (torch.distributed.is_available() and torch.distributed.is_initialized())
     assert not is_sharded()
     with local_query():
         assert not is_sharded()
