@@ -202,3 +202,17 @@ def test_a_tampered_dataframe_save_is_refused_naming_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match=r"not a valid skal save: X_labeled\.7\.npy: no column of fitted\.frame "
                                          r"refers to this member"):
         ActiveLearner.load(tmp_path / "extra.skal", trusted=["numpy.dtype"])
+
+
+def test_an_array_of_strings_is_kept_and_saved_as_such(tmp_path):
+    rng = np.random.default_rng(0)
+    X = np.stack([rng.choice(["red", "green", "blue"], size=80), rng.choice(["s", "m", "l"], size=80)], axis=1)
+    y = (X[:, 0] == "red").astype(np.int64)
+    net = ActiveNet(MLP, module__hidden_sizes=(4,), max_epochs=2, batch_size=16, lr=0.1, verbose=0)
+    learner = ActiveLearner(make_pipeline(OneHotEncoder(handle_unknown="ignore"), net), random_state=0)
+    learner.fit(X[:30], y[:30]).teach(X[30:35], y[30:35])
+    assert learner.X_labeled_.dtype == X.dtype and np.array_equal(learner.X_labeled_, X[:35])
+    learner.save(tmp_path / "strings.skal")
+    loaded = ActiveLearner.load(tmp_path / "strings.skal", trusted=["numpy.dtype"])
+    assert loaded.X_labeled_.dtype == X.dtype and np.array_equal(loaded.X_labeled_, X[:35])
+    np.testing.assert_array_equal(loaded.predict_proba(X), learner.predict_proba(X))
