@@ -374,7 +374,7 @@ def _value_reason(owner_name, cls, params, key, value):
         if kind is not None and slot_at.rsplit("__", 1)[-1] not in FUNCTION_SLOTS.get(kind, ()):
             return (f"{name} may only fill {' or '.join(sorted(FUNCTION_SLOTS.get(kind, ())))} "
                     "(the parameters it is listed for), not this one"), "untrusted"
-    return _number_reason(cls, key, value)
+    return _number_reason(owner_name, cls, key, value)
 
 
 def _functions_in(value, slot):
@@ -424,10 +424,13 @@ def _defaults(cls):
     return defaults
 
 
-def _number_reason(cls, key, value):
+def _number_reason(owner_name, cls, key, value):
     """Numbers must be finite; a net's own numbers of the type of their default (max_epochs,
     batch_size, verbose integers; warm_start a bool). scikit-learn estimators validate their
-    parameters at load, selectors when the learner is set up."""
+    parameters at load (where NaN is a value, e.g. SimpleImputer's missing_values), selectors
+    when the learner is set up."""
+    if (owner_name or "").startswith("sklearn."):
+        return None
     if isinstance(value, float) and not math.isfinite(value):
         if not (value == math.inf and key.endswith("norm_type")):  # e.g. an infinity norm
             return f"{value} is not a finite number", "invalid"
