@@ -50,7 +50,8 @@ _SKLEARN_FUNCTIONS = {  # SelectKBest / SelectPercentile score functions (public
 }
 _SCALAR_TYPES = (bool, int, float, complex, str, np.bool_, np.int8, np.int16, np.int32, np.int64,
                  np.uint8, np.uint16, np.uint32, np.uint64, np.float16, np.float32, np.float64,
-                 np.complex64, np.complex128, np.str_)
+                 np.complex64, np.complex128, np.str_,
+                 np.dtype)  # as skops stores e.g. OneHotEncoder(dtype=...): a dtype from its name
 
 # kind -> (description, test on the object)
 KINDS = {

@@ -132,7 +132,7 @@ def test_save_and_load_keep_the_dataframe_without_pickle(tmp_path):
         names = set(archive.namelist())
     assert {"X_labeled.2.npy", "X_labeled.2.missing.npy", "X_labeled.3.npy", "X_labeled.5.missing.npy"} <= names
     # skops names OneHotEncoder's dtype parameter; the trust list leaves it to the user
-    loaded = ActiveLearner.load(path, trusted=["numpy.dtype"])
+    loaded = ActiveLearner.load(path)
     pd.testing.assert_frame_equal(loaded.X_labeled_, learner.X_labeled_)
     np.testing.assert_array_equal(loaded.predict_proba(frame), learner.predict_proba(frame))
     np.testing.assert_array_equal(loaded.query(frame, 10), learner.query(frame, 10))
@@ -185,7 +185,7 @@ def test_a_tampered_dataframe_save_is_refused_naming_what_is_wrong(tmp_path):
     _rewritten(tmp_path / "good.skal", tmp_path / "codes.skal", fewer_categories)
     with pytest.raises(ValueError, match=r"not a valid skal save: learner\.json: X_labeled\.3\.npy: category codes "
                                          r"out of range"):
-        ActiveLearner.load(tmp_path / "codes.skal", trusted=["numpy.dtype"])
+        ActiveLearner.load(tmp_path / "codes.skal")
 
     def no_frame(meta, archive):
         del meta["fitted"]["frame"]
@@ -193,7 +193,7 @@ def test_a_tampered_dataframe_save_is_refused_naming_what_is_wrong(tmp_path):
     _rewritten(tmp_path / "good.skal", tmp_path / "orphan.skal", no_frame)
     with pytest.raises(ValueError, match=r"not a valid skal save: X_labeled\.0\.npy: no fitted\.frame in "
                                          r"learner\.json refers to this member"):
-        ActiveLearner.load(tmp_path / "orphan.skal", trusted=["numpy.dtype"])
+        ActiveLearner.load(tmp_path / "orphan.skal")
 
     def extra_column(meta, archive):
         archive.writestr("X_labeled.7.npy", npy_bytes(np.zeros(40)))
@@ -201,7 +201,7 @@ def test_a_tampered_dataframe_save_is_refused_naming_what_is_wrong(tmp_path):
     _rewritten(tmp_path / "good.skal", tmp_path / "extra.skal", extra_column)
     with pytest.raises(ValueError, match=r"not a valid skal save: X_labeled\.7\.npy: no column of fitted\.frame "
                                          r"refers to this member"):
-        ActiveLearner.load(tmp_path / "extra.skal", trusted=["numpy.dtype"])
+        ActiveLearner.load(tmp_path / "extra.skal")
 
 
 def test_an_array_of_strings_is_kept_and_saved_as_such(tmp_path):
@@ -213,6 +213,6 @@ def test_an_array_of_strings_is_kept_and_saved_as_such(tmp_path):
     learner.fit(X[:30], y[:30]).teach(X[30:35], y[30:35])
     assert learner.X_labeled_.dtype == X.dtype and np.array_equal(learner.X_labeled_, X[:35])
     learner.save(tmp_path / "strings.skal")
-    loaded = ActiveLearner.load(tmp_path / "strings.skal", trusted=["numpy.dtype"])
+    loaded = ActiveLearner.load(tmp_path / "strings.skal")
     assert loaded.X_labeled_.dtype == X.dtype and np.array_equal(loaded.X_labeled_, X[:35])
     np.testing.assert_array_equal(loaded.predict_proba(X), learner.predict_proba(X))
