@@ -15,7 +15,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils._param_validation import HasMethods
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from torch.utils.data import Subset
@@ -33,6 +33,7 @@ from ._data import (
 )
 from .callbacks import DivergenceCheck
 from .net import ActiveNet
+from ._warm import WARM_START_OPTIONS, prepare_warm
 from .selectors import Margin
 from .selectors.base import LabeledData
 
@@ -139,10 +140,19 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     classes : array-like or None, default=None
         All labels the task has. ``None`` takes the labels seen in ``fit``.
         Declare them when a class may first appear in :meth:`teach`.
-    warm_start : bool, default=False
+    warm_start : bool or "continue", default=False
         ``False``: every :meth:`teach` retrains from a fresh initialisation,
-        as DISAL and ISAL do. ``True``: continue from the current weights
-        (``partial_fit``), as TiDAL and LL4AL do.
+        as DISAL and ISAL do. ``True``: start from the current weights (the
+        module's and the heads'), as TiDAL's and LL4AL's code do, with a new
+        optimizer, a new learning-rate schedule and ``max_epochs`` new
+        epochs (the callbacks are initialised again). ``"continue"``: skorch's
+        ``partial_fit``, which also carries over the optimizer's state
+        (momentum, Adam's moments) and resumes an ``LRScheduler`` at the
+        epochs already trained.
+
+        .. versionchanged:: 0.2
+           ``True`` restarts the optimizer and schedule each cycle; it used
+           to continue them, which is now ``"continue"``.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, batch shuffling and every random choice
         of the selector (ties, subsets). With an int, CPU runs are
@@ -203,7 +213,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         "estimator": [HasMethods(["fit", "predict_proba"])],
         "selector": [HasMethods(["select", "training_needs"])],
         "classes": ["array-like", None],
-        "warm_start": ["boolean"],
+        "warm_start": ["boolean", StrOptions(WARM_START_OPTIONS)],
         "random_state": ["random_state"],
         "unlabeled": [numbers.Integral, numbers.Real, str, None],
     }
@@ -636,11 +646,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         cycle = int(labeled.cycle[-1])
         if self.warm_start:
             net = copy.deepcopy(state.estimator)
-            # Nothing reads the per-batch records of earlier cycles, and kept they would
-            # grow with every cycle of a long campaign (and be deep-copied each teach).
-            for epoch in _final_net(net).history:
-                epoch["batches"] = []
             self._apply_changes(state, net, selector)
+            prepare_warm(_final_net(net), self.warm_start)
             if isinstance(net, Pipeline):
                 # the fitted transformers stay; the net continues on their output
                 def fit(X, y):
