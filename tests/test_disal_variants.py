@@ -169,3 +169,53 @@ def test_variants_save_and_resume(tmp_path):
     loaded = ActiveLearner.load(tmp_path / "v.skal")
     np.testing.assert_array_equal(loaded.query(pool, 6), learner.query(pool, 6))
     assert len(loaded.estimator_.parts_["snapshot"].states_) == 2
+
+
+class _BatchNormNet(torch.nn.Module):
+    """Linear -> BatchNorm1d -> ReLU -> Linear: running statistics that change every epoch."""
+
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.hidden = torch.nn.Linear(4, 6)
+        self.norm = torch.nn.BatchNorm1d(6)
+        self.out = torch.nn.Linear(6, num_classes)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.norm(self.hidden(x))))
+
+
+def _forward64(state, X):
+    """The module's eval-mode logits, in float64 numpy, from a state dict."""
+    s = {key: value.detach().double().numpy() for key, value in state.items()}
+    h = X.astype(np.float64) @ s["hidden.weight"].T + s["hidden.bias"]
+    h = (h - s["norm.running_mean"]) / np.sqrt(s["norm.running_var"] + 1e-5) * s["norm.weight"] + s["norm.bias"]
+    return np.maximum(h, 0) @ s["out.weight"].T + s["out.bias"]
+
+
+@pytest.mark.parametrize("buffers", ["previous", "current"])
+def test_snapshot_buffers_choose_the_running_statistics_of_epoch_t_minus_1(buffers):
+    X, y = tabular(n=48, d=4)
+    pool = tabular(n=20, d=4, seed=1)[0]
+    net = ActiveNet(_BatchNormNet, max_epochs=4, batch_size=16, lr=0.1, verbose=0)
+    learner = ActiveLearner(net, DISAL(drift="keep", snapshot_buffers=buffers), classes=[0, 1, 2],
+                            random_state=0).fit(X, y)
+    trained = learner.estimator_
+    current = trained.module_.state_dict()
+    previous = dict(trained.parts_["snapshot"].state_)
+    # the running statistics moved in the last epoch, so the choice matters
+    assert not torch.equal(previous["norm.running_mean"], current["norm.running_mean"])
+    if buffers == "current":
+        previous.update({key: current[key] for key in ("norm.running_mean", "norm.running_var",
+                                                          "norm.num_batches_tracked")})
+    expected = _kl64(_forward64(previous, pool), _forward64(current, pool))
+    scores = learner.selector_.score_pool(trained, pool).double().numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-9)
+    other = "current" if buffers == "previous" else "previous"
+    other_scores = DISAL(drift="keep", snapshot_buffers=other).score_pool(trained, pool).double().numpy()
+    assert np.abs(other_scores - scores).max() > 1e-3 * np.abs(scores).max()
+
+
+def test_snapshot_buffers_are_checked_at_fit():
+    X, y = tabular()
+    with pytest.raises(InvalidParameterError, match=r"The 'snapshot_buffers' parameter of DISAL must be"):
+        ActiveLearner(ActiveNet(MLP, max_epochs=2, verbose=0), DISAL(snapshot_buffers="next")).fit(X, y)

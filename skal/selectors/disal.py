@@ -74,6 +74,13 @@ class DISAL(ScoreSelector):
         Epochs over which the dynamic loss's weight ramps up from ~0
         (temporal ensembling's Gaussian ramp, :class:`~skal.parts.DynamicLoss`);
         0: the full weight from the first epoch (the paper).
+    snapshot_buffers : {"previous", "current"}, default="previous"
+        Which buffers (batch-norm running statistics) score the weights of
+        epoch ``T-1``: ``"previous"``, the ones saved with them at the end of
+        epoch ``T-1``; ``"current"``, the trained net's (epoch ``T``), so
+        that the score compares the weights alone and not the drift of the
+        running statistics between the two epochs. The paper does not say;
+        a module without buffers scores the same with both.
     {batch}
 
     See Also
@@ -108,10 +115,11 @@ class DISAL(ScoreSelector):
         "drift": [StrOptions({"keep", "remove"})],
         "target_decay": [Interval(Real, 0, 1, closed="neither"), None],
         "ramp_up": [Interval(Integral, 0, None, closed="left")],
+        "snapshot_buffers": [StrOptions({"previous", "current"})],
     }
 
     def __init__(self, weight=1.0, mode="kl", batch="topk", transitions=1, drift="remove",
-                 target_decay=None, ramp_up=0):
+                 target_decay=None, ramp_up=0, snapshot_buffers="previous"):
         self.weight = weight
         self.mode = mode
         self.batch = batch
@@ -119,6 +127,7 @@ class DISAL(ScoreSelector):
         self.drift = drift
         self.target_decay = target_decay
         self.ramp_up = ramp_up
+        self.snapshot_buffers = snapshot_buffers
 
     def training_needs(self):
         parts = []
@@ -136,6 +145,12 @@ class DISAL(ScoreSelector):
                              "EpochSnapshot part (ActiveLearner adds it).") from None
         # copies of the module: the net's own module is never swapped
         previous = [snapshot.module(net, back=k) for k in range(1, self.transitions + 1)]
+        if self.snapshot_buffers == "current":
+            current = dict(net.module_.named_buffers())
+            with torch.no_grad():
+                for module in previous:
+                    for name, buffer in module.named_buffers():
+                        buffer.copy_(current[name])
         sign = 1.0 if self.mode == "kl" else -1.0
         if self.drift == "keep":
             def score(Xb):
