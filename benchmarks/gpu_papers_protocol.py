@@ -60,7 +60,7 @@ def methods(reference, subset):
         "tidal warm": (TiDAL(subset=subset), True, {}),
         "tidal cold": (TiDAL(subset=subset), False, {}),
         "isal (validation set)": (ISAL(reference=reference), False, {}),
-        "disal (paper)": (DISAL(drift="keep", calibrate=None), False, {}),
+        "disal (paper)": (DISAL(drift="keep", balance="none"), False, {}),
         "disal": (DISAL(), False, {}),
     }
 

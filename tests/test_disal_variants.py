@@ -219,3 +219,42 @@ def test_snapshot_buffers_are_checked_at_fit():
     X, y = tabular()
     with pytest.raises(InvalidParameterError, match=r"The 'snapshot_buffers' parameter of DISAL must be"):
         ActiveLearner(ActiveNet(MLP, max_epochs=2, verbose=0), DISAL(snapshot_buffers="next")).fit(X, y)
+
+
+def _balanced_order64(scores, classes):
+    """Brute force: the classes take turns, each giving its best remaining sample; ties by score."""
+    queues = {c: sorted(np.flatnonzero(classes == c), key=lambda i: -scores[i]) for c in np.unique(classes)}
+    order = []
+    for turn in range(max(len(q) for q in queues.values())):
+        order += sorted((q[turn] for q in queues.values() if turn < len(q)), key=lambda i: -scores[i])
+    return np.array(order)
+
+
+@pytest.mark.parametrize("drift", ["keep", "remove"])
+def test_balance_predicted_takes_the_classes_in_turns_by_their_kl(drift):
+    learner, pool = _fitted(DISAL(drift=drift, balance="predicted"))
+    net = learner.estimator_
+    Xb = torch.from_numpy(pool)
+    z_t = net.logits(Xb).double().numpy()
+    z_prev = net.logits(Xb, module=net.parts_["snapshot"].module(net)).double().numpy()
+    kl = DISAL(drift=drift).score_pool(net, pool).double().numpy()  # the unbalanced score
+    classes = z_t.argmax(axis=1)
+    assert len(np.unique(classes)) >= 2
+    expected = _balanced_order64(kl, classes)
+    scores = learner.selector_.score_pool(net, pool).numpy()
+    np.testing.assert_array_equal(np.argsort(-scores, kind="stable"), expected)
+    np.testing.assert_array_equal(scores[expected], -np.arange(len(pool), dtype=np.float32))
+    picked = learner.query(pool, 6)
+    np.testing.assert_array_equal(picked, expected[:6])
+    if drift == "keep":
+        np.testing.assert_allclose(kl, _kl64(z_prev, z_t), rtol=1e-4, atol=1e-9)
+
+
+def test_class_balanced_order_against_brute_force():
+    from skal.selectors.disal import class_balanced_order
+
+    rng = np.random.default_rng(0)
+    for n, k in [(1, 1), (7, 3), (50, 4), (200, 10)]:
+        scores, classes = rng.normal(size=n), rng.integers(0, k, size=n)
+        got = class_balanced_order(torch.tensor(scores), torch.tensor(classes)).numpy()
+        np.testing.assert_array_equal(np.argsort(-got, kind="stable"), _balanced_order64(scores, classes))

@@ -81,6 +81,14 @@ class DISAL(ScoreSelector):
         that the score compares the weights alone and not the drift of the
         running statistics between the two epochs. The paper does not say;
         a module without buffers scores the same with both.
+    balance : {"none", "predicted"}, default="none"
+        ``"predicted"`` ranks the pool class by class: the sample with the
+        largest score in each predicted class first (the larger score first
+        among them), then each class's second, and so on, so that a batch
+        takes its samples evenly from the classes the net predicts (all of
+        a class's samples when it has fewer). The score then reported is
+        minus the sample's position in that order. ``"none"``: the scores
+        as computed (the paper).
     {batch}
 
     See Also
@@ -116,10 +124,11 @@ class DISAL(ScoreSelector):
         "target_decay": [Interval(Real, 0, 1, closed="neither"), None],
         "ramp_up": [Interval(Integral, 0, None, closed="left")],
         "snapshot_buffers": [StrOptions({"previous", "current"})],
+        "balance": [StrOptions({"none", "predicted"})],
     }
 
     def __init__(self, weight=1.0, mode="kl", batch="topk", transitions=1, drift="remove",
-                 target_decay=None, ramp_up=0, snapshot_buffers="previous"):
+                 target_decay=None, ramp_up=0, snapshot_buffers="previous", balance="none"):
         self.weight = weight
         self.mode = mode
         self.batch = batch
@@ -128,6 +137,7 @@ class DISAL(ScoreSelector):
         self.target_decay = target_decay
         self.ramp_up = ramp_up
         self.snapshot_buffers = snapshot_buffers
+        self.balance = balance
 
     def training_needs(self):
         parts = []
@@ -155,9 +165,12 @@ class DISAL(ScoreSelector):
         if self.drift == "keep":
             def score(Xb):
                 logits = [net.logits(Xb)] + [net.logits(Xb, module=m) for m in previous]
-                return sign * sum(kl_divergence(logits[k], logits[k - 1]) for k in range(1, len(logits)))
+                kl = sign * sum(kl_divergence(logits[k], logits[k - 1]) for k in range(1, len(logits)))
+                # the predicted class rides along as a float (exact below 2**24 classes)
+                return torch.stack([kl.float(), logits[0].argmax(dim=1).float()], 1)
 
-            return net.map_pool(score, X_pool)
+            scored = net.map_pool(score, X_pool)
+            return self._balanced(scored[:, 0], scored[:, 1].long())
         # drift removal needs every sample's logit change first: O(N C) logits are kept
         logits = net.map_pool(
             lambda Xb: torch.stack([net.logits(Xb)] + [net.logits(Xb, module=m) for m in previous], 1),
@@ -167,7 +180,43 @@ class DISAL(ScoreSelector):
         for k in range(1, logits.shape[1]):
             change = _without_class_drift(logits[:, k] - logits[:, k - 1], classes)
             total += kl_divergence(logits[:, k - 1] + change, logits[:, k - 1])
-        return sign * total
+        return self._balanced(sign * total, classes)
+
+    def _balanced(self, scores, classes):
+        if self.balance == "none":
+            return scores
+        return class_balanced_order(scores, classes)
+
+
+def class_balanced_order(scores, classes):
+    """Minus each sample's position when the classes take turns, each in order of its scores.
+
+    Position 0 is the highest score of some class; positions ``0 .. k-1`` hold the
+    best sample of each of the ``k`` classes present (the higher score first), the
+    next ``k`` each class's second best, and so on; a class that runs out drops out
+    of the turns. Ties keep the pool order.
+
+    Parameters
+    ----------
+    scores : torch.Tensor of shape (n,)
+    classes : torch.Tensor of shape (n,), dtype int64
+
+    Returns
+    -------
+    torch.Tensor of shape (n,), float32
+        ``-position``, exact for pools below 2**24 samples.
+    """
+    n = len(scores)
+    by_score = torch.argsort(scores, descending=True, stable=True)
+    by_class = by_score[torch.argsort(classes[by_score], stable=True)]
+    counts = torch.bincount(classes, minlength=int(classes.max()) + 1 if n else 0)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty(n, dtype=torch.int64, device=scores.device)
+    rank[by_class] = torch.arange(n, device=scores.device) - starts[classes[by_class]]
+    order = by_score[torch.argsort(rank[by_score], stable=True)]
+    position = torch.empty(n, dtype=torch.float32, device=scores.device)
+    position[order] = torch.arange(n, dtype=torch.float32, device=scores.device)
+    return -position
 
 
 def _without_class_drift(change, classes):
