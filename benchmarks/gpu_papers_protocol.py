@@ -42,11 +42,12 @@ from skal.transforms import cifar_augmentation
 
 HERE = Path(__file__).parent
 PAPERS = dict(initial=1000, query=1000, cycles=10, epochs=200, milestone=160, batch=128, subset=10_000,
-              reference=5000)
-TINY = dict(initial=10, query=10, cycles=1, epochs=2, milestone=1, batch=10, subset=None, reference=10)
+              reference=5000, lissa={})  # ISAL's LiSSA at its defaults (the reference code's)
+TINY = dict(initial=10, query=10, cycles=1, epochs=2, milestone=1, batch=10, subset=None, reference=10,
+            lissa={"depth": 5, "repeats": 1})
 
 
-def methods(reference, subset):
+def methods(reference, subset, lissa=None):
     """name -> (selector, warm start, extra net parameters)."""
     return {
         "random": (Random(), False, {}),
@@ -59,7 +60,7 @@ def methods(reference, subset):
         "ll4al cold": (LL4AL(subset=subset), False, {}),
         "tidal warm": (TiDAL(subset=subset), True, {}),
         "tidal cold": (TiDAL(subset=subset), False, {}),
-        "isal (validation set)": (ISAL(reference=reference), False, {}),
+        "isal (validation set)": (ISAL(reference=reference, **(lissa or {})), False, {}),
         "disal (paper)": (DISAL(drift="keep", balance="none"), False, {}),
         "disal": (DISAL(), False, {}),
     }
@@ -103,7 +104,7 @@ def tiny_data(path, seed=0, size=16, n=60, n_test=30, classes=3):
 
 def learners(names, protocol, n_classes, reference, device, size):
     out = {}
-    for name, (selector, warm, extra) in methods(reference, protocol["subset"]).items():
+    for name, (selector, warm, extra) in methods(reference, protocol["subset"], protocol["lissa"]).items():
         if names and name not in names:
             continue
         net = ActiveNet(resnet18_cifar, module__num_classes=n_classes, lr=0.1, optimizer=torch.optim.SGD,
