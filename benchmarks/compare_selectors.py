@@ -93,6 +93,10 @@ def methods(initial):
         "ll4al": (LL4AL(subset=None), True, {}, []),
         "tidal": (TiDAL(subset=None), True, {}, []),
         "tidal (margin)": (TiDAL(subset=None, score="margin"), True, {}, []),
+        # warm_start="continue": the optimizer and the schedule carried over (warm_start=True before 0.2)
+        "ll4al continue": (LL4AL(subset=None), "continue", {}, []),
+        "tidal continue": (TiDAL(subset=None), "continue", {}, []),
+        "tidal cold": (TiDAL(subset=None), False, {}, []),
         "isal": (ISAL(reference=reference), False, {}, []),
         "isal (last layer)": (ISAL(reference=reference, params="last layer"), False, {}, []),
         "disal": (DISAL(drift="keep"), False, {}, []),
@@ -101,6 +105,8 @@ def methods(initial):
         "disal literal": (DISAL(mode="literal", drift="keep"), False, {}, []),
         "disal 3 transitions": (DISAL(transitions=3, drift="keep"), False, {}, []),
         "disal drift removed": (DISAL(drift="remove"), False, {}, []),
+        "disal balanced": (DISAL(balance="predicted"), False, {}, []),
+        "disal current buffers": (DISAL(snapshot_buffers="current", drift="keep"), False, {}, []),
         "disal recency target": (DISAL(target_decay=0.6, drift="keep"), False, {}, []),
         "disal ramp-up": (DISAL(ramp_up=10, drift="keep"), False, {}, []),
         "disal + stochastic": (DISAL(batch=StochasticBatch(), drift="keep"), False, {}, []),
@@ -113,6 +119,7 @@ def methods(initial):
 
 
 DISAL_VARIANTS = ["disal w/o D", "disal w/o S", "disal literal", "disal 3 transitions", "disal drift removed",
+                  "disal balanced", "disal current buffers",
                   "disal recency target", "disal ramp-up", "disal + stochastic", "disal + cluster",
                   "disal drift removed + cluster"]
 

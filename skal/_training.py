@@ -25,6 +25,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing
 
+from ._warm import prepare_warm
 from ._samples import as_float32
 from .callbacks import DivergenceCheck
 
@@ -171,11 +172,8 @@ def retrain(state, estimator, selector, warm_start):
     cycle = int(labeled.cycle[-1])
     if warm_start:
         net = copy.deepcopy(state.estimator)
-        # Nothing reads the per-batch records of earlier cycles, and kept they would
-        # grow with every cycle of a long campaign (and be deep-copied each teach).
-        for epoch in final_net(net).history:
-            epoch["batches"] = []
         apply_changes(estimator, state.template, state.selector, net, selector)
+        prepare_warm(final_net(net), warm_start)  # True: a new optimizer, schedule and epoch count
         if isinstance(net, Pipeline):
             # the fitted transformers stay; the net continues on their output
             def fit(X, y):

@@ -13,6 +13,8 @@ import joblib
 import numpy as np
 import torch
 from sklearn.base import clone
+from skorch.callbacks import LRScheduler
+from torch.optim.lr_scheduler import MultiStepLR
 
 from . import __version__
 from ._archive import InvalidSave, check_depth, json_scan
@@ -22,6 +24,7 @@ from .callbacks import ProgressBars
 from .learner import ActiveLearner
 from .model_selection import active_learning_curve
 from .models import MLP, SmallCNN
+from .transforms import cifar_augmentation
 from .net import ActiveNet
 from .plotting import plot_active_learning_curve
 from .selectors import (BADGE, BALD, DISAL, ISAL, LL4AL, CoreSet, Entropy, LeastConfidence, Margin,
@@ -47,6 +50,7 @@ SELECTORS = {
 }
 DATASETS = ("digits", "fashion-mnist", "PATH.npz")
 MODELS = ("auto", "mlp", "cnn")
+RECIPES = ("plain", "step")
 
 # How every net of the command trains. With the default 150 initial labels of
 # digits (MLP on the 64 standardised pixels) the cycle-0 test accuracy spreads
@@ -205,6 +209,10 @@ def _build():
     option("--repeats", type=_count("repeats"), default=5,
            help="independent repeats, each with its own initial set and seed (default: 5)")
     option("--epochs", type=_count("epochs"), default=30, help="training epochs per cycle (default: 30)")
+    option("--recipe", choices=RECIPES, default="plain",
+           help="plain (the default): SGD at a constant learning rate; step: the rate cut 10x at "
+                "80%% of the epochs, and for the CNN random crops (padding 1/8 of the side) and "
+                "horizontal flips of the training images (skal.transforms.cifar_augmentation)")
     option("--pool-size", type=_count("pool_size"), default=None,
            help="use a random subset of this many training samples as the pool")
     option("--test-size", type=_fraction, default=0.3,
@@ -347,7 +355,7 @@ def model_for(model, X):
     return model
 
 
-def build_learners(specs, model, X, classes, *, epochs, device, progress=False):
+def build_learners(specs, model, X, classes, *, epochs, device, progress=False, recipe="plain"):
     """The learners ``skal simulate`` compares, one per selector spec, keyed by the spec's text.
 
     Parameters
@@ -366,6 +374,9 @@ def build_learners(specs, model, X, classes, *, epochs, device, progress=False):
         The torch device.
     progress : bool, default=False
         Show training and pool-pass bars (:class:`~skal.callbacks.ProgressBars`).
+    recipe : {"plain", "step"}, default="plain"
+        ``"step"`` adds a tenfold learning-rate cut at 80% of the epochs and,
+        for the CNN, random crop and flip augmentation.
 
     Returns
     -------
@@ -377,9 +388,16 @@ def build_learners(specs, model, X, classes, *, epochs, device, progress=False):
         # in_features given: no lazy layer, so no torch warning and weights from the start
         module, module_params = MLP, {"module__hidden_sizes": MLP_HIDDEN_SIZES,
                                       "module__in_features": int(np.prod(X.shape[1:]))}
-    callbacks = [("progress", ProgressBars())] if progress else None
-    net = ActiveNet(module, max_epochs=epochs, device=device, callbacks=callbacks, verbose=0,
-                    **RECIPE, **module_params)
+    callbacks = [("progress", ProgressBars())] if progress else []
+    extra = {}
+    if recipe == "step":
+        callbacks.append(("lr", LRScheduler(policy=MultiStepLR, milestones=[max(1, round(0.8 * epochs))],
+                                            gamma=0.1)))
+        if model == "cnn":
+            side = min(X.shape[2:])
+            extra["train_transform"] = cifar_augmentation(size=tuple(X.shape[2:]), padding=max(1, side // 8))
+    net = ActiveNet(module, max_epochs=epochs, device=device, callbacks=callbacks or None, verbose=0,
+                    **RECIPE, **module_params, **extra)
     learners = {}
     for spec in specs:
         selector = spec.build(SELECTORS)
@@ -501,7 +519,8 @@ def simulate(args, out=sys.stdout):
     # bars only on a terminal: a redirected stderr gets no carriage returns or escape codes
     progress = not args.quiet and sys.stderr.isatty()
     learners = build_learners(args.selectors, model, X, np.unique(y), epochs=args.epochs,
-                              device=args.device, progress=progress and args.n_jobs == 1)
+                              device=args.device, progress=progress and args.n_jobs == 1,
+                              recipe=args.recipe)
     if args.reference is not None and args.reference not in learners:
         raise CommandError(f"--reference {args.reference}: not one of the selectors compared "
                            f"({', '.join(learners)})")

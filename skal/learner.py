@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin
 from sklearn.metrics import accuracy_score
 from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing, check_random_state
-from sklearn.utils._param_validation import HasMethods
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 from torch.utils.data import Subset
@@ -31,6 +31,7 @@ from ._samples import (check_fit_samples, check_labels, check_marker, check_n, c
 from ._state import Fitted, LabeledSet, fitted_attribute, fitted_state, install, template
 from ._training import (QUERY, TRAIN, configured_net, current_selector, derive_seed, final_net, fit_seeded,
                         reference_mask, retrain, selector_for_query)
+from ._warm import WARM_START_OPTIONS
 from .net import ActiveNet
 from .selectors import Margin
 
@@ -79,10 +80,19 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
     classes : array-like or None, default=None
         All labels the task has. ``None`` takes the labels seen in ``fit``.
         Declare them when a class may first appear in :meth:`teach`.
-    warm_start : bool, default=False
+    warm_start : bool or "continue", default=False
         ``False``: every :meth:`teach` retrains from a fresh initialisation,
-        as DISAL and ISAL do. ``True``: continue from the current weights
-        (``partial_fit``), as TiDAL and LL4AL do.
+        as DISAL and ISAL do. ``True``: start from the current weights (the
+        module's and the heads'), as TiDAL's and LL4AL's code do, with a new
+        optimizer, a new learning-rate schedule and ``max_epochs`` new
+        epochs (the callbacks are initialised again). ``"continue"``: skorch's
+        ``partial_fit``, which also carries over the optimizer's state
+        (momentum, Adam's moments) and resumes an ``LRScheduler`` at the
+        epochs already trained.
+
+        .. versionchanged:: 0.3
+           ``True`` restarts the optimizer and schedule each cycle; it used
+           to continue them, which is now ``"continue"``.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, batch shuffling and every random choice
         of the selector (ties, subsets). With an int, CPU runs are
@@ -144,7 +154,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         "estimator": [HasMethods(["fit", "predict_proba"])],
         "selector": [HasMethods(["select", "training_needs"])],
         "classes": ["array-like", None],
-        "warm_start": ["boolean"],
+        "warm_start": ["boolean", StrOptions(WARM_START_OPTIONS)],
         "random_state": ["random_state"],
         "unlabeled": [numbers.Integral, numbers.Real, str, None],
     }

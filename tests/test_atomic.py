@@ -482,15 +482,15 @@ def _early_stopping(**kwargs):
                                                                   threshold=0.99))], **kwargs)
 
 
-@pytest.mark.parametrize("warm_start", [False, True], ids=["cold", "warm"])
+@pytest.mark.parametrize("warm_start", [False, True, "continue"], ids=["cold", "warm", "continue"])
 def test_early_stopping_inside_fit_teach_and_refit_gives_an_accepted_model(default_sigint, warm_start):
     stopped = ActiveLearner(_early_stopping(), Entropy(), warm_start=warm_start, random_state=0)
     three = ActiveLearner(_net(max_epochs=3), Entropy(), warm_start=warm_start, random_state=0)
     steps = (lambda learner: learner.fit(X[:20], Y[:20]),
              lambda learner: learner.teach(X[20:28], Y[20:28]),
              lambda learner: learner.refit())
-    # a warm start continues the history: 3 more epochs per training
-    for step, epochs in zip(steps, [3, 6, 9] if warm_start else [3, 3, 3]):
+    # warm_start="continue" continues the history: 3 more epochs per training
+    for step, epochs in zip(steps, [3, 6, 9] if warm_start == "continue" else [3, 3, 3]):
         step(stopped), step(three)
         assert not stopped.stale_
         assert len(stopped.estimator_.history) == len(three.estimator_.history) == epochs

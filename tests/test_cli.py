@@ -427,3 +427,23 @@ def test_quiet_prints_only_the_table_and_nothing_on_stderr(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err == ""
     assert captured.out == ""  # _run prints into its own buffer
+
+
+def test_the_step_recipe_cuts_the_rate_at_80_percent_and_augments_the_cnn_images():
+    from skal._cli_spec import parse_selectors
+    from skal.cli import SELECTORS, build_learners
+
+    X = np.random.default_rng(0).normal(size=(40, 1, 16, 16)).astype(np.float32)
+    y = np.arange(40) % 4
+    specs = parse_selectors("random", SELECTORS)
+    plain = build_learners(specs, "cnn", X, np.arange(4), epochs=5, device="cpu")["random"].estimator
+    step = build_learners(specs, "cnn", X, np.arange(4), epochs=5, device="cpu",
+                          recipe="step")["random"].estimator
+    assert plain.train_transform is None and plain.callbacks is None
+    net = step.fit(X, y)
+    np.testing.assert_allclose(net.history[:, "event_lr"], [0.05] * 4 + [0.005])
+    crop, flip = step.train_transform.transforms
+    assert (list(crop.size), crop.padding, flip.p) == ([16, 16], [2, 2, 2, 2], 0.5)
+    mlp = build_learners(specs, "mlp", X.reshape(40, -1), np.arange(4), epochs=10, device="cpu",
+                         recipe="step")["random"].estimator
+    assert mlp.train_transform is None and dict(mlp.callbacks)["lr"].kwargs["milestones"] == [8]

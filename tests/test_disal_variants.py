@@ -169,3 +169,92 @@ def test_variants_save_and_resume(tmp_path):
     loaded = ActiveLearner.load(tmp_path / "v.skal")
     np.testing.assert_array_equal(loaded.query(pool, 6), learner.query(pool, 6))
     assert len(loaded.estimator_.parts_["snapshot"].states_) == 2
+
+
+class _BatchNormNet(torch.nn.Module):
+    """Linear -> BatchNorm1d -> ReLU -> Linear: running statistics that change every epoch."""
+
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.hidden = torch.nn.Linear(4, 6)
+        self.norm = torch.nn.BatchNorm1d(6)
+        self.out = torch.nn.Linear(6, num_classes)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.norm(self.hidden(x))))
+
+
+def _forward64(state, X):
+    """The module's eval-mode logits, in float64 numpy, from a state dict."""
+    s = {key: value.detach().double().numpy() for key, value in state.items()}
+    h = X.astype(np.float64) @ s["hidden.weight"].T + s["hidden.bias"]
+    h = (h - s["norm.running_mean"]) / np.sqrt(s["norm.running_var"] + 1e-5) * s["norm.weight"] + s["norm.bias"]
+    return np.maximum(h, 0) @ s["out.weight"].T + s["out.bias"]
+
+
+@pytest.mark.parametrize("buffers", ["previous", "current"])
+def test_snapshot_buffers_choose_the_running_statistics_of_epoch_t_minus_1(buffers):
+    X, y = tabular(n=48, d=4)
+    pool = tabular(n=20, d=4, seed=1)[0]
+    net = ActiveNet(_BatchNormNet, max_epochs=4, batch_size=16, lr=0.1, verbose=0)
+    learner = ActiveLearner(net, DISAL(drift="keep", snapshot_buffers=buffers), classes=[0, 1, 2],
+                            random_state=0).fit(X, y)
+    trained = learner.estimator_
+    current = trained.module_.state_dict()
+    previous = dict(trained.parts_["snapshot"].state_)
+    # the running statistics moved in the last epoch, so the choice matters
+    assert not torch.equal(previous["norm.running_mean"], current["norm.running_mean"])
+    if buffers == "current":
+        previous.update({key: current[key] for key in ("norm.running_mean", "norm.running_var",
+                                                          "norm.num_batches_tracked")})
+    expected = _kl64(_forward64(previous, pool), _forward64(current, pool))
+    scores = learner.selector_.score_pool(trained, pool).double().numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-9)
+    other = "current" if buffers == "previous" else "previous"
+    other_scores = DISAL(drift="keep", snapshot_buffers=other).score_pool(trained, pool).double().numpy()
+    assert np.abs(other_scores - scores).max() > 1e-3 * np.abs(scores).max()
+
+
+def test_snapshot_buffers_are_checked_at_fit():
+    X, y = tabular()
+    with pytest.raises(InvalidParameterError, match=r"The 'snapshot_buffers' parameter of DISAL must be"):
+        ActiveLearner(ActiveNet(MLP, max_epochs=2, verbose=0), DISAL(snapshot_buffers="next")).fit(X, y)
+
+
+def _balanced_order64(scores, classes):
+    """Brute force: the classes take turns, each giving its best remaining sample; ties by score."""
+    queues = {c: sorted(np.flatnonzero(classes == c), key=lambda i: -scores[i]) for c in np.unique(classes)}
+    order = []
+    for turn in range(max(len(q) for q in queues.values())):
+        order += sorted((q[turn] for q in queues.values() if turn < len(q)), key=lambda i: -scores[i])
+    return np.array(order)
+
+
+@pytest.mark.parametrize("drift", ["keep", "remove"])
+def test_balance_predicted_takes_the_classes_in_turns_by_their_kl(drift):
+    learner, pool = _fitted(DISAL(drift=drift, balance="predicted"))
+    net = learner.estimator_
+    Xb = torch.from_numpy(pool)
+    z_t = net.logits(Xb).double().numpy()
+    z_prev = net.logits(Xb, module=net.parts_["snapshot"].module(net)).double().numpy()
+    kl = DISAL(drift=drift).score_pool(net, pool).double().numpy()  # the unbalanced score
+    classes = z_t.argmax(axis=1)
+    assert len(np.unique(classes)) >= 2
+    expected = _balanced_order64(kl, classes)
+    scores = learner.selector_.score_pool(net, pool).numpy()
+    np.testing.assert_array_equal(np.argsort(-scores, kind="stable"), expected)
+    np.testing.assert_array_equal(scores[expected], -np.arange(len(pool), dtype=np.float32))
+    picked = learner.query(pool, 6)
+    np.testing.assert_array_equal(picked, expected[:6])
+    if drift == "keep":
+        np.testing.assert_allclose(kl, _kl64(z_prev, z_t), rtol=1e-4, atol=1e-9)
+
+
+def test_class_balanced_order_against_brute_force():
+    from skal.selectors.disal import class_balanced_order
+
+    rng = np.random.default_rng(0)
+    for n, k in [(1, 1), (7, 3), (50, 4), (200, 10)]:
+        scores, classes = rng.normal(size=n), rng.integers(0, k, size=n)
+        got = class_balanced_order(torch.tensor(scores), torch.tensor(classes)).numpy()
+        np.testing.assert_array_equal(np.argsort(-got, kind="stable"), _balanced_order64(scores, classes))

@@ -135,13 +135,15 @@ def test_cold_start_teach_retrains_from_a_fresh_initialisation():
     assert len(learner.estimator_.history) == 3
 
 
-def test_warm_start_continues_from_current_weights():
+@pytest.mark.parametrize("warm_start, epochs", [(True, 3), ("continue", 6)])
+def test_warm_start_continues_from_current_weights(warm_start, epochs):
     X, y = _data()
-    learner = ActiveLearner(_net(), selector=Entropy(), warm_start=True, random_state=0)
+    learner = ActiveLearner(_net(), selector=Entropy(), warm_start=warm_start, random_state=0)
     learner.fit(X[:20], y[:20])
     before = learner.estimator_
     learner.teach(X[20:30], y[20:30])
-    assert len(learner.estimator_.history) == 6  # 3 epochs + 3 more on the same net
+    # True: a new history of 3 epochs; "continue": 3 more on the same history
+    assert len(learner.estimator_.history) == epochs
     assert len(before.history) == 3  # the previous net was not modified
     assert _n_trained(learner.estimator_) == 30
 
@@ -154,10 +156,10 @@ def test_warm_start_teaches_a_net_built_from_a_module_instance():
                     batch_size=16, lr=0.1, verbose=0)
     learner = ActiveLearner(net, selector=Entropy(), warm_start=True, random_state=0).fit(X[:20], y[:20])
     learner.teach(X[20:25], y[20:25])
-    assert len(learner.estimator_.history) == 6 and not learner.stale_
+    assert len(learner.estimator_.history) == 3 and not learner.stale_
     learner.set_params(estimator__lr=0.02)
     learner.teach(X[25:30], y[25:30])
-    assert len(learner.estimator_.history) == 9 and learner.estimator_.lr == 0.02
+    assert len(learner.estimator_.history) == 3 and learner.estimator_.lr == 0.02
     assert learner.estimator_.optimizer_.param_groups[0]["lr"] == 0.02
     assert _n_trained(learner.estimator_) == 30
 
@@ -474,14 +476,14 @@ def test_a_selector_needing_other_training_is_refused_by_query_until_refit():
 
 def test_an_estimator_parameter_changed_after_fit_takes_effect_at_the_next_teach():
     X, y = _data()
-    for warm_start in (False, True):
+    for warm_start in (False, True, "continue"):
         learner = ActiveLearner(_net(), selector=Entropy(), warm_start=warm_start,
                                 random_state=0).fit(X[:20], y[:20])
         learner.set_params(estimator__lr=0.02, estimator__max_epochs=2)
         learner.teach(X[20:25], y[20:25])
         net = learner.estimator_
         assert net.lr == 0.02 and net.optimizer_.param_groups[0]["lr"] == 0.02
-        assert len(net.history) == (3 + 2 if warm_start else 2)
+        assert len(net.history) == (3 + 2 if warm_start == "continue" else 2)
 
 
 def test_a_warm_start_refuses_a_changed_module_or_incompatible_parts_and_keeps_the_labels():
@@ -500,7 +502,7 @@ def test_a_warm_start_refuses_a_changed_module_or_incompatible_parts_and_keeps_t
         learner.refit()
     assert learner.estimator_ is trained and learner.stale_
     learner.set_params(selector=Entropy()).refit()
-    assert not learner.stale_ and len(learner.estimator_.history) == 6
+    assert not learner.stale_ and len(learner.estimator_.history) == 3
 
 
 def test_a_warm_start_takes_a_changed_part_parameter():
@@ -510,7 +512,7 @@ def test_a_warm_start_takes_a_changed_part_parameter():
     learner.set_params(selector__weight=0.25)
     learner.teach(X[20:25], y[20:25])
     assert learner.estimator_.parts_["dynamic_loss"].weight == 0.25
-    assert learner.selector_.weight == 0.25 and len(learner.estimator_.history) == 6
+    assert learner.selector_.weight == 0.25 and len(learner.estimator_.history) == 3
 
 
 def test_a_warm_start_takes_a_callback_added_after_fit():
@@ -523,5 +525,5 @@ def test_a_warm_start_takes_a_callback_added_after_fit():
     stop = EarlyStopping(monitor="train_loss", patience=1, threshold=0.9, sink=lambda *args: None)
     learner.set_params(estimator__callbacks=[("stop", stop)])
     learner.teach(X[20:25], y[20:25])
-    assert len(learner.estimator_.history) == 3 + 2 and not learner.stale_
+    assert len(learner.estimator_.history) == 2 and not learner.stale_
     assert "stop" in dict(learner.estimator_.callbacks_)

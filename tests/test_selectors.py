@@ -359,13 +359,16 @@ def test_parameterless_selectors_sklearn_contract(selector_cls):
 def test_disal_sklearn_contract():
     selector = DISAL(mode="literal", drift="keep")
     assert selector.get_params() == {"mode": "literal", "batch": "topk", "weight": 1.0, "transitions": 1,
-                                     "drift": "keep", "target_decay": None, "ramp_up": 0}
+                                     "drift": "keep", "target_decay": None, "ramp_up": 0,
+                                     "snapshot_buffers": "previous", "balance": "none"}
     cloned = clone(selector)
     assert type(cloned) is DISAL and cloned is not selector
     assert cloned.get_params() == {"mode": "literal", "batch": "topk", "weight": 1.0, "transitions": 1,
-                                   "drift": "keep", "target_decay": None, "ramp_up": 0}
+                                   "drift": "keep", "target_decay": None, "ramp_up": 0,
+                                   "snapshot_buffers": "previous", "balance": "none"}
     assert DISAL().get_params() == {"mode": "kl", "batch": "topk", "weight": 1.0, "transitions": 1,
-                                    "drift": "remove", "target_decay": None, "ramp_up": 0}
+                                    "drift": "remove", "target_decay": None, "ramp_up": 0,
+                                    "snapshot_buffers": "previous", "balance": "none"}
     assert selector.set_params(mode="kl") is selector
     assert selector.mode == "kl"
     assert repr(DISAL(mode="literal")) == "DISAL(mode='literal')"

@@ -75,6 +75,21 @@ class DISAL(ScoreSelector):
         Epochs over which the dynamic loss's weight ramps up from ~0
         (temporal ensembling's Gaussian ramp, :class:`~skal.parts.DynamicLoss`);
         0: the full weight from the first epoch (the paper).
+    snapshot_buffers : {"previous", "current"}, default="previous"
+        Which buffers (batch-norm running statistics) score the weights of
+        epoch ``T-1``: ``"previous"``, the ones saved with them at the end of
+        epoch ``T-1``; ``"current"``, the trained net's (epoch ``T``), so
+        that the score compares the weights alone and not the drift of the
+        running statistics between the two epochs. The paper does not say;
+        a module without buffers scores the same with both.
+    balance : {"none", "predicted"}, default="none"
+        ``"predicted"`` ranks the pool class by class: the sample with the
+        largest score in each predicted class first (the larger score first
+        among them), then each class's second, and so on, so that a batch
+        takes its samples evenly from the classes the net predicts (all of
+        a class's samples when it has fewer). The score then reported is
+        minus the sample's position in that order. ``"none"``: the scores
+        as computed (the paper).
     {batch}
 
     See Also
@@ -109,10 +124,12 @@ class DISAL(ScoreSelector):
         "drift": [StrOptions({"keep", "remove"})],
         "target_decay": [Interval(Real, 0, 1, closed="neither"), None],
         "ramp_up": [Interval(Integral, 0, None, closed="left")],
+        "snapshot_buffers": [StrOptions({"previous", "current"})],
+        "balance": [StrOptions({"none", "predicted"})],
     }
 
     def __init__(self, weight=1.0, mode="kl", batch="topk", transitions=1, drift="remove",
-                 target_decay=None, ramp_up=0):
+                 target_decay=None, ramp_up=0, snapshot_buffers="previous", balance="none"):
         self.weight = weight
         self.mode = mode
         self.batch = batch
@@ -120,6 +137,8 @@ class DISAL(ScoreSelector):
         self.drift = drift
         self.target_decay = target_decay
         self.ramp_up = ramp_up
+        self.snapshot_buffers = snapshot_buffers
+        self.balance = balance
 
     def training_needs(self):
         parts = []
@@ -137,13 +156,22 @@ class DISAL(ScoreSelector):
                              "EpochSnapshot part (ActiveLearner adds it).") from None
         # copies of the module: the net's own module is never swapped
         previous = [snapshot.module(net, back=k) for k in range(1, self.transitions + 1)]
+        if self.snapshot_buffers == "current":
+            current = dict(net.module_.named_buffers())
+            with torch.no_grad():
+                for module in previous:
+                    for name, buffer in module.named_buffers():
+                        buffer.copy_(current[name])
         sign = 1.0 if self.mode == "kl" else -1.0
         if self.drift == "keep":
             def score(Xb):
                 logits = [net.logits(Xb)] + [net.logits(Xb, module=m) for m in previous]
-                return sign * sum(kl_divergence(logits[k], logits[k - 1]) for k in range(1, len(logits)))
+                kl = sign * sum(kl_divergence(logits[k], logits[k - 1]) for k in range(1, len(logits)))
+                # the predicted class rides along as a float (exact below 2**24 classes)
+                return torch.stack([kl.float(), logits[0].argmax(dim=1).float()], 1)
 
-            return net.map_pool(score, X_pool)
+            scored = net.map_pool(score, X_pool)
+            return self._balanced(scored[:, 0], scored[:, 1].long())
         # drift removal needs every sample's logit change first: O(N C) logits are kept
         logits = None
         with distributed.guarded():  # sharded: every process raises if one fails here
@@ -156,7 +184,43 @@ class DISAL(ScoreSelector):
         for k in range(1, logits.shape[1]):
             change = _without_class_drift(logits[:, k] - logits[:, k - 1], classes)
             total += kl_divergence(logits[:, k - 1] + change, logits[:, k - 1])
-        return sign * total
+        return self._balanced(sign * total, classes)
+
+    def _balanced(self, scores, classes):
+        if self.balance == "none":
+            return scores
+        return class_balanced_order(scores, classes)
+
+
+def class_balanced_order(scores, classes):
+    """Minus each sample's position when the classes take turns, each in order of its scores.
+
+    Position 0 is the highest score of some class; positions ``0 .. k-1`` hold the
+    best sample of each of the ``k`` classes present (the higher score first), the
+    next ``k`` each class's second best, and so on; a class that runs out drops out
+    of the turns. Ties keep the pool order.
+
+    Parameters
+    ----------
+    scores : torch.Tensor of shape (n,)
+    classes : torch.Tensor of shape (n,), dtype int64
+
+    Returns
+    -------
+    torch.Tensor of shape (n,), float32
+        ``-position``, exact for pools below 2**24 samples.
+    """
+    n = len(scores)
+    by_score = torch.argsort(scores, descending=True, stable=True)
+    by_class = by_score[torch.argsort(classes[by_score], stable=True)]
+    counts = torch.bincount(classes, minlength=int(classes.max()) + 1 if n else 0)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty(n, dtype=torch.int64, device=scores.device)
+    rank[by_class] = torch.arange(n, device=scores.device) - starts[classes[by_class]]
+    order = by_score[torch.argsort(rank[by_score], stable=True)]
+    position = torch.empty(n, dtype=torch.float32, device=scores.device)
+    position[order] = torch.arange(n, dtype=torch.float32, device=scores.device)
+    return -position
 
 
 def _without_class_drift(change, classes):
