@@ -84,15 +84,12 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         ``False``: every :meth:`teach` retrains from a fresh initialisation,
         as DISAL and ISAL do. ``True``: start from the current weights (the
         module's and the heads'), as TiDAL's and LL4AL's code do, with a new
-        optimizer, a new learning-rate schedule and ``max_epochs`` new
-        epochs (the callbacks are initialised again). ``"continue"``: skorch's
-        ``partial_fit``, which also carries over the optimizer's state
-        (momentum, Adam's moments) and resumes an ``LRScheduler`` at the
-        epochs already trained.
+        optimizer, learning-rate schedule and epoch count. ``"continue"``:
+        skorch's ``partial_fit``, which carries over the optimizer's state
+        and resumes an ``LRScheduler`` at the epochs already trained.
 
         .. versionchanged:: 0.3
-           ``True`` restarts the optimizer and schedule each cycle; it used
-           to continue them, which is now ``"continue"``.
+           ``True`` restarts the optimizer and schedule (was ``"continue"``).
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, batch shuffling and every random choice
         of the selector (ties, subsets). With an int, CPU runs are
