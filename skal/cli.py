@@ -22,6 +22,7 @@ from .model_selection import active_learning_curve
 from .models import MLP, SmallCNN
 from .net import ActiveNet
 from .plotting import plot_active_learning_curve
+from .semi import FixMatch, PseudoLabel
 from .selectors import (BADGE, BALD, DISAL, ISAL, LL4AL, CoreSet, Entropy, LeastConfidence, Margin,
                         Random, TiDAL)
 
@@ -45,6 +46,7 @@ SELECTORS = {
 }
 DATASETS = ("digits", "fashion-mnist", "PATH.npz")
 MODELS = ("auto", "mlp", "cnn")
+SEMI_PARTS = {"pseudo": PseudoLabel, "fixmatch": FixMatch}
 
 # How every net of the command trains. With the default 150 initial labels of
 # digits (MLP on the 64 standardised pixels) the cycle-0 test accuracy spreads
@@ -193,10 +195,15 @@ def _build():
                 f"{CNN_MIN_SIDE}x{CNN_MIN_SIDE} pixels, else an MLP on the flattened features; "
                 "mlp; cnn")
     option("--initial", type=_count("initial"), default=150, help="initial labeled set size (default: 150)")
-    option("--initial-strategy", choices=("random", "kmeans", "kcenter"), default="random",
+    option("--initial-strategy", choices=("random", "kmeans", "kcenter", "typiclust"), default="random",
            help="how each repeat's initial set is chosen without labels: random (the default), "
-                "kmeans (the samples nearest the k-means centres of the features) or kcenter "
-                "(k-center greedy); see skal.initial.initial_batch")
+                "kmeans (the samples nearest the k-means centres of the features), kcenter "
+                "(k-center greedy) or typiclust (the most typical sample of each of the largest "
+                "k-means clusters); see skal.initial.initial_batch")
+    option("--semi", choices=("none", "pseudo", "fixmatch"), default="none",
+           help="also train on the pool's unlabeled rows: none (the default), pseudo "
+                "(skal.semi.PseudoLabel, any features) or fixmatch (skal.semi.FixMatch, images "
+                "with --model cnn); training takes several times longer, see docs")
     option("--query", type=_count("query"), default=100, help="samples queried per cycle (default: 100)")
     option("--cycles", type=_count("cycles"), default=5, help="query/teach cycles (default: 5)")
     option("--repeats", type=_count("repeats"), default=5,
@@ -311,7 +318,7 @@ def model_for(model, X):
     return model
 
 
-def build_learners(specs, model, X, classes, *, epochs, device, progress=False):
+def build_learners(specs, model, X, classes, *, epochs, device, progress=False, semi="none"):
     """The learners ``skal simulate`` compares, one per selector spec, keyed by the spec's text.
 
     Parameters
@@ -330,6 +337,8 @@ def build_learners(specs, model, X, classes, *, epochs, device, progress=False):
         The torch device.
     progress : bool, default=False
         Show training and pool-pass bars (:class:`~skal.callbacks.ProgressBars`).
+    semi : {"none", "pseudo", "fixmatch"}, default="none"
+        A semi-supervised part (:mod:`skal.semi`) every net trains with.
 
     Returns
     -------
@@ -341,7 +350,13 @@ def build_learners(specs, model, X, classes, *, epochs, device, progress=False):
         # in_features given: no lazy layer, so no torch warning and weights from the start
         module, module_params = MLP, {"module__hidden_sizes": MLP_HIDDEN_SIZES,
                                       "module__in_features": int(np.prod(X.shape[1:]))}
-    callbacks = [("progress", ProgressBars())] if progress else None
+    callbacks = [("progress", ProgressBars())] if progress else []
+    if semi != "none":
+        if semi == "fixmatch" and model != "cnn":
+            raise CommandError("--semi fixmatch augments images: use image data with --model cnn "
+                               "(or --semi pseudo for other features)")
+        callbacks.append(("semi", SEMI_PARTS[semi]()))
+    callbacks = callbacks or None
     net = ActiveNet(module, max_epochs=epochs, device=device, callbacks=callbacks, verbose=0,
                     **RECIPE, **module_params)
     learners = {}
@@ -444,7 +459,8 @@ def simulate(args, out=sys.stdout):
     # bars only on a terminal: a redirected stderr gets no carriage returns or escape codes
     progress = not args.quiet and sys.stderr.isatty()
     learners = build_learners(args.selectors, model, X, np.unique(y), epochs=args.epochs,
-                              device=args.device, progress=progress and args.n_jobs == 1)
+                              device=args.device, progress=progress and args.n_jobs == 1,
+                              semi=args.semi)
     with _one_torch_thread(args.n_jobs):
         _preflight(learners, X, y, initial=args.initial, query=args.query, epochs=args.epochs,
                    seed=args.seed)

@@ -35,6 +35,7 @@ from .callbacks import DivergenceCheck
 from .net import ActiveNet
 from .selectors import Margin
 from .selectors.base import LabeledData
+from .semi import lend_pool, lent_pool, pool_fit
 
 __all__ = ["ActiveLearner"]
 
@@ -320,7 +321,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             check_array_like(X, "X")
             nan_marker = isinstance(self.unlabeled, float) and np.isnan(self.unlabeled)
             y = check_targets(y, allow_nan=nan_marker)
-            X, y, pool, rows = self._split_pool(X, y)
+            X_pool, (X, y, pool, rows) = X, self._split_pool(X, y)
             X, n_features, names = self._check_fit_samples(X)
             check_same_length(X, y)
             with named_errors("y"):
@@ -332,7 +333,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             reference = _reference_mask(y, selector.training_needs().reference, seed)
             net = self._configured_net(selector, classes)
             train = ~reference
-            _fit_seeded(net.fit, X[train], np.searchsorted(classes, y[train]),
+            _fit_seeded(pool_fit(net.fit, net, X_pool, pool), X[train], np.searchsorted(classes, y[train]),
                         _derive_seed(seed, 0, _TRAIN), _final_net(net).device, "the learner was not fitted")
             labeled = _LabeledSet(X, y, np.zeros(len(y), dtype=np.int64), reference, rows)
             self._commit(_Fitted(net, selector, _template(self.estimator), classes, labeled, seed,
@@ -510,6 +511,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         with self._serialised():
             state = self._state()
             pool = state.pool
+            X_pool = X if rows is not None else None
             if rows is not None:
                 rows = self._check_rows(state, X, rows, "rows")
                 labeled_now = rows[pool.status[rows] == LABELED_ROW]
@@ -525,7 +527,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             if rows is not None:
                 pool = pool.with_status(rows, LABELED_ROW)
             self._commit(replace(state, labeled=labeled, pool=pool, stale=True))
-            return self.refit()
+            with lend_pool(self, X_pool):
+                return self.refit()
 
     def skip(self, rows):
         """Mark rows of the learner's pool that cannot be labeled: never queried or trained on.
@@ -650,6 +653,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         else:
             net = self._configured_net(selector, state.classes)
             fit = net.fit
+        fit = pool_fit(fit, net, lent_pool(self), state.pool)
         _fit_seeded(fit, X, np.searchsorted(state.classes, y), _derive_seed(state.seed, cycle, _TRAIN),
                     _final_net(net).device,
                     "the previous model is kept, marked stale; call refit() to train again")
