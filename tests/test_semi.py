@@ -302,3 +302,10 @@ def test_the_part_runs_on_the_nets_device():
     learner = ActiveLearner(net, unlabeled=skal.UNLABELED, random_state=0).fit(X, y)
     part = learner.estimator_.parts_["semi"]
     assert part.n_confident_.device.type == "cuda" and int(part.n_confident_) == 7 * 8 * 2
+
+
+def test_the_user_guide_snippet_runs():
+    from docs_snippets import run_section
+
+    namespace = run_section("user_guide/semi.md", "Using a part")
+    assert len(namespace["learner"].labeled_rows_) == 30
