@@ -75,7 +75,8 @@ def reads_pool(estimator):
     """Whether ``estimator``'s net (an ActiveNet or a Pipeline ending in one) has a part reading the pool."""
     net = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
     entries = [cb for _, cb in getattr(net, "callbacks_", [])]
-    entries += [cb[1] if isinstance(cb, tuple) else cb for cb in (net.callbacks or []) if cb != "disable"]
+    if isinstance(net.callbacks, (list, tuple)):  # or None, or skorch's "disable"
+        entries += [cb[1] if isinstance(cb, tuple) else cb for cb in net.callbacks]
     return any(isinstance(cb, PoolPart) or (isinstance(cb, type) and issubclass(cb, PoolPart))
                for cb in entries)
 
