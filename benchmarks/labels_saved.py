@@ -27,6 +27,7 @@ Scales (2 shared CPU cores, one torch thread):
     python benchmarks/labels_saved.py --dataset digits      # ~8 min on 2 shared cores
     python benchmarks/labels_saved.py --dataset fashion --strategies random
     python benchmarks/labels_saved.py --dataset fashion --strategies kmeans,typiclust
+    python benchmarks/labels_saved.py --dataset digits --strategies timing   # training-time ratios
     python benchmarks/labels_saved.py --dataset digits --quick   # smoke run
 
 Each run writes benchmarks/results/labels_saved_<dataset>[_<strategies>][_quick].json; the
@@ -127,12 +128,38 @@ def run(args):
                 "scores": curve.scores[i].tolist(), "fit_times": curve.fit_times[i].tolist()}
         print(f"{args.dataset} {strategy}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
         n_labeled = curve.n_labeled.tolist()
-    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    cpu = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "")
+    cpu = _cpu()
     return {"dataset": args.dataset, "n_labeled": n_labeled, "runs": runs, "epochs": epochs,
             "repeats": 2 if args.quick else args.repeats, "seed": args.seed, "pool": len(y),
             "test": len(y_test), "cpu": cpu, "python": platform.python_version(),
             "torch": torch.__version__, "command": " ".join(sys.argv)}
+
+
+def _cpu():
+    text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name")), "")
+
+
+def timing(dataset, seed, n_labeled=(50, 200), repeats=5):
+    """Training time of one fit with each part over the time without, interleaved, median of repeats."""
+    torch.set_num_threads(1)
+    X, y, _, _ = data(dataset, seed)
+    out = {}
+    for n in n_labeled:
+        times = {semi: [] for semi in SCALES[dataset]["semi"]}
+        for r in range(repeats):
+            rows = np.random.default_rng(r).choice(len(y), n, replace=False)
+            y_marked = np.full(len(y), -1)
+            y_marked[rows] = y[rows]
+            for semi in times:  # interleaved, so that the machine's load hits every part alike
+                learner = learners(X, np.unique(y), 30, ["random"], [semi])[f"random + {semi}"]
+                start = time.perf_counter()
+                learner.set_params(unlabeled=-1, random_state=r).fit(X, y_marked)
+                times[semi].append(time.perf_counter() - start)
+        base = np.median(times["none"])
+        out[n] = {semi: {"median_s": float(np.median(t)), "ratio": float(np.median(t) / base)}
+                  for semi, t in times.items()}
+    return out
 
 
 def report(results):
@@ -148,7 +175,7 @@ def report(results):
     ref_auc = normalised_auc(ref, n_labeled)
     lines = [f"Target: random sampling's final accuracy at {final} labels, "
              f"{target.mean():.3f} (mean over {len(target)} repeats).", "",
-             "| selector | part | initial | labels needed | saved vs random's final | AUC | AUC - random's [95% CI] | training time x |",
+             "| selector | part | initial | labels needed [95% CI] | saved vs random's final | AUC | AUC - random's [95% CI] | training time x |",
              "|---|---|---|---|---|---|---|---|"]
     rows = []
     for key, run in runs.items():
@@ -163,7 +190,8 @@ def report(results):
         base = runs.get(f"{selector}|none|{strategy}")
         ratio = (np.mean(run["fit_times"]) / np.mean(base["fit_times"])) if base and semi != "none" else 1.0
         if reached == len(values):
-            text = f"{'<=' if upper else ''}{values.mean():.0f}"
+            _, lo, hi = paired_t_interval(values - final)
+            text = f"{'<=' if upper else ''}{values.mean():.0f} [{final + lo:.0f}, {final + hi:.0f}]"
             saved = f"{1 - values.mean() / final:.0%}"
         else:
             text = f"> {final} in {len(values) - reached}/{len(values)}"
@@ -174,6 +202,11 @@ def report(results):
     lines += [row for *_, row in sorted(rows, key=lambda r: (r[0], r[1]))]
     best = min(rows, key=lambda r: (r[0], r[1]))
     met = np.isfinite(best[0]) and best[0] <= final / 2
+    if "timing" in results:
+        lines += ["", "Training time of one fit (30 epochs), median of 5 interleaved repeats, and its ratio "
+                  "to the fit without a part:", "", "| labels | part | seconds | x |", "|---|---|---|---|"]
+        for n, parts in results["timing"].items():
+            lines += [f"| {n} | {semi} | {v['median_s']:.2f} | {v['ratio']:.1f} |" for semi, v in parts.items()]
     lines += ["", f"Best configuration: {best[2].split('|')[1].strip()} + {best[2].split('|')[2].strip()} "
               f"+ {best[2].split('|')[3].strip()} initial set: "
               f"{'%.0f' % best[0] if np.isfinite(best[0]) else 'not reached'} labels for random's "
@@ -186,30 +219,44 @@ def main(argv=None):
     parser.add_argument("--dataset", choices=tuple(SCALES), default="digits")
     parser.add_argument("--selectors", default="random,margin,disal")
     parser.add_argument("--semi", default=None, help="comma-separated parts (default: per dataset)")
-    parser.add_argument("--strategies", default="random,kmeans,typiclust")
+    parser.add_argument("--strategies", default="random,kmeans,typiclust",
+                        help="initial strategies; 'timing': only time one fit with each part")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only rebuild the report from the JSON files already written")
     args = parser.parse_args(argv)
     args.selectors = args.selectors.split(",")
     args.strategies = args.strategies.split(",")
     args.semi = args.semi.split(",") if args.semi else list(SCALES[args.dataset]["semi"])
-    results = run(args)
     suffix = "_quick" if args.quick else ""
-    tag = "" if args.strategies == ["random", "kmeans", "typiclust"] else "_" + "-".join(args.strategies)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"labels_saved_{args.dataset}{tag}{suffix}.json"
-    path.write_text(json.dumps(results, indent=1))
+    if args.report_only:
+        results = json.loads(sorted(RESULTS.glob(f"labels_saved_{args.dataset}_*{suffix}.json"))[0].read_text())
+    else:
+        if args.strategies == ["timing"]:
+            scale = SCALES[args.dataset]
+            results = {"dataset": args.dataset, "runs": {}, "repeats": args.repeats, "epochs": args.epochs,
+                       "n_labeled": [scale["initial"] + c * scale["query"] for c in range(scale["cycles"] + 1)],
+                       "timing": timing(args.dataset, args.seed), "cpu": _cpu(), "command": " ".join(sys.argv)}
+        else:
+            results = run(args)
+        tag = "" if args.strategies == ["random", "kmeans", "typiclust"] else "_" + "-".join(args.strategies)
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"labels_saved_{args.dataset}{tag}{suffix}.json"
+        path.write_text(json.dumps(results, indent=1))
     merged = dict(results, runs={})
-    for other in sorted(RESULTS.glob(f"labels_saved_{args.dataset}*{suffix}.json")):
+    for other in sorted(RESULTS.glob(f"labels_saved_{args.dataset}_*{suffix}.json")):
         if suffix or not other.stem.endswith("_quick"):
             previous = json.loads(other.read_text())
             if previous["n_labeled"] == results["n_labeled"] and previous["repeats"] == results["repeats"]:
                 merged["runs"].update(previous["runs"])
-    text = (f"# Labels saved on {args.dataset} ({merged['pool']}-row pool, {merged['test']} test rows, "
-            f"{merged['repeats']} repeats, {merged['epochs']} epochs; CPU: {merged['cpu']}, shared)\n\n"
-            + report(merged))
+                merged.update({key: value for key, value in previous.items()
+                               if key in ("timing", "pool", "test") or key not in merged})
+    text = (f"# Labels saved on {args.dataset} ({merged.get('pool', '?')}-row pool, "
+            f"{merged.get('test', '?')} test rows, {merged['repeats']} repeats, {merged['epochs']} epochs; "
+            f"CPU: {merged['cpu']}, shared with other work)\n\n" + report(merged))
     (RESULTS / f"labels_saved_{args.dataset}{suffix}.md").write_text(text)
     print(text)
 
