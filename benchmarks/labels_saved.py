@@ -202,6 +202,20 @@ def report(results):
     lines += [row for *_, row in sorted(rows, key=lambda r: (r[0], r[1]))]
     best = min(rows, key=lambda r: (r[0], r[1]))
     met = np.isfinite(best[0]) and best[0] <= final / 2
+    lines += ["", "What a part adds: AUC with the part minus without it, same selector and initial set, "
+              "paired over repeats [95% CI]; and random's own labels needed "
+              f"({np.mean([labels_needed(ref[r], n_labeled, target[r])[0] for r in range(len(target))]):.0f}: "
+              "its noisy curve often reaches its final accuracy before the final budget).", "",
+              "| selector | initial | part | AUC - without [95% CI] |", "|---|---|---|---|"]
+    for key in sorted(runs):
+        selector, semi, strategy = key.split("|")
+        base = runs.get(f"{selector}|none|{strategy}")
+        if semi == "none" or base is None:
+            continue
+        diff = normalised_auc(np.asarray(runs[key]["scores"]), n_labeled) - normalised_auc(
+            np.asarray(base["scores"]), n_labeled)
+        mean, low, high = paired_t_interval(diff)
+        lines.append(f"| {selector} | {strategy} | {semi} | {mean:+.3f} [{low:+.3f}, {high:+.3f}] |")
     if "timing" in results:
         lines += ["", "Training time of one fit (30 epochs), median of 5 interleaved repeats, and its ratio "
                   "to the fit without a part:", "", "| labels | part | seconds | x |", "|---|---|---|---|"]
