@@ -15,6 +15,7 @@ from skal import ActiveLearner, ActiveNet
 from skal._campaign import _marked, run_campaign
 from skal.losses import pseudo_label_loss
 from skal.models import MLP
+from skal.parts import TrainingPart
 from skal.selectors import Margin
 from skal.semi import _POOL_KEY, FixMatch, PseudoLabel, _PoolView
 from skal.transforms import strong_augment, weak_augment
@@ -155,8 +156,9 @@ def test_seeded_runs_reproduce_and_the_pool_changes_training():
     assert a.estimator_.parts_["semi"].n_unlabeled_seen_ == 4 * 3 * 7 * 4  # epochs x batches x ratio x rows
     c, _, _ = _pool_learner(PseudoLabel(threshold=0.5, ramp_up=0.0), seed=1)
     d, _, _ = _pool_learner(None)
-    assert not torch.equal(module_state(a.estimator_)["layers.1.weight"], module_state(c.estimator_)["layers.1.weight"])
-    assert not torch.equal(module_state(a.estimator_)["layers.1.weight"], module_state(d.estimator_)["layers.1.weight"])
+    weight = "layers.1.weight"
+    assert not torch.equal(module_state(a.estimator_)[weight], module_state(c.estimator_)[weight])
+    assert not torch.equal(module_state(a.estimator_)[weight], module_state(d.estimator_)[weight])
     # the part's own random_state fixes its draws whatever the learner's seed draws for it
     e, _, _ = _pool_learner(PseudoLabel(threshold=0.5, ramp_up=0.0, random_state=5))
     f, _, _ = _pool_learner(PseudoLabel(threshold=0.5, ramp_up=0.0, random_state=5))
@@ -309,3 +311,33 @@ def test_the_user_guide_snippet_runs():
 
     namespace = run_section("user_guide/semi.md", "Using a part")
     assert len(namespace["learner"].labeled_rows_) == 30
+
+
+class LastForwardSize(TrainingPart):
+    """Records, when its loss is asked, the batch size of the module's last training forward."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.sizes_ = []
+        self.handle_ = net.module_.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, out):
+        self.last_ = len(args[0])
+
+    def on_train_end(self, net, **kwargs):
+        self.handle_.remove()
+
+    def loss(self, net, logits, y_true):
+        self.sizes_.append((self.last_, len(logits)))
+
+
+def test_pool_parts_run_after_the_parts_that_read_the_labeled_forward():
+    # listed first, the pool part is still asked last: the other part sees the labeled batch's forward
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 6)).astype(np.float32)
+    y = np.where(np.arange(80) < 12, (X[:, 0] > 0).astype(np.int64), skal.UNLABELED)
+    net = ActiveNet(MLP, module__in_features=6, max_epochs=2, batch_size=4, verbose=0,
+                    callbacks=[("semi", PseudoLabel(threshold=0.0)), ("recorder", LastForwardSize())])
+    trained = ActiveLearner(net, unlabeled=skal.UNLABELED, random_state=0).fit(X, y)
+    sizes = trained.estimator_.parts_["recorder"].sizes_
+    assert sizes == [(4, 4)] * 6  # 2 epochs x 3 batches, each the labeled batch's own forward
+    assert trained.estimator_.parts_["semi"].n_unlabeled_seen_ == 7 * 12 * 2
