@@ -247,7 +247,9 @@ def main(argv=None):
     args.semi = args.semi.split(",") if args.semi else list(SCALES[args.dataset]["semi"])
     suffix = "_quick" if args.quick else ""
     if args.report_only:
-        results = json.loads(sorted(RESULTS.glob(f"labels_saved_{args.dataset}_*{suffix}.json"))[0].read_text())
+        results = next(json.loads(path.read_text()) for path in sorted(
+            RESULTS.glob(f"labels_saved_{args.dataset}_*{suffix}.json"))
+            if json.loads(path.read_text())["epochs"] == args.epochs)
     else:
         if args.strategies == ["timing"]:
             scale = SCALES[args.dataset]
@@ -257,6 +259,7 @@ def main(argv=None):
         else:
             results = run(args)
         tag = "" if args.strategies == ["random", "kmeans", "typiclust"] else "_" + "-".join(args.strategies)
+        tag += "" if args.epochs == 30 else f"_e{args.epochs}"
         RESULTS.mkdir(exist_ok=True)
         path = RESULTS / f"labels_saved_{args.dataset}{tag}{suffix}.json"
         path.write_text(json.dumps(results, indent=1))
@@ -264,14 +267,16 @@ def main(argv=None):
     for other in sorted(RESULTS.glob(f"labels_saved_{args.dataset}_*{suffix}.json")):
         if suffix or not other.stem.endswith("_quick"):
             previous = json.loads(other.read_text())
-            if previous["n_labeled"] == results["n_labeled"] and previous["repeats"] == results["repeats"]:
+            if (previous["n_labeled"], previous["repeats"], previous["epochs"]) == (
+                    results["n_labeled"], results["repeats"], results["epochs"]):
                 merged["runs"].update(previous["runs"])
                 merged.update({key: value for key, value in previous.items()
                                if key in ("timing", "pool", "test") or key not in merged})
     text = (f"# Labels saved on {args.dataset} ({merged.get('pool', '?')}-row pool, "
             f"{merged.get('test', '?')} test rows, {merged['repeats']} repeats, {merged['epochs']} epochs; "
             f"CPU: {merged['cpu']}, shared with other work)\n\n" + report(merged))
-    (RESULTS / f"labels_saved_{args.dataset}{suffix}.md").write_text(text)
+    epochs = "" if args.epochs == 30 else f"_e{args.epochs}"
+    (RESULTS / f"labels_saved_{args.dataset}{epochs}{suffix}.md").write_text(text)
     print(text)
 
 
