@@ -341,3 +341,28 @@ def test_pool_parts_run_after_the_parts_that_read_the_labeled_forward():
     sizes = trained.estimator_.parts_["recorder"].sizes_
     assert sizes == [(4, 4)] * 6  # 2 epochs x 3 batches, each the labeled batch's own forward
     assert trained.estimator_.parts_["semi"].n_unlabeled_seen_ == 7 * 12 * 2
+
+
+def test_with_a_pipeline_the_part_reads_the_pool_through_its_fitted_transformers():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(60, 3)) * 10 + 100).astype(np.float32)
+    y = np.where(np.arange(60) < 10, (X[:, 0] > 100).astype(np.int64), skal.UNLABELED)
+    seen = []
+
+    class Spy(PseudoLabel):
+        def _unlabeled_loss(self, net, X_unlabeled):
+            seen.append(X_unlabeled)
+            return super()._unlabeled_loss(net, X_unlabeled)
+
+    net = ActiveNet(MLP, module__in_features=3, max_epochs=1, verbose=0, callbacks=[("semi", Spy())])
+    learner = ActiveLearner(make_pipeline(StandardScaler(), net), unlabeled=skal.UNLABELED,
+                            random_state=0).fit(X, y)
+    scaler = learner.estimator_[0]
+    expected = scaler.transform(X[10:]).astype(np.float32)
+    got = torch.cat(seen).numpy()
+    assert len(got) == 7 * 10 and scaler.mean_ == pytest.approx(X[:10].mean(axis=0), rel=1e-5)
+    # every gathered row is a transformed unlabeled row
+    assert all(np.isclose(expected, row, atol=1e-5).all(axis=1).any() for row in got)
