@@ -24,13 +24,19 @@ Scales (2 shared CPU cores, one torch thread):
   training images, 2,000 test images drawn from the 10,000; 40 initial labels, 8 queries of
   40 (final budget 360). FixMatch reads the images as (1, 14, 14).
 
-    python benchmarks/labels_saved.py --dataset digits      # ~8 min on 2 shared cores
-    python benchmarks/labels_saved.py --dataset fashion --strategies random
-    python benchmarks/labels_saved.py --dataset fashion --strategies kmeans,typiclust
+    python benchmarks/labels_saved.py --dataset digits --strategies random   # 3 min (shared cores)
+    python benchmarks/labels_saved.py --dataset digits --strategies kmeans,typiclust   # 6 min
+    python benchmarks/labels_saved.py --dataset fashion --strategies random  # 12 min, FixMatch included
+    python benchmarks/labels_saved.py --dataset fashion --strategies kmeans --semi none,pseudo     # 5 min
+    python benchmarks/labels_saved.py --dataset fashion --strategies typiclust --semi none,pseudo  # 6 min
+    python benchmarks/labels_saved.py --dataset fashion --strategies timing
     python benchmarks/labels_saved.py --dataset digits --strategies timing   # training-time ratios
+    python benchmarks/labels_saved.py --dataset digits --strategies random --selectors random,margin --epochs 100
+    python benchmarks/labels_saved.py --dataset fashion --strategies random --selectors random,margin \
+        --semi none,pseudo --epochs 100                      # longer training (its own report, _e100)
     python benchmarks/labels_saved.py --dataset digits --quick   # smoke run
 
-Each run writes benchmarks/results/labels_saved_<dataset>[_<strategies>][_quick].json; the
+Each run writes benchmarks/results/labels_saved_<dataset>[_<strategies>][_e<epochs>][_quick].json; the
 report (markdown tables) is printed and written next to it (.md), merging every JSON of the
 dataset already written (so the fashion runs, split to stay under 10 minutes each, make one table).
 """
