@@ -176,11 +176,12 @@ class PoolPart(TrainingPart):
         self.epoch_ += 1
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
-        self.view_ = self.generator_ = None  # no reference to the pool outlives the fit
+        # no reference to the pool, nor its row order, outlives the fit
+        self.view_ = self.generator_ = self.order_ = None
 
     def __getstate__(self):
         state = super().__getstate__()
-        state["view_"] = state["generator_"] = None
+        state["view_"] = state["generator_"] = state["order_"] = None
         return state
 
     def current_weight(self, net):
