@@ -32,9 +32,10 @@ SCRIPTS = [
     ("bench_bookkeeping.py", False),
     ("compare_fashion_mnist.py", True),
     ("compare_selectors.py", False),
+    ("labels_saved.py", False),
 ]
 # full runs of these take an hour: included in --quick runs, in full runs only with --all / --only
-LONG = {"compare_fashion_mnist.py", "bench_initial.py", "compare_selectors.py"}
+LONG = {"compare_fashion_mnist.py", "bench_initial.py", "compare_selectors.py", "labels_saved.py"}
 
 
 def main():

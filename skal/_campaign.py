@@ -11,6 +11,7 @@ from sklearn.utils import check_array
 from sklearn.utils.multiclass import check_classification_targets
 
 from ._data import check_array_like, check_targets, is_dataset, named_errors, sample_shape, take
+from .semi import reads_pool
 
 _SEED_BOUND = np.iinfo(np.int32).max
 
@@ -70,6 +71,9 @@ def run_campaign(learner, X, y, *, initial_idx, query_size, n_cycles, evaluate=N
     unlabeled = np.ones(len(y), dtype=bool)
     unlabeled[initial_idx] = False
     records = []
+    # Semi-supervised parts (skal.semi) train on the rows not labeled yet: the learner
+    # then keeps X as its pool (y marked), queries it and is taught by row.
+    pooled = reads_pool(learner.estimator)
 
     def record(cycle, indices, fit_time, query_time):
         score = None if evaluate is None else _check_score(evaluate(learner), cycle)
@@ -83,20 +87,46 @@ def run_campaign(learner, X, y, *, initial_idx, query_size, n_cycles, evaluate=N
             on_model(records[-1], learner)
 
     start = time.perf_counter()
-    learner.fit(take(X, initial_idx), y[initial_idx])
+    if pooled:
+        marker, y_marked = _marked(y, unlabeled)
+        learner.set_params(unlabeled=marker).fit(X, y_marked)
+    else:
+        learner.fit(take(X, initial_idx), y[initial_idx])
     record(0, initial_idx, time.perf_counter() - start, 0.0)
     for cycle in range(1, n_cycles + 1):
         pool = np.flatnonzero(unlabeled)
         if len(pool) == 0:
             break
         start = time.perf_counter()
-        chosen = pool[learner.query(take(X, pool), min(query_size, len(pool)))]
+        if pooled:  # the same candidates, in the same order: the pool's unlabeled rows
+            chosen = learner.query(X, min(query_size, len(pool)))
+        else:
+            chosen = pool[learner.query(take(X, pool), min(query_size, len(pool)))]
         query_time = time.perf_counter() - start
         unlabeled[chosen] = False
         start = time.perf_counter()
-        learner.teach(take(X, chosen), y[chosen])
+        if pooled:
+            learner.teach(X, y[chosen], rows=chosen)
+        else:
+            learner.teach(take(X, chosen), y[chosen])
         record(cycle, chosen, time.perf_counter() - start, query_time)
     return records
+
+
+def _marked(y, unlabeled):
+    """``(marker, y with marker at the unlabeled rows)``, the marker a value no label takes."""
+    if y.dtype.kind in "iuf":
+        marker = min(int(np.floor(np.min(y))), 0) - 1
+        marked = y.astype(np.float64 if y.dtype.kind == "f" else np.int64)
+        marker = float(marker) if y.dtype.kind == "f" else marker
+    else:
+        labels = {str(value) for value in np.unique(y)}
+        marker = "<unlabeled>"
+        while marker in labels:
+            marker = f"<{marker}>"
+        marked = y.astype(object)
+    marked[unlabeled] = marker
+    return marker, marked
 
 
 def _check_score(score, cycle):

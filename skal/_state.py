@@ -25,7 +25,7 @@ from ._bookkeeping import PoolState
 from ._samples import concat_rows
 from ._training import configured_net, current_selector
 
-__all__ = ["LabeledSet", "Fitted", "fitted_attribute", "template", "fitted_state", "install", "build",
+__all__ = ["LabeledSet", "Fitted", "fitted_attribute", "pool_rows_attribute", "template", "fitted_state", "install", "build",
            "restored"]
 
 _ATTRIBUTE = "_fitted"  # the one attribute of the learner that holds its fitted state
@@ -104,6 +104,15 @@ def template(value):
 
 
 # --- the interface of persistence ------------------------------------------------------------
+
+
+def pool_rows_attribute(kind, doc):
+    """A read-only property: the rows of the learner's pool with status ``kind`` (None without a pool)."""
+    def get(self):
+        pool = fitted_state(self).pool
+        return None if pool is None else pool.rows(kind)
+
+    return property(get, doc=doc)
 
 
 def fitted_state(learner):

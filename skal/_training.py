@@ -26,6 +26,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import _safe_indexing
 
 from ._warm import prepare_warm
+from .semi import pool_fit
 from ._samples import as_float32
 from .callbacks import DivergenceCheck
 
@@ -160,11 +161,13 @@ def selector_for_query(selector, state):
     return selector
 
 
-def retrain(state, estimator, selector, warm_start):
+def retrain(state, estimator, selector, warm_start, X_pool=None):
     """A net trained on the labeled set of ``state``; nothing else is changed.
 
     ``estimator`` is the learner's ``estimator`` parameter, ``selector`` the selector to
     train for; with ``warm_start`` training continues from the weights of ``state``.
+    ``X_pool``, the learner's pool (or None), is lent to parts that train on its unlabeled
+    rows (:mod:`skal.semi`) while the net trains.
     """
     labeled = state.labeled
     train = np.flatnonzero(~labeled.reference)
@@ -183,6 +186,7 @@ def retrain(state, estimator, selector, warm_start):
     else:
         net = configured_net(estimator, selector, state.classes)
         fit = net.fit
+    fit = pool_fit(fit, net, X_pool, state.pool)
     fit_seeded(fit, X, np.searchsorted(state.classes, y), derive_seed(state.seed, cycle, TRAIN),
                final_net(net).device, "the previous model is kept, marked stale; call refit() to train again")
     return net

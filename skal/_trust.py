@@ -114,7 +114,7 @@ def _default_entries():
     """Trusted names -> objects, from namespaces imported with skal itself."""
     import skorch.callbacks
 
-    from . import callbacks, heads, models, net, parts, selectors
+    from . import callbacks, heads, models, net, parts, selectors, semi
 
     entries = {}
     entries.update(_public_classes(torch.nn, lambda obj: _subclass(obj, torch.nn.Module),
@@ -128,6 +128,7 @@ def _default_entries():
                 # skal's own training parts and callbacks (DISAL's "w/o S" adds DynamicLoss by hand)
                 *(getattr(callbacks, name) for name in callbacks.__all__),
                 *(getattr(parts, name) for name in parts.__all__),
+                *(getattr(semi, name) for name in semi.__all__),  # semi-supervised parts
                 *(getattr(selectors, name) for name in selectors.__all__
                   if inspect.isclass(getattr(selectors, name))),
                 *_SCALAR_TYPES):

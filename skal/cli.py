@@ -27,6 +27,7 @@ from .models import MLP, SmallCNN
 from .transforms import cifar_augmentation
 from .net import ActiveNet
 from .plotting import plot_active_learning_curve
+from .semi import FixMatch, PseudoLabel
 from .selectors import (BADGE, BALD, DISAL, ISAL, LL4AL, CoreSet, Entropy, LeastConfidence, Margin,
                         Random, TiDAL)
 
@@ -51,6 +52,7 @@ SELECTORS = {
 DATASETS = ("digits", "fashion-mnist", "PATH.npz")
 MODELS = ("auto", "mlp", "cnn")
 RECIPES = ("plain", "step")
+SEMI_PARTS = {"pseudo": PseudoLabel, "fixmatch": FixMatch}
 
 # How every net of the command trains. With the default 150 initial labels of
 # digits (MLP on the 64 standardised pixels) the cycle-0 test accuracy spreads
@@ -200,10 +202,15 @@ def _build():
                 f"{CNN_MIN_SIDE}x{CNN_MIN_SIDE} pixels, else an MLP on the flattened features; "
                 "mlp; cnn")
     option("--initial", type=_count("initial"), default=150, help="initial labeled set size (default: 150)")
-    option("--initial-strategy", choices=("random", "kmeans", "kcenter"), default="random",
+    option("--initial-strategy", choices=("random", "kmeans", "kcenter", "typiclust"), default="random",
            help="how each repeat's initial set is chosen without labels: random (the default), "
-                "kmeans (the samples nearest the k-means centres of the features) or kcenter "
-                "(k-center greedy); see skal.initial.initial_batch")
+                "kmeans (the samples nearest the k-means centres of the features), kcenter "
+                "(k-center greedy) or typiclust (the most typical sample of each of the largest "
+                "k-means clusters); see skal.initial.initial_batch")
+    option("--semi", choices=("none", "pseudo", "fixmatch"), default="none",
+           help="also train on the pool's unlabeled rows: none (the default), pseudo "
+                "(skal.semi.PseudoLabel, any features) or fixmatch (skal.semi.FixMatch, images "
+                "with --model cnn); training takes several times longer, see docs")
     option("--query", type=_count("query"), default=100, help="samples queried per cycle (default: 100)")
     option("--cycles", type=_count("cycles"), default=5, help="query/teach cycles (default: 5)")
     option("--repeats", type=_count("repeats"), default=5,
@@ -355,7 +362,8 @@ def model_for(model, X):
     return model
 
 
-def build_learners(specs, model, X, classes, *, epochs, device, progress=False, recipe="plain"):
+def build_learners(specs, model, X, classes, *, epochs, device, progress=False, recipe="plain",
+                   semi="none"):
     """The learners ``skal simulate`` compares, one per selector spec, keyed by the spec's text.
 
     Parameters
@@ -377,6 +385,8 @@ def build_learners(specs, model, X, classes, *, epochs, device, progress=False, 
     recipe : {"plain", "step"}, default="plain"
         ``"step"`` adds a tenfold learning-rate cut at 80% of the epochs and,
         for the CNN, random crop and flip augmentation.
+    semi : {"none", "pseudo", "fixmatch"}, default="none"
+        A semi-supervised part (:mod:`skal.semi`) every net trains with.
 
     Returns
     -------
@@ -389,6 +399,11 @@ def build_learners(specs, model, X, classes, *, epochs, device, progress=False, 
         module, module_params = MLP, {"module__hidden_sizes": MLP_HIDDEN_SIZES,
                                       "module__in_features": int(np.prod(X.shape[1:]))}
     callbacks = [("progress", ProgressBars())] if progress else []
+    if semi != "none":
+        if semi == "fixmatch" and model != "cnn":
+            raise CommandError("--semi fixmatch augments images: use image data with --model cnn "
+                               "(or --semi pseudo for other features)")
+        callbacks.append(("semi", SEMI_PARTS[semi]()))
     extra = {}
     if recipe == "step":
         callbacks.append(("lr", LRScheduler(policy=MultiStepLR, milestones=[max(1, round(0.8 * epochs))],
@@ -520,7 +535,7 @@ def simulate(args, out=sys.stdout):
     progress = not args.quiet and sys.stderr.isatty()
     learners = build_learners(args.selectors, model, X, np.unique(y), epochs=args.epochs,
                               device=args.device, progress=progress and args.n_jobs == 1,
-                              recipe=args.recipe)
+                              recipe=args.recipe, semi=args.semi)
     if args.reference is not None and args.reference not in learners:
         raise CommandError(f"--reference {args.reference}: not one of the selectors compared "
                            f"({', '.join(learners)})")

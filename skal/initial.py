@@ -31,7 +31,7 @@ __all__ = ["initial_batch"]
     {
         "X": ["array-like", torch.utils.data.Dataset],
         "n": [Interval(Integral, 1, None, closed="left")],
-        "strategy": [StrOptions({"kmeans", "kcenter", "random"})],
+        "strategy": [StrOptions({"kmeans", "kcenter", "random", "typiclust"})],
         "embedding": [callable, HasMethods(["transform"]), None],
         "device": [str, torch.device],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -59,6 +59,16 @@ def initial_batch(X, n, *, strategy="kmeans", embedding=None, device="cpu", batc
       sample is drawn uniformly at random, then each step takes the sample
       farthest from every sample taken so far. Diverse samples that cover the
       feature space, outliers included.
+    - ``"typiclust"``: TypiClust (Hacohen et al., ICML 2022): k-means into
+      ``min(n, 500)`` clusters (the paper's ``min(|L| + n, max_clusters)``
+      with no labels yet), then ``n`` times: among the clusters of more than 5
+      samples (all of them if none is), the one holding the fewest samples
+      chosen so far, the largest among those (ties: lower cluster index);
+      from it, its most typical sample not chosen yet, the typicality of a
+      sample being the inverse of its mean Euclidean distance to its
+      ``min(20, m // 2)`` nearest other samples of the cluster (``m`` its
+      remaining size; ties: lower row index). Typical samples of the
+      densest regions: the paper's cold start for very low budgets.
     - ``"random"``: ``n`` rows uniformly without replacement, the draw of
       ``np.random.default_rng(random_state).choice(len(X), n, replace=False)``.
       No features are computed (``embedding`` is not called).
@@ -70,7 +80,7 @@ def initial_batch(X, n, *, strategy="kmeans", embedding=None, device="cpu", batc
         ``x`` is read, ``batch_size`` items at a time.
     n : int
         Number of samples to choose, ``1 <= n <= n_samples``.
-    strategy : {"kmeans", "kcenter", "random"}, default="kmeans"
+    strategy : {"kmeans", "kcenter", "random", "typiclust"}, default="kmeans"
         How to choose them, see above.
     embedding : callable, fitted transformer or None, default=None
         The features the strategy works on. ``None``: the inputs, each sample
@@ -140,6 +150,9 @@ def initial_batch(X, n, *, strategy="kmeans", embedding=None, device="cpu", batc
        Networks: A Core-Set Approach", ICLR 2018 (k-center greedy).
     .. [2] D. Arthur and S. Vassilvitskii, "k-means++: The Advantages of
        Careful Seeding", SODA 2007.
+    .. [3] G. Hacohen, A. Dekel and D. Weinshall, "Active Learning on a
+       Budget: Opposite Strategies Suit High and Low Budgets", ICML 2022
+       (TypiClust).
 
     Examples
     --------
@@ -181,6 +194,9 @@ def initial_batch(X, n, *, strategy="kmeans", embedding=None, device="cpu", batc
             indices, _ = kcenter_greedy(features, n, generator=torch.Generator().manual_seed(seed))
             return indices.cpu().numpy().astype(np.int64)
         generator = torch.Generator(device=features.device).manual_seed(seed)
+        if strategy == "typiclust":
+            labels, _ = kmeans(features, min(n, TYPICLUST_MAX_CLUSTERS), generator=generator)
+            return typiclust_select(features, labels, n)
         _, centers = kmeans(features, n, generator=generator)
         return _nearest_distinct(features, centers)
 
@@ -349,3 +365,63 @@ def _nearest_distinct(features, centers, chunk_size=4096):
         chosen[j] = row
         taken.add(row)
     return chosen
+
+
+# --- TypiClust: the most typical sample of the largest uncovered clusters -------------------
+
+#: TypiClust's constants (Hacohen et al. 2022, reference code): at most 500
+#: clusters, typicality over 20 neighbours, clusters of at most 5 samples skipped.
+TYPICLUST_MAX_CLUSTERS, TYPICLUST_NEIGHBOURS, TYPICLUST_MIN_CLUSTER = 500, 20, 5
+
+
+def _typicality(rows, chunk_size=1024):
+    """Each row's inverse mean Euclidean distance to its ``min(20, m // 2)`` nearest other rows."""
+    m = rows.shape[0]
+    k = min(TYPICLUST_NEIGHBOURS, m // 2)
+    if k == 0:
+        return torch.ones(m, dtype=torch.float64, device=rows.device)
+    out = torch.empty(m, dtype=torch.float64, device=rows.device)
+    for start in range(0, m, chunk_size):
+        distances = _exact_distances(rows[start:start + chunk_size], rows).double()
+        block = torch.arange(distances.shape[0], device=rows.device)
+        distances[block, block + start] = float("inf")  # not its own neighbour
+        out[start:start + chunk_size] = 1.0 / distances.topk(k, dim=1, largest=False).values.mean(dim=1)
+    return out
+
+
+def typiclust_select(features, labels, n):
+    """TypiClust's choice of ``n`` rows of ``features`` given their clusters ``labels`` (see initial_batch).
+
+    Parameters
+    ----------
+    features : torch.Tensor of shape (n_samples, n_features)
+    labels : torch.Tensor of shape (n_samples,), dtype int64
+        Each row's cluster.
+    n : int
+
+    Returns
+    -------
+    ndarray of shape (n,), dtype int64
+        Distinct rows, in the order chosen.
+    """
+    labels_np = labels.cpu().numpy()
+    n_clusters = int(labels_np.max()) + 1
+    sizes = np.bincount(labels_np, minlength=n_clusters)
+    chosen_count = np.zeros(n_clusters, dtype=np.int64)
+    available = np.ones(len(labels_np), dtype=bool)
+    eligible = np.flatnonzero(sizes > TYPICLUST_MIN_CLUSTER)
+    if len(eligible) == 0:
+        eligible = np.flatnonzero(sizes > 0)
+    chosen = []
+    for _ in range(n):
+        open_ = [c for c in eligible if (available & (labels_np == c)).any()]
+        if not open_:  # every eligible cluster used up: the small ones too
+            open_ = [c for c in np.flatnonzero(sizes > 0) if (available & (labels_np == c)).any()]
+        cluster = min(open_, key=lambda c: (chosen_count[c], -sizes[c], c))
+        members = np.flatnonzero(available & (labels_np == cluster))
+        typicality = _typicality(features[torch.as_tensor(members, device=features.device)]).cpu().numpy()
+        row = int(members[np.flatnonzero(typicality == typicality.max())[0]])
+        chosen.append(row)
+        chosen_count[cluster] += 1
+        available[row] = False
+    return np.asarray(chosen, dtype=np.int64)

@@ -28,12 +28,13 @@ from ._data import check_array_like, check_device, check_same_length, check_targ
 from ._samples import (check_fit_samples, check_labels, check_marker, check_n, check_rows, check_samples,
                        finite_candidates, labeled_data, own_pool, require_pool, resolve_classes, split_pool,
                        transform)
-from ._state import Fitted, LabeledSet, fitted_attribute, fitted_state, install, template
+from ._state import Fitted, LabeledSet, fitted_attribute, fitted_state, install, pool_rows_attribute, template
 from ._training import (QUERY, TRAIN, configured_net, current_selector, derive_seed, final_net, fit_seeded,
                         reference_mask, retrain, selector_for_query)
 from ._warm import WARM_START_OPTIONS
 from .net import ActiveNet
 from .selectors import Margin
+from .semi import pool_fit
 
 __all__ = ["ActiveLearner"]
 
@@ -205,24 +206,10 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         # One attribute assignment: an interrupt lands before or after it, never inside.
         install(self, fitted)
 
-    def _pool_rows(self, kind):
-        state = self._state()
-        return None if state.pool is None else state.pool.rows(kind)
-
-    @property
-    def labeled_rows_(self):
-        """Rows of the pool that are labeled (None without a pool)."""
-        return self._pool_rows(LABELED_ROW)
-
-    @property
-    def skipped_rows_(self):
-        """Rows of the pool marked by :meth:`skip` (None without a pool)."""
-        return self._pool_rows(SKIPPED_ROW)
-
-    @property
-    def unlabeled_rows_(self):
-        """Rows of the pool that :meth:`query` may still return (None without a pool)."""
-        return self._pool_rows(UNLABELED_ROW)
+    labeled_rows_ = pool_rows_attribute(LABELED_ROW, "Rows of the pool that are labeled (None without a pool).")
+    skipped_rows_ = pool_rows_attribute(SKIPPED_ROW, "Rows of the pool marked by :meth:`skip` (None without a pool).")
+    unlabeled_rows_ = pool_rows_attribute(
+        UNLABELED_ROW, "Rows of the pool that :meth:`query` may still return (None without a pool).")
 
     @property
     def stale_(self):
@@ -270,7 +257,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             check_array_like(X, "X")
             nan_marker = isinstance(self.unlabeled, float) and np.isnan(self.unlabeled)
             y = check_targets(y, allow_nan=nan_marker)
-            X, y, pool, rows = split_pool(X, y, self.unlabeled, self.classes)
+            X_given, (X, y, pool, rows) = X, split_pool(X, y, self.unlabeled, self.classes)
             X, n_features, names = check_fit_samples(X, None if pool is None else rows,
                                                      as_given=isinstance(self.estimator, Pipeline))
             check_same_length(X, y)
@@ -283,7 +270,8 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             reference = reference_mask(y, selector.training_needs().reference, seed)
             net = configured_net(self.estimator, selector, classes)
             train = ~reference
-            fit_seeded(net.fit, _safe_indexing(X, np.flatnonzero(train)), np.searchsorted(classes, y[train]),
+            fit_seeded(pool_fit(net.fit, net, X_given, pool), _safe_indexing(X, np.flatnonzero(train)),
+                       np.searchsorted(classes, y[train]),
                        derive_seed(seed, 0, TRAIN), final_net(net).device, "the learner was not fitted")
             labeled = LabeledSet(X, y, np.zeros(len(y), dtype=np.int64), reference, rows)
             self._commit(Fitted(net, selector, template(self.estimator), classes, labeled, seed,
@@ -427,7 +415,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         """
         with self._serialised():
             state = self._state()
-            pool = state.pool
+            pool, X_pool = state.pool, X if rows is not None else None  # semi-supervised parts read it
             if rows is not None:
                 require_pool(state)
                 check_array_like(X, "X")
@@ -446,7 +434,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
             if rows is not None:
                 pool = pool.with_status(rows, LABELED_ROW)
             self._commit(replace(state, labeled=labeled, pool=pool, stale=True))
-            return self.refit()
+            return self._refit(X_pool)
 
     def skip(self, rows):
         """Mark rows of the learner's pool that cannot be labeled: never queried or trained on.
@@ -512,6 +500,10 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         self : ActiveLearner
         """
+        return self._refit(None)
+
+    def _refit(self, X_pool):
+        """:meth:`refit`, with the pool ``X_pool`` (or None) lent to parts that train on it."""
         with self._serialised():
             state = self._state()
             selector = current_selector(self.selector, state.labeled.X.shape[1:], state.classes)
@@ -521,7 +513,7 @@ class ActiveLearner(ClassifierMixin, MetaEstimatorMixin, BaseEstimator):
                     f"({selector.training_needs().reference} vs "
                     f"{state.selector.training_needs().reference}); call fit() to start again."
                 )
-            net = retrain(state, self.estimator, selector, self.warm_start)
+            net = retrain(state, self.estimator, selector, self.warm_start, X_pool)
             self._commit(replace(state, estimator=net, selector=selector,
                                  template=template(self.estimator), stale=False))
             return self

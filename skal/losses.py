@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-__all__ = ["dynamic_kl_loss", "loss_ranking_loss", "dynamics_prediction_loss"]
+__all__ = ["dynamic_kl_loss", "loss_ranking_loss", "dynamics_prediction_loss", "pseudo_label_loss"]
 
 
 def dynamic_kl_loss(logits, target_probs):
@@ -114,3 +114,41 @@ def dynamics_prediction_loss(head_logits, target_probs):
     tensor(0.)
     """
     return dynamic_kl_loss(head_logits, target_probs)
+
+
+def pseudo_label_loss(target_logits, logits, threshold=0.95):
+    """Cross-entropy towards confident hard pseudo-labels, averaged over all rows (FixMatch eq. 2).
+
+    ``(1/n) sum_b 1[max softmax(t_b) >= threshold] CE(logits_b, argmax t_b)``:
+    rows below the threshold count in ``n`` but add nothing, as in Sohn et
+    al. (2020), eq. 2 (there ``t`` is the weak view's output and ``logits``
+    the strong view's); the targets are detached.
+
+    Parameters
+    ----------
+    target_logits : torch.Tensor of shape (n, n_classes)
+        The outputs the pseudo-labels come from; detached here.
+    logits : torch.Tensor of shape (n, n_classes)
+        The outputs trained towards them.
+    threshold : float, default=0.95
+        The confidence a pseudo-label needs (the paper's tau).
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar (0 for an empty batch).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skal.losses import pseudo_label_loss
+    >>> target = torch.tensor([[10.0, 0.0], [0.0, 0.1]])  # only row 0 is confident
+    >>> round(float(pseudo_label_loss(target, torch.zeros(2, 2))), 4)  # log(2) / 2
+    0.3466
+    """
+    if len(logits) == 0:
+        return logits.sum() * 0.0
+    probs = F.softmax(target_logits.detach().float(), dim=1)
+    confidence, labels = probs.max(dim=1)
+    mask = (confidence >= threshold).to(logits.dtype)
+    return (F.cross_entropy(logits.float(), labels, reduction="none") * mask).mean()

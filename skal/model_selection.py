@@ -81,11 +81,11 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
     data_name : str or None, default=None
         The data's name or path, recorded in ``meta["provenance"]`` next to
         the arrays' checksums.
-    initial_strategy : {"random", "kmeans", "kcenter"}, default="random"
+    initial_strategy : {"random", "kmeans", "kcenter", "typiclust"}, default="random"
         How each repeat's initial set is chosen from ``X`` without labels:
         uniformly at random, or by :func:`skal.initial.initial_batch` (the
-        samples nearest the k-means centres, or k-center greedy), seeded per
-        repeat. The initial set is shared by every learner of a repeat.
+        samples nearest the k-means centres, k-center greedy, or TypiClust's
+        most typical samples of the largest clusters), seeded per repeat. The initial set is shared by every learner of a repeat.
     stopping : skal.stopping.StoppingCriterion or None, default=None
         A stopping criterion (e.g. :class:`~skal.stopping.StabilizingPredictions`),
         cloned for each campaign and updated after every training; the
@@ -137,8 +137,9 @@ def active_learning_curve(learner, X, y, *, X_test=None, y_test=None, initial_si
         raise TypeError(f"verbose must be an integer, got {type(verbose).__name__}.")
     check_n_jobs(n_jobs)
     reference = _resolve_reference(reference, learners)
-    if initial_strategy not in ("random", "kmeans", "kcenter"):
-        raise ValueError(f"initial_strategy must be 'random', 'kmeans' or 'kcenter', got {initial_strategy!r}.")
+    if initial_strategy not in ("random", "kmeans", "kcenter", "typiclust"):
+        raise ValueError("initial_strategy must be 'random', 'kmeans', 'kcenter' or 'typiclust', got "
+                         f"{initial_strategy!r}.")
     if stopping is not None and not hasattr(stopping, "update"):
         raise TypeError(f"stopping must be a stopping criterion (skal.stopping) or None, got "
                         f"{type(stopping).__name__}.")

@@ -320,7 +320,9 @@ class ActiveNet(PoolInferenceMixin, NeuralNetClassifier):
         logits = first_output(y_pred)
         loss = super().get_loss(logits, y_true, X=X, training=training)
         if training:
-            for part in self._parts():
+            # stable sort: parts that run the module on unlabeled rows come after those
+            # reading this batch's forward (their taps keep the labeled batch's features)
+            for part in sorted(self._parts(), key=lambda part: part.reads_pool):
                 term = part.loss(self, logits, y_true)
                 if term is not None:
                     loss = loss + term

@@ -98,6 +98,9 @@ class TrainingPart(Callback):
 
     #: whether the part reads the sample positions of the training batches
     uses_indices = False
+    #: whether the part runs the module on the pool's unlabeled rows (skal.semi): its
+    #: loss is asked last, after the parts that read the labeled batch's forward
+    reads_pool = False
     _parameter_constraints = {}
 
     def initialize(self):

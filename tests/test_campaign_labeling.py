@@ -36,7 +36,7 @@ def _curve(**kwargs):
     return active_learning_curve(_learners(), X, y, **{**options, **kwargs}), X, y
 
 
-@pytest.mark.parametrize("strategy", ["kmeans", "kcenter"])
+@pytest.mark.parametrize("strategy", ["kmeans", "kcenter", "typiclust"])
 def test_initial_sets_come_from_initial_batch_seeded_per_repeat(strategy):
     result, X, y = _curve(initial_strategy=strategy)
     provenance = result.meta["provenance"]["seeds"]
@@ -97,7 +97,7 @@ def test_the_stopping_decisions_are_those_of_the_criterion_run_by_hand():
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"initial_strategy": "first"}, ValueError, r"initial_strategy must be 'random', 'kmeans' or 'kcenter'"),
+    ({"initial_strategy": "first"}, ValueError, r"initial_strategy must be 'random', 'kmeans', 'kcenter' or 'typiclust'"),
     ({"stopping": 0.99}, TypeError, r"stopping must be a stopping criterion \(skal.stopping\) or None, got float"),
 ])
 def test_bad_campaign_options_are_refused_before_training(kwargs, error, match):

@@ -32,7 +32,7 @@ def test_results_json_records_every_option_and_reruns_to_the_same_numbers(tmp_pa
         "model": "auto", "initial": 20, "initial_strategy": "random", "query": 10, "cycles": 1, "repeats": 2,
         "epochs": 2, "recipe": "plain",
         "pool_size": None, "test_size": 0.3, "test_limit": None, "standardize": True,
-        "device": "cpu", "n_jobs": 1, "reference": None, "seed": 0, "out": str(first), "quiet": True,
+        "device": "cpu", "n_jobs": 1, "reference": None, "seed": 0, "out": str(first), "quiet": True, "semi": "none",
     }
     second = tmp_path / "second"
     main(["simulate", "--config", str(first / "results.json"), "--out", str(second)])

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, TensorDataset
 import skal.initial
 from skal.initial import initial_batch
 
-STRATEGIES = ["kmeans", "kcenter", "random"]
+STRATEGIES = ["kmeans", "kcenter", "random", "typiclust"]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
@@ -467,3 +467,64 @@ def test_the_labeling_page_cold_start_snippets_run():
         batch = namespace[name]
         assert batch.shape == (50,) and len(set(batch.tolist())) == 50
     assert namespace["encoder"].training  # left in its own (training) mode
+
+
+# --- TypiClust -----------------------------------------------------------------------
+
+
+def ref_typiclust(F, labels, n, k_nn=20, min_size=5):
+    """Hacohen et al.'s selection, brute force in float64 with full distance matrices."""
+    F = np.asarray(F, dtype=np.float64)
+    labels = np.asarray(labels)
+    sizes = np.bincount(labels)
+    eligible = [c for c in range(len(sizes)) if sizes[c] > min_size] or [c for c in range(len(sizes)) if sizes[c]]
+    taken, counts = [], np.zeros(len(sizes), dtype=int)
+    for _ in range(n):
+        open_ = [c for c in eligible if any(labels[i] == c and i not in taken for i in range(len(F)))]
+        if not open_:
+            open_ = [c for c in range(len(sizes)) if any(labels[i] == c and i not in taken for i in range(len(F)))]
+        cluster = sorted(open_, key=lambda c: (counts[c], -sizes[c], c))[0]
+        members = [i for i in range(len(F)) if labels[i] == cluster and i not in taken]
+        k = min(k_nn, len(members) // 2)
+        best, best_typ = None, -np.inf
+        for i in members:
+            d = sorted(np.sqrt(((F[i] - F[j]) ** 2).sum()) for j in members if j != i)
+            typ = 1.0 / np.mean(d[:k]) if k else 1.0
+            if typ > best_typ:
+                best, best_typ = i, typ
+        taken.append(best)
+        counts[cluster] += 1
+    return taken
+
+
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_typiclust_selection_matches_a_brute_force_reference(n):
+    rng = np.random.default_rng(n)
+    F = rng.normal(size=(90, 3))
+    # clusters of sizes 40, 30, 15, 5 (the last too small to be picked)
+    labels = np.repeat([0, 1, 2, 3], [40, 30, 15, 5])[rng.permutation(90)]
+    got = skal.initial.typiclust_select(torch.as_tensor(F), torch.as_tensor(labels), n)
+    assert got.tolist() == ref_typiclust(F, labels, n)
+
+
+def test_typiclust_more_picks_than_clusters_cycles_through_them_largest_first():
+    rng = np.random.default_rng(0)
+    F = rng.normal(size=(30, 2))
+    labels = np.repeat([0, 1], [18, 12])
+    got = skal.initial.typiclust_select(torch.as_tensor(F), torch.as_tensor(labels), 5)
+    assert got.tolist() == ref_typiclust(F, labels, 5)
+    assert [int(labels[i]) for i in got] == [0, 1, 0, 1, 0]
+
+
+def test_typiclust_initial_batch_clusters_with_seeded_kmeans_and_takes_the_typical_points():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+    X = np.concatenate([c + rng.normal(scale=0.5, size=(size, 2)) for c, size in zip(centres, (60, 40, 25))])
+    got = initial_batch(X, 3, strategy="typiclust", random_state=4)
+    # the same k-means (same seed derivation as initial_batch), then the reference selection
+    seed = int(np.random.default_rng(4).integers(2**63))
+    labels, _ = skal.kmeans.kmeans(torch.as_tensor(X, dtype=torch.float64), 3,
+                                   generator=torch.Generator().manual_seed(seed))
+    assert got.tolist() == ref_typiclust(X, labels.numpy(), 3)
+    # one per blob, largest blob first, each the densest point of its blob
+    assert got[0] < 60 and 60 <= got[1] < 100 and got[2] >= 100
