@@ -118,12 +118,7 @@ def write_archive(target, existing, members):
                                       os.path.join(directory, base)) from None
         with f:
             if existing is not None and hasattr(os, "fchmod"):
-                # keep the existing file's permissions (and owner, where allowed)
-                os.fchmod(f.fileno(), stat.S_IMODE(existing.st_mode))
-                try:
-                    os.fchown(f.fileno(), existing.st_uid, existing.st_gid)
-                except PermissionError:
-                    pass
+                _keep_mode(f.fileno(), existing)
             with zipfile.ZipFile(f, "w") as archive:
                 for name, (data, compressed) in members.items():
                     info = zipfile.ZipInfo(name, date_time=_DATE)
@@ -138,6 +133,17 @@ def write_archive(target, existing, members):
             os.remove(temporary)
         raise
     _fsync_directory(directory)
+
+
+def _keep_mode(fd, existing):
+    # keep the existing file's permissions (and owner, where allowed). A function of its own:
+    # on CPython 3.11 an exception raised (by a tracer) on the first line of a try nested in
+    # write_archive's was seen to escape write_archive's handler, which removes the file.
+    os.fchmod(fd, stat.S_IMODE(existing.st_mode))
+    try:
+        os.fchown(fd, existing.st_uid, existing.st_gid)
+    except PermissionError:
+        pass
 
 
 def _temporary_name(directory, base):
