@@ -30,6 +30,8 @@ and the training parts' state through their public ``state_dict`` /
 
 import json
 import numbers
+import sys
+import time
 import warnings
 
 import numpy as np
@@ -43,8 +45,8 @@ from torch.nn.parameter import is_lazy
 
 from . import _archive, _trust
 from ._archive import InvalidSave
-from ._params import (ARRAY_MEMBER, JSON, Untrusted, decode_params, encode, encode_params, names_in,
-                      object_params)
+from ._params import (ARRAY_MEMBER, JSON, Untrusted, check_params_size, decode_params, encode, encode_params,
+                      names_in, object_params)
 
 FORMAT = 2
 TENSORS, TRANSFORMERS = "tensors.safetensors", "transformers.skops"
@@ -703,6 +705,7 @@ def _untrusted_types(path):
     with _archive.Archive(path, MEMBERS, (TRANSFORMERS,), ARRAY_MEMBER) as archive:
         meta = archive.read_json(JSON)
         _check_meta(meta)
+        check_params_size(meta["params"])
         names = names_in(meta["params"])
         refused = _refused(meta["params"], ActiveLearner)
         if archive.has(TRANSFORMERS):
@@ -813,7 +816,12 @@ def _built(learner, selector, estimator, sample, error, tensor_bytes):
             raise NotHere("like", f"its net's device is {net.device!r}, which this machine lacks")
         raise NotHere(where, f"params.estimator.device is {net.device!r}, which this machine lacks; "
                              "build the learner with device='cpu' and load with like=learner")
-    size = _weights_bytes(net)
+    try:
+        size = _weights_bytes(net)
+    except _ProbeTooSlow:
+        raise error(where, f"the net that the parameters describe takes more than {PROBE_SECONDS:g} s of "
+                           "CPU time to build on the meta device (where nothing is allocated), more "
+                           "than any saved net; refused before it is built") from None
     if size is not None and size > tensor_bytes:
         raise error(TENSORS, f"holds {tensor_bytes} bytes, fewer than the {size} bytes of weights "
                              "that the parameters describe")
@@ -832,14 +840,32 @@ def _built(learner, selector, estimator, sample, error, tensor_bytes):
     return net
 
 
+PROBE_SECONDS = 1.0  # CPU time the meta-device size probe may take (ResNet-18: 0.03 s)
+
+
+class _ProbeTooSlow(BaseException):
+    """Raised by the probe's profiler hook (a BaseException: no library code catches it)."""
+
+
 def _weights_bytes(net):
     """Bytes of the net's weights and buffers, from an initialization on the meta device.
 
     Nothing is allocated, so a file naming a net of terabytes is refused before it is built;
-    None when the net cannot be built there (it is then checked after the real build).
+    None when the net cannot be built there (it is then checked after the real build). The
+    build is stopped once it has taken PROBE_SECONDS of CPU time (a net of millions of layers
+    allocates nothing on the meta device, but takes minutes to build): _ProbeTooSlow.
     """
     probe = clone(net).set_params(device="meta")
+    deadline = time.process_time() + PROBE_SECONDS
+
+    def stop(frame, event, arg):
+        if event == "call" and time.process_time() > deadline:
+            raise _ProbeTooSlow()
+
+    guard = sys.getprofile() is None  # never replace a profiler the user runs
     try:
+        if guard:
+            sys.setprofile(stop)
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             probe.initialize()
@@ -848,6 +874,9 @@ def _weights_bytes(net):
                    if isinstance(value, torch.Tensor) and not is_lazy(value))
     except Exception:  # e.g. a module that computes a buffer from data in __init__
         return None
+    finally:
+        if guard:
+            sys.setprofile(None)
 
 
 def _materialize(net, sample):

@@ -275,7 +275,8 @@ def check_kind(obj, kind, by_user, name, where):
 # only to its safe value (what a save of a default learner holds); anything else is refused
 # with the field's path, and :func:`refused_values` lists them all (get_untrusted_types).
 
-LAYER_LIMIT = 1024  # layers of a module (num_layers, depth...) and entries of its sequence arguments
+LAYER_LIMIT = 64  # layers a module's layer-count arguments (num_layers, num_encoder_layers...) add up to
+SEQUENCE_LIMIT = 256  # entries of a module's list and tuple arguments (an MLP's hidden_sizes)
 
 # skorch net parameters: name -> (the only value a file may give, what another value does)
 _NET_FIXED = {
@@ -358,7 +359,7 @@ def _value_reason(owner_name, cls, params, key, value):
             if sub in fixed and value != fixed[sub]:
                 return (f"{factory}'s {sub} reaches the network and unpickling (pretrained weights are "
                         f"downloaded and torch.load-ed); a file may set it only to {fixed[sub]!r}"), "untrusted"
-            bound = _layer_reason(sub, value)
+            bound = _layer_reason(params, sub, value)
             if bound:
                 return bound, "invalid"
     if last in _PATHLIKE and value not in (None, False):
@@ -391,9 +392,15 @@ def _functions_in(value, slot):
             stack.extend(item)
 
 
-def _layer_reason(sub, value):
-    if _LAYERS.search(sub) and isinstance(value, int) and not isinstance(value, bool) and value > LAYER_LIMIT:
-        return f"{value} layers, over the bound of {LAYER_LIMIT} that a save is read with"
+def _layer_reason(params, sub, value):
+    """Bounds on a module's arguments that keep its build (and the size probe) short: a layer
+    of a transformer takes ~10 ms to build even on the meta device, where nothing is allocated."""
+    if _LAYERS.search(sub) and isinstance(value, int) and not isinstance(value, bool):
+        total = sum(v for k, v in params.items() if k.startswith("module__") and _LAYERS.search(k[8:])
+                    and isinstance(v, int) and not isinstance(v, bool) and v > 0)
+        if total > LAYER_LIMIT:
+            return (f"{value} layers ({total} in all), over the bound of {LAYER_LIMIT} that a save is "
+                    "read with")
     count, stack = 0, [value]
     while stack:
         item = stack.pop()
@@ -401,8 +408,8 @@ def _layer_reason(sub, value):
             item = item["__tuple__"]
         if isinstance(item, list):
             count += len(item)
-            if count > LAYER_LIMIT:
-                return f"sequences of more than {LAYER_LIMIT} entries, over the bound that a save is read with"
+            if count > SEQUENCE_LIMIT:
+                return f"sequences of more than {SEQUENCE_LIMIT} entries, over the bound that a save is read with"
             stack.extend(item)
     return None
 
