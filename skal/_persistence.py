@@ -653,11 +653,15 @@ def check_savable(learner):
 
 
 def get_untrusted_types(path):
-    """The classes and functions a save names beyond the default trust list.
+    """The classes and functions a save names beyond the default trust list, and the values
+    it sets that a load refuses.
 
     In the manner of :func:`skops.io.get_untrusted_types`: read the names in
     ``path`` without importing or building anything, review them, and pass
-    those you trust to :meth:`ActiveLearner.load` as ``trusted=``.
+    those you trust to :meth:`ActiveLearner.load` as ``trusted=``. Values that a
+    file may not set (``compile=True``, ``module__weights``, a DataLoader's
+    ``collate_fn``...) are listed as ``"learner.json:<field path>"``; no
+    ``trusted=`` entry lets a file set them: load with ``like=`` instead.
 
     Parameters
     ----------
@@ -667,8 +671,9 @@ def get_untrusted_types(path):
     Returns
     -------
     list of str
-        Sorted dotted names (``"mypkg.nets.MyNet"``); empty when every name
-        is on the default list.
+        Sorted dotted names (``"mypkg.nets.MyNet"``) and refused values
+        (``"learner.json:params.estimator.compile"``); empty when every name is
+        on the default list and every value may be set by a file.
 
     Raises
     ------

@@ -356,3 +356,11 @@ def test_the_size_probe_stops_a_slow_build_and_refuses_it(saved, tmp_path, monke
     _refused_cheaply(crafted, r"slow\.skal is not a valid skal save: learner\.json: the net that the parameters "
                               r"describe takes more than 0\.01 s of CPU time to build on the meta device")
     assert built == [] and sys.getprofile() is None
+
+
+def test_a_long_untrusted_name_gives_a_short_message(saved, tmp_path):
+    # 60,000 characters: under the string limit, so it reaches the trust list, whose message is cut
+    crafted = _craft(saved[0], tmp_path / "long.skal",
+                     _net(lambda p: p.update(module={"__type__": "a." * 30_000 + "b:C"})))
+    message = _refused_cheaply(crafted, r"long\.skal: learner\.json: params\.estimator\.module names a\.a\.a\.")
+    assert message.endswith("more characters)")
