@@ -878,6 +878,7 @@ def _weights_bytes(net):
     deadline = time.process_time() + PROBE_SECONDS
 
     imports = []  # start times of the imports under way: their time is not the net's
+    here = sys._getframe()
 
     def stop(frame, event, arg):
         nonlocal deadline
@@ -887,6 +888,14 @@ def _weights_bytes(net):
             elif event == "return" and imports:
                 deadline += time.process_time() - imports.pop()
         elif event == "call" and not imports and time.process_time() > deadline:
+            # Raise only inside this probe: a hook left behind (an interrupt on the line that
+            # removes it) removes itself instead.
+            caller = frame
+            while caller is not None and caller is not here:
+                caller = caller.f_back
+            if caller is None:
+                sys.setprofile(None)
+                return
             raise _ProbeTooSlow()
 
     guard = sys.getprofile() is None  # never replace a profiler the user runs

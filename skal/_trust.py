@@ -362,7 +362,10 @@ def _value_reason(owner_name, cls, params, key, value):
             bound = _layer_reason(params, sub, value)
             if bound:
                 return bound, "invalid"
-    if last in _PATHLIKE and value not in (None, False):
+    # scikit-learn's own parameter names mean other things (KNNImputer(weights="uniform")); its
+    # estimators that read files are the text vectorizers, below
+    sklearn_owner = cls is not None and _subclass(cls, _sklearn_base()) and not _is_net(cls)
+    if last in _PATHLIKE and value not in (None, False) and not (sklearn_owner and "__" not in key):
         return (f"a {last} argument reaches files or the network; a file may set it only to None "
                 "or false"), "untrusted"
     if (owner_name or "").startswith("sklearn.feature_extraction.") and owner_name.rsplit(".", 1)[-1] in \
@@ -432,9 +435,11 @@ def _defaults(cls):
 
 
 def _number_reason(cls, key, value):
-    """Numbers must be finite; a net's own numbers of the type of their default (max_epochs,
-    batch_size, verbose integers; warm_start a bool). scikit-learn estimators validate their
-    parameters at load, selectors when the learner is set up."""
+    """Numbers must be finite (but scikit-learn estimators', which validate their own at load);
+    a net's own numbers of the type of their default (max_epochs, batch_size, verbose
+    integers; warm_start a bool)."""
+    if cls is not None and _subclass(cls, _sklearn_base()) and not (_is_net(cls) or _subclass(cls, _selector_base())):
+        return None  # scikit-learn validates its own (missing_values=nan is one of its values)
     if isinstance(value, float) and not math.isfinite(value):
         if not (value == math.inf and key.endswith("norm_type")):  # e.g. an infinity norm
             return f"{value} is not a finite number", "invalid"

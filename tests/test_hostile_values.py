@@ -364,3 +364,16 @@ def test_a_long_untrusted_name_gives_a_short_message(saved, tmp_path):
                      _net(lambda p: p.update(module={"__type__": "a." * 30_000 + "b:C"})))
     message = _refused_cheaply(crafted, r"long\.skal: learner\.json: params\.estimator\.module names a\.a\.a\.")
     assert message.endswith("more characters)")
+
+
+def test_scikit_learn_parameters_named_like_paths_are_their_own(tmp_path):
+    # KNNImputer(weights="uniform") is a weighting, not pretrained weights: it loads
+    from sklearn.impute import KNNImputer
+
+    X, y = _data()
+    estimator = make_pipeline(KNNImputer(weights="distance"), ActiveNet(MLP, max_epochs=1, verbose=0))
+    learner = ActiveLearner(estimator, Random(), random_state=0).fit(X[:40], y[:40])
+    assert learner.check_savable() == []
+    learner.save(tmp_path / "knn.skal")
+    loaded = ActiveLearner.load(tmp_path / "knn.skal")
+    assert loaded.estimator_.steps[0][1].weights == "distance"
