@@ -16,7 +16,7 @@ from sklearn.base import clone
 
 from . import __version__
 from ._archive import InvalidSave, check_depth, json_scan
-from ._cli_data import CommandError, check_regular, features_for, load, read_capped
+from ._cli_data import CommandError, features_for, load, read_capped
 from ._cli_spec import SpecError, parse_selectors
 from .callbacks import ProgressBars
 from .learner import ActiveLearner

@@ -9,6 +9,7 @@ diverging into a FloatingPointError traceback.
 
 import io
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -109,8 +110,6 @@ def test_config_larger_than_the_cap_is_refused(tmp_path, capsys, no_training):
 ], ids=["json-5000-levels", "toml-5000-levels", "json-2M-values"])
 def test_config_bombs_are_refused(tmp_path, capsys, no_training, name, text, message):
     (tmp_path / name).write_text(text)
-    import re
-
     line = _usage_error(["--config", tmp_path / name], capsys)
     assert line.startswith(f"--config {tmp_path / name}: ") and re.search(message, line), line
 
@@ -148,8 +147,6 @@ def test_dataset_device_and_directory_are_refused(tmp_path, capsys, no_training)
     (lambda: _npy_header((10**12,), "|S0"), r"X: has dtype \|S0; pass arrays of numbers or strings"),
 ], ids=["rows-1e12", "negative-shape", "U0", "S0"])
 def test_npz_headers_are_checked_before_allocating(tmp_path, capsys, no_training, x_member, message):
-    import re
-
     path = _npz(tmp_path / "odd.npz", {"X.npy": x_member(), "y.npy": _npy(Y)})
     line = _usage_error(["--dataset", path], capsys)
     assert re.fullmatch(rf"cannot read {re.escape(str(path))}: " + message, line), line

@@ -10,6 +10,7 @@ with a ValueError that names the member and the field, in little time and memory
 import json
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -112,8 +113,6 @@ def _refused_cheaply(path, pattern):
     assert len(message.encode()) < 1000, len(message)
     assert elapsed < 2.0, elapsed
     assert peak < 100 << 20, f"peak {peak / 2**20:.1f} MiB"
-    import re
-
     assert re.search(pattern, message), message
     return message
 
