@@ -341,14 +341,14 @@ def _value_reason(owner_name, cls, params, key, value):
                 return f"{what}; a file may set it only to {safe!r}", "untrusted"
             return None
         for prefix, what in _NET_PREFIXES.items():
-            if key.startswith(prefix):
+            if key.startswith(prefix) and value is not None:  # None: the default, as unset
                 return what, "untrusted"
         if key == "torch_load_kwargs":
             if value is None or value == {"__dict__": {"weights_only": True}}:
                 return None
             return _TORCH_LOAD_KWARGS, "untrusted"
         if key.startswith(("iterator_train__", "iterator_valid__")):
-            if key.split("__", 1)[1] not in _ITERATOR_ALLOWED:
+            if key.split("__", 1)[1] not in _ITERATOR_ALLOWED and value is not None:
                 return (f"a DataLoader argument that a file may not set (it may set "
                         f"{', '.join(sorted(_ITERATOR_ALLOWED))})"), "untrusted"
         if key.startswith("module__"):

@@ -376,3 +376,22 @@ def test_scikit_learn_parameters_named_like_paths_are_their_own(tmp_path):
     learner.save(tmp_path / "knn.skal")
     loaded = ActiveLearner.load(tmp_path / "knn.skal")
     assert loaded.estimator_.steps[0][1].weights == "distance"
+
+
+def test_the_safe_value_of_a_refused_parameter_loads(tmp_path):
+    # set explicitly to their defaults, the refused parameters are what a file may hold
+    X, y = _data()
+    net = ActiveNet(MLP, max_epochs=1, verbose=0, compile=False, torch_load_kwargs={"weights_only": True},
+                    iterator_train__collate_fn=None, dataset__length=None, callbacks=[
+                        ("bars", _progress_bars(file=None))])
+    learner = ActiveLearner(net, Random(), random_state=0).fit(X[:40], y[:40])
+    assert learner.check_savable() == []
+    learner.save(tmp_path / "safe.skal")
+    assert get_untrusted_types(tmp_path / "safe.skal") == []
+    np.testing.assert_array_equal(ActiveLearner.load(tmp_path / "safe.skal").predict_proba(X), learner.predict_proba(X))
+
+
+def _progress_bars(**params):
+    from skal.callbacks import ProgressBars
+
+    return ProgressBars(**params)
