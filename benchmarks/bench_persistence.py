@@ -9,6 +9,10 @@ Bomb: the issue's case, a save of under 1 MB whose X_labeled.npy inflates to 800
 stream of zeros behind a consistent npy header), refused by ActiveLearner.load; the peak of
 Python allocations during the refusal (tracemalloc) and the time it takes.
 
+Hostile files of issue 20, built from the same valid save, each refused by ActiveLearner.load:
+the time, the peak of Python allocations (tracemalloc: nothing is allocated by torch before
+they are refused) and the error. The worst of them is reported as such.
+
     python benchmarks/bench_persistence.py            # 5 repeats
     python benchmarks/bench_persistence.py --quick    # 2 repeats, 600 digits
 
@@ -140,6 +144,124 @@ def refuse_bomb(valid, folder):
             "peak_traced_mib": peak / 2**20, "seconds": seconds, "error": message.split(": ", 1)[1]}
 
 
+def _raw_zip(path, entries):
+    """A zip written by hand: entries (name, method, payload, crc, declared size)."""
+    with open(path, "wb") as f:
+        central = []
+        for name, method, payload, crc, size in entries:
+            offset, raw = f.tell(), name.encode()
+            f.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc, len(payload), size,
+                                len(raw), 0) + raw + payload)
+            central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc,
+                                       len(payload), size, len(raw), 0, 0, 0, 0, 0, offset) + raw)
+        start = f.tell()
+        f.write(b"".join(central))
+        f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), f.tell() - start, start, 0))
+
+
+def _entries(valid, **replace):
+    out = []
+    with zipfile.ZipFile(valid) as archive:
+        for info in archive.infolist():
+            data = archive.read(info)
+            if info.filename in replace:
+                out.append((info.filename, *replace.pop(info.filename)))
+            elif info.compress_type == zipfile.ZIP_DEFLATED:
+                out.append((info.filename, 8, zlib.compress(data)[2:-4], zlib.crc32(data), len(data)))
+            else:
+                out.append((info.filename, 0, data, zlib.crc32(data), len(data)))
+    return out + [(name, *entry) for name, entry in replace.items()]
+
+
+def _json_edit(valid, edit):
+    with zipfile.ZipFile(valid) as archive:
+        meta = json.loads(archive.read("learner.json"))
+    edit(meta["params"]["estimator"]["params"])
+    text = json.dumps(meta).encode()
+    return (0, text, zlib.crc32(text), len(text))
+
+
+def _zeros_stream(prefix, total):
+    chunk = 8 << 20
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = compressor.compress(prefix) + compressor.flush(zlib.Z_FULL_FLUSH)
+    piece = compressor.compress(bytes(chunk)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    crc, zeros = zlib.crc32(prefix), bytes(chunk)
+    for _ in range(total // chunk):
+        crc = zlib.crc32(zeros, crc)
+    return head + piece * (total // chunk) + compressor.flush(), crc
+
+
+def hostile_files(valid, folder):
+    """name -> path of each hostile file of issue 20."""
+    import bz2
+
+    gib, gib_crc = _zeros_stream(b"[", 1 << 30)
+    objects = b"[" + b"{}," * 10_000_000 + b"{}]"
+    u0 = _npy_raw((10**12,), "<U0")
+
+    def drop_hidden(params):
+        params.pop("module__hidden_sizes", None)
+
+    cases = {
+        "learner.json bzip2, 256 MiB declared 1,000 B": _entries(valid, **{"learner.json": (
+            12, bz2.compress(bytes(256 << 20), 9), 0, 1000)}),
+        "learner.json deflate, 1 GiB declared 1,000 B": _entries(valid, **{"learner.json": (8, gib, gib_crc, 1000)}),
+        "learner.json deflate, 1 GiB declared 30 MiB": _entries(valid, **{"learner.json": (8, gib, gib_crc, 30 << 20)}),
+        "learner.json of 10 million {} (29 MiB, stored)": _entries(valid, **{"learner.json": (
+            0, objects, zlib.crc32(objects), len(objects))}),
+        "hidden_sizes of 2 million entries": _entries(valid, **{"learner.json": _json_edit(
+            valid, lambda p: p.update(module__hidden_sizes={"__tuple__": [1] * 2_000_000}))}),
+        "a 4 MB dotted name": _entries(valid, **{"learner.json": _json_edit(
+            valid, lambda p: p.update(module={"__type__": "a." * 2_000_000 + "b:C"}))}),
+        "40,000 members": _entries(valid, **{f"x{i}.npy": (0, b"", 0, 0) for i in range(40_000)}),
+        "y_labeled.npy <U0 of 10**12 items": _entries(valid, **{"y_labeled.npy": (0, u0, zlib.crc32(u0), len(u0))}),
+        "nn.Transformer num_encoder_layers=10**8": _entries(valid, **{"learner.json": _json_edit(
+            valid, lambda p: (drop_hidden(p), p.update(module={"__type__": "torch.nn.modules.transformer:Transformer"},
+                                                       module__num_encoder_layers=10**8)))}),
+        "compile=True, compile__options cpp.cxx shell command": _entries(valid, **{"learner.json": _json_edit(
+            valid, lambda p: p.update(compile=True, compile__options={"__dict__": {"cpp.cxx": {"__tuple__": [
+                "sh -c 'touch PWNED'"]}}}))}),
+        "resnet18_cifar weights=IMAGENET1K_V1": _entries(valid, **{"learner.json": _json_edit(
+            valid, lambda p: (drop_hidden(p), p.update(module={"__function__": "skal.models:resnet18_cifar"},
+                                                       module__weights="IMAGENET1K_V1")))}),
+    }
+    paths = {}
+    for i, (name, entries) in enumerate(cases.items()):
+        paths[name] = os.path.join(folder, f"hostile{i}.skal")
+        _raw_zip(paths[name], entries)
+    return paths
+
+
+def _npy_raw(shape, descr):
+    text = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode()
+    text += b" " * (63 - (len(text) + 10) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text
+
+
+def refuse_hostile(valid, folder):
+    from skal import _trust
+
+    _trust.default_lookup("sklearn.pipeline.Pipeline")  # scikit-learn's list, imported once
+    rows = []
+    for name, path in hostile_files(valid, folder).items():
+        tracemalloc.start()
+        start, cpu = time.perf_counter(), time.process_time()
+        try:
+            ActiveLearner.load(path)
+        except ValueError as error:
+            message = str(error)
+        else:
+            raise AssertionError(f"{name} loaded")
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        rows.append({"file": name, "file_mb": os.path.getsize(path) / 1e6, "seconds": seconds, "cpu_seconds": cpu,
+                     "peak_traced_mib": peak / 2**20, "message_bytes": len(message.encode()),
+                     "error": message.split(": ", 1)[1][:160]})
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -152,6 +274,7 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         trip = round_trip(learner, folder, repeats)
         bomb = refuse_bomb(os.path.join(folder, "run.skal"), folder)
+        hostile = refuse_hostile(os.path.join(folder, "run.skal"), folder)
     print(f"| learner | labeled | file | save | load | round trip | joblib dump + load | ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     print(f"| SmallCNN(32), DISAL, Adam | {trip['n_labeled']} | {trip['file_mb']:.2f} MB | "
@@ -162,11 +285,22 @@ def main():
     print("|---|---:|---:|---:|---:|---|")
     print(f"| deflated X_labeled.npy | {bomb['file_mb']:.2f} MB | {bomb['inflated_mb']:.0f} MB | "
           f"{bomb['peak_traced_mib']:.2f} MiB | {bomb['seconds'] * 1e3:.0f} ms | {bomb['error']} |")
+    print()
+    print("| hostile file (issue 20) | file | time (wall) | CPU time | peak Python memory | message | error |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for row in hostile:
+        print(f"| {row['file']} | {row['file_mb']:.2f} MB | {row['seconds'] * 1e3:.0f} ms | "
+              f"{row['cpu_seconds'] * 1e3:.0f} ms | "
+              f"{row['peak_traced_mib']:.1f} MiB | {row['message_bytes']} B | {row['error']} |")
+    worst_time = max(hostile, key=lambda row: row["seconds"])
+    worst_memory = max(hostile, key=lambda row: row["peak_traced_mib"])
+    print(f"slowest: {worst_time['file']} ({worst_time['seconds'] * 1e3:.0f} ms); largest peak: "
+          f"{worst_memory['file']} ({worst_memory['peak_traced_mib']:.1f} MiB)")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     name = "persistence_quick.json" if args.quick else "persistence.json"
     (out / name).write_text(json.dumps({
-        "round_trip": trip, "bomb": bomb, "repeats": repeats, "machine": machine(),
+        "round_trip": trip, "bomb": bomb, "hostile": hostile, "repeats": repeats, "machine": machine(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "python": sys.version.split()[0], "load_average": os.getloadavg()}, indent=1))
 

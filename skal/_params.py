@@ -186,15 +186,18 @@ class _Decoder:
     def params(self, owner, params, where, depth):
         if not isinstance(params, dict):
             raise InvalidSave(JSON, f"{where}: the parameters must be a JSON object")
-        # names and kinds first (a name off the list is named as such), then the values: both
-        # before ``owner`` is built with them (a nested object's values were checked before it was)
+        # Values no save holds (out of bounds) are refused first; then names and kinds (a name
+        # off the list is named as such), then the values a file may not set: all before
+        # ``owner`` is built with them (a nested object's values were checked before it was).
+        refused = _trust.param_refusals(_trust.qualified_name(owner), owner, params, where)
+        for at, reason, kind in refused:
+            if kind != "untrusted":
+                raise InvalidSave(JSON, f"{at}: {reason}")
         decoded = {k: self.value(v, f"{where}.{k}", _param_kind(owner, k, self.learner_cls), depth + 1)
                    for k, v in params.items()}
-        for at, reason, kind in _trust.param_refusals(_trust.qualified_name(owner), owner, params, where):
-            if kind == "untrusted":
-                raise Untrusted(JSON, f"{at}: {reason}. A file may not set it: build the learner in code "
-                                      "and load with like= to use your own value")
-            raise InvalidSave(JSON, f"{at}: {reason}")
+        for at, reason, _ in refused:
+            raise Untrusted(JSON, f"{at}: {reason}. A file may not set it: build the learner in code "
+                                  "and load with like= to use your own value")
         return decoded
 
     def value(self, value, where, kind, depth):
@@ -373,8 +376,31 @@ def _decode_array(value, where):
         raise InvalidSave(JSON, f"{where}: malformed array: {error}") from None
 
 
+PARAMS_NODE_LIMIT = 1 << 16  # values in the parameters (larger arrays go to npy members)
+
+
+def check_params_size(params):
+    """Refuse parameters of more than PARAMS_NODE_LIMIT values before any is decoded.
+
+    A save writes arrays of more than INLINE_ARRAY elements to their own members, so its
+    parameters are a few hundred values; decoding a million would take seconds.
+    """
+    count, stack = 0, [params]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > PARAMS_NODE_LIMIT:
+            raise InvalidSave(JSON, f"params: more than {PARAMS_NODE_LIMIT} values, more than a save's "
+                                    "parameters hold (large arrays are members of their own)")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def decode_params(cls, params, trust, read_array=None):
     """The learner that ``params`` describe, and the array members it read."""
+    check_params_size(params)
     decoder = _Decoder(trust, read_array, cls)
     learner = cls(**_cls_params(cls, decoder.params(cls, params, "params", 1)))
     try:

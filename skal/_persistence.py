@@ -28,9 +28,13 @@ and the training parts' state through their public ``state_dict`` /
 ``state_shapes`` / ``load_state_dict``.
 """
 
+import functools
+import importlib
 import json
 import numbers
 import re
+import sys
+import time
 import warnings
 
 import numpy as np
@@ -48,8 +52,8 @@ from ._bookkeeping import PoolState
 from ._data import check_path
 from ._training import final_net as _final_net
 from ._training import torch_seeded as _torch_seeded
-from ._params import (ARRAY_MEMBER, JSON, Untrusted, decode_params, encode, encode_params, names_in,
-                      object_params)
+from ._params import (ARRAY_MEMBER, JSON, Untrusted, check_params_size, decode_params, encode, encode_params,
+                      names_in, object_params)
 
 FORMAT = 2
 TENSORS, TRANSFORMERS = "tensors.safetensors", "transformers.skops"
@@ -659,11 +663,15 @@ def check_savable(learner):
 
 
 def get_untrusted_types(path):
-    """The classes and functions a save names beyond the default trust list.
+    """The classes and functions a save names beyond the default trust list, and the values
+    it sets that a load refuses.
 
     In the manner of :func:`skops.io.get_untrusted_types`: read the names in
     ``path`` without importing or building anything, review them, and pass
-    those you trust to :meth:`ActiveLearner.load` as ``trusted=``.
+    those you trust to :meth:`ActiveLearner.load` as ``trusted=``. Values that a
+    file may not set (``compile=True``, ``module__weights``, a DataLoader's
+    ``collate_fn``...) are listed as ``"learner.json:<field path>"``; no
+    ``trusted=`` entry lets a file set them: load with ``like=`` instead.
 
     Parameters
     ----------
@@ -673,8 +681,9 @@ def get_untrusted_types(path):
     Returns
     -------
     list of str
-        Sorted dotted names (``"mypkg.nets.MyNet"``); empty when every name
-        is on the default list.
+        Sorted dotted names (``"mypkg.nets.MyNet"``) and refused values
+        (``"learner.json:params.estimator.compile"``); empty when every name is
+        on the default list and every value may be set by a file.
 
     Raises
     ------
@@ -709,6 +718,7 @@ def _untrusted_types(path):
     with _archive.Archive(path, MEMBERS, (TRANSFORMERS,), _MEMBER_PATTERN) as archive:
         meta = archive.read_json(JSON)
         _check_meta(meta)
+        check_params_size(meta["params"])
         names = names_in(meta["params"])
         refused = _refused(meta["params"])
         if archive.has(TRANSFORMERS):
@@ -846,7 +856,12 @@ def _built(learner, selector, estimator, sample, error, tensor_bytes):
             raise NotHere("like", f"its net's device is {net.device!r}, which this machine lacks")
         raise NotHere(where, f"params.estimator.device is {net.device!r}, which this machine lacks; "
                              "build the learner with device='cpu' and load with like=learner")
-    size = _weights_bytes(net)
+    try:
+        size = _weights_bytes(net)
+    except _ProbeTooSlow:
+        raise error(where, f"the net that the parameters describe takes more than {PROBE_SECONDS:g} s of "
+                           "CPU time to build on the meta device (where nothing is allocated), more "
+                           "than any saved net; refused before it is built") from None
     if size is not None and size > tensor_bytes:
         raise error(TENSORS, f"holds {tensor_bytes} bytes, fewer than the {size} bytes of weights "
                              "that the parameters describe")
@@ -865,14 +880,61 @@ def _built(learner, selector, estimator, sample, error, tensor_bytes):
     return net
 
 
+PROBE_SECONDS = 1.0  # CPU time the meta-device size probe may take (ResNet-18: 0.03 s)
+
+
+_FIND_AND_LOAD = importlib._bootstrap._find_and_load.__code__
+
+
+@functools.cache
+def _warm_up():
+    """Import, once, what any net's first build imports (torch's first optimizer imports
+    torch._dynamo: 2.5 s of CPU, which is no part of the net's own cost)."""
+    with torch.device("meta"):
+        torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1)
+
+
+class _ProbeTooSlow(BaseException):
+    """Raised by the probe's profiler hook (a BaseException: no library code catches it)."""
+
+
 def _weights_bytes(net):
     """Bytes of the net's weights and buffers, from an initialization on the meta device.
 
     Nothing is allocated, so a file naming a net of terabytes is refused before it is built;
-    None when the net cannot be built there (it is then checked after the real build).
+    None when the net cannot be built there (it is then checked after the real build). The
+    build is stopped once it has taken PROBE_SECONDS of CPU time (a net of millions of layers
+    allocates nothing on the meta device, but takes minutes to build): _ProbeTooSlow.
     """
     probe = clone(net).set_params(device="meta")
+    _warm_up()
+    deadline = time.process_time() + PROBE_SECONDS
+
+    imports = []  # start times of the imports under way: their time is not the net's
+    here = sys._getframe()
+
+    def stop(frame, event, arg):
+        nonlocal deadline
+        if frame.f_code is _FIND_AND_LOAD:
+            if event == "call":
+                imports.append(time.process_time())
+            elif event == "return" and imports:
+                deadline += time.process_time() - imports.pop()
+        elif event == "call" and not imports and time.process_time() > deadline:
+            # Raise only inside this probe: a hook left behind (an interrupt on the line that
+            # removes it) removes itself instead.
+            caller = frame
+            while caller is not None and caller is not here:
+                caller = caller.f_back
+            if caller is None:
+                sys.setprofile(None)
+                return
+            raise _ProbeTooSlow()
+
+    guard = sys.getprofile() is None  # never replace a profiler the user runs
     try:
+        if guard:
+            sys.setprofile(stop)
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             probe.initialize()
@@ -881,6 +943,9 @@ def _weights_bytes(net):
                    if isinstance(value, torch.Tensor) and not is_lazy(value))
     except Exception:  # e.g. a module that computes a buffer from data in __init__
         return None
+    finally:
+        if guard:
+            sys.setprofile(None)
 
 
 def _materialize(net, sample):

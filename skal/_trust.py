@@ -277,7 +277,8 @@ def check_kind(obj, kind, by_user, name, where):
 # only to its safe value (what a save of a default learner holds); anything else is refused
 # with the field's path, and :func:`refused_values` lists them all (get_untrusted_types).
 
-LAYER_LIMIT = 1024  # layers of a module (num_layers, depth...) and entries of its sequence arguments
+LAYER_LIMIT = 64  # layers a module's layer-count arguments (num_layers, num_encoder_layers...) add up to
+SEQUENCE_LIMIT = 256  # entries of a module's list and tuple arguments (an MLP's hidden_sizes)
 
 # skorch net parameters: name -> (the only value a file may give, what another value does)
 _NET_FIXED = {
@@ -342,14 +343,14 @@ def _value_reason(owner_name, cls, params, key, value):
                 return f"{what}; a file may set it only to {safe!r}", "untrusted"
             return None
         for prefix, what in _NET_PREFIXES.items():
-            if key.startswith(prefix):
+            if key.startswith(prefix) and value is not None:  # None: the default, as unset
                 return what, "untrusted"
         if key == "torch_load_kwargs":
             if value is None or value == {"__dict__": {"weights_only": True}}:
                 return None
             return _TORCH_LOAD_KWARGS, "untrusted"
         if key.startswith(("iterator_train__", "iterator_valid__")):
-            if key.split("__", 1)[1] not in _ITERATOR_ALLOWED:
+            if key.split("__", 1)[1] not in _ITERATOR_ALLOWED and value is not None:
                 return (f"a DataLoader argument that a file may not set (it may set "
                         f"{', '.join(sorted(_ITERATOR_ALLOWED))})"), "untrusted"
         if key.startswith("module__"):
@@ -360,10 +361,13 @@ def _value_reason(owner_name, cls, params, key, value):
             if sub in fixed and value != fixed[sub]:
                 return (f"{factory}'s {sub} reaches the network and unpickling (pretrained weights are "
                         f"downloaded and torch.load-ed); a file may set it only to {fixed[sub]!r}"), "untrusted"
-            bound = _layer_reason(sub, value)
+            bound = _layer_reason(params, sub, value)
             if bound:
                 return bound, "invalid"
-    if last in _PATHLIKE and value not in (None, False):
+    # scikit-learn's own parameter names mean other things (KNNImputer(weights="uniform")); its
+    # estimators that read files are the text vectorizers, below
+    sklearn_owner = cls is not None and _subclass(cls, _sklearn_base()) and not _is_net(cls)
+    if last in _PATHLIKE and value not in (None, False) and not (sklearn_owner and "__" not in key):
         return (f"a {last} argument reaches files or the network; a file may set it only to None "
                 "or false"), "untrusted"
     if (owner_name or "").startswith("sklearn.feature_extraction.") and owner_name.rsplit(".", 1)[-1] in \
@@ -376,7 +380,7 @@ def _value_reason(owner_name, cls, params, key, value):
         if kind is not None and slot_at.rsplit("__", 1)[-1] not in FUNCTION_SLOTS.get(kind, ()):
             return (f"{name} may only fill {' or '.join(sorted(FUNCTION_SLOTS.get(kind, ())))} "
                     "(the parameters it is listed for), not this one"), "untrusted"
-    return _number_reason(owner_name, cls, key, value)
+    return _number_reason(cls, key, value)
 
 
 def _functions_in(value, slot):
@@ -393,9 +397,15 @@ def _functions_in(value, slot):
             stack.extend(item)
 
 
-def _layer_reason(sub, value):
-    if _LAYERS.search(sub) and isinstance(value, int) and not isinstance(value, bool) and value > LAYER_LIMIT:
-        return f"{value} layers, over the bound of {LAYER_LIMIT} that a save is read with"
+def _layer_reason(params, sub, value):
+    """Bounds on a module's arguments that keep its build (and the size probe) short: a layer
+    of a transformer takes ~10 ms to build even on the meta device, where nothing is allocated."""
+    if _LAYERS.search(sub) and isinstance(value, int) and not isinstance(value, bool):
+        total = sum(v for k, v in params.items() if k.startswith("module__") and _LAYERS.search(k[8:])
+                    and isinstance(v, int) and not isinstance(v, bool) and v > 0)
+        if total > LAYER_LIMIT:
+            return (f"{value} layers ({total} in all), over the bound of {LAYER_LIMIT} that a save is "
+                    "read with")
     count, stack = 0, [value]
     while stack:
         item = stack.pop()
@@ -403,8 +413,8 @@ def _layer_reason(sub, value):
             item = item["__tuple__"]
         if isinstance(item, list):
             count += len(item)
-            if count > LAYER_LIMIT:
-                return f"sequences of more than {LAYER_LIMIT} entries, over the bound that a save is read with"
+            if count > SEQUENCE_LIMIT:
+                return f"sequences of more than {SEQUENCE_LIMIT} entries, over the bound that a save is read with"
             stack.extend(item)
     return None
 
@@ -426,13 +436,12 @@ def _defaults(cls):
     return defaults
 
 
-def _number_reason(owner_name, cls, key, value):
-    """Numbers must be finite; a net's own numbers of the type of their default (max_epochs,
-    batch_size, verbose integers; warm_start a bool). scikit-learn estimators validate their
-    parameters at load (where NaN is a value, e.g. SimpleImputer's missing_values), selectors
-    when the learner is set up."""
-    if (owner_name or "").startswith("sklearn."):
-        return None
+def _number_reason(cls, key, value):
+    """Numbers must be finite (but scikit-learn estimators', which validate their own at load);
+    a net's own numbers of the type of their default (max_epochs, batch_size, verbose
+    integers; warm_start a bool)."""
+    if cls is not None and _subclass(cls, _sklearn_base()) and not (_is_net(cls) or _subclass(cls, _selector_base())):
+        return None  # scikit-learn validates its own (missing_values=nan is one of its values)
     if isinstance(value, float) and not math.isfinite(value):
         if not (value == math.inf and key.endswith("norm_type")):  # e.g. an infinity norm
             return f"{value} is not a finite number", "invalid"

@@ -18,7 +18,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 
 from . import __version__
 from ._archive import InvalidSave, check_depth, json_scan
-from ._cli_data import CommandError, check_regular, features_for, load, read_capped
+from ._cli_data import CommandError, features_for, load, read_capped
 from ._cli_spec import SpecError, parse_selectors
 from .callbacks import ProgressBars
 from .learner import ActiveLearner
@@ -451,34 +451,44 @@ def _preflight(learners, X, y, *, initial, query, epochs, seed):
             raise CommandError(f"--selectors {name}: {error}") from None
 
 
-def _prepare_out(text):
-    """The output directory, created and test-written before anything trains (None: write nothing)."""
-    if not text:
-        return None
+def _check_out(text):
+    """Refuse an --out that is not a directory, or result files that are not files, by their
+    status alone (nothing opened or created): checked before the data is even read."""
     directory = Path(text)
     try:
         status = os.stat(directory)
     except FileNotFoundError:
-        status = None
+        return
     except OSError as error:
         raise CommandError(f"--out {text}: cannot write there: {error.strerror or error}") from None
-    if status is not None and not stat.S_ISDIR(status.st_mode):
+    if not stat.S_ISDIR(status.st_mode):
         kind = "" if stat.S_ISREG(status.st_mode) else f" ({_kind(status.st_mode)})"
         raise CommandError(f"--out {text}: exists and is not a directory{kind}")
+    for name in ("results.csv", "results.json", "curve.png"):
+        try:
+            mode = os.stat(directory / name).st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise CommandError(f"--out {text}: {name}: {error.strerror or error}") from None
+        if not stat.S_ISREG(mode):  # a fifo would block the write, a device swallow it
+            kind = "" if stat.S_ISDIR(mode) else f" ({_kind(mode)})"
+            raise CommandError(f"--out {text}: {name} exists and is not a file{kind}")
+
+
+def _prepare_out(text):
+    """The output directory, created and test-written before anything trains (None: write nothing)."""
+    if not text:
+        return None
+    _check_out(text)
+    directory = Path(text)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as error:
         raise CommandError(f"--out {text}: cannot write there: {error.strerror or error}") from None
-    for name in ("results.csv", "results.json", "curve.png"):
-        try:
-            mode = os.stat(directory / name).st_mode
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISREG(mode):  # a fifo would block the write, a device swallow it
-            kind = "" if stat.S_ISDIR(mode) else f" ({_kind(mode)})"
-            raise CommandError(f"--out {text}: {name} exists and is not a file{kind}")
+    _check_out(text)  # again: the directory may have been made by another process meanwhile
     return directory
 
 
@@ -521,6 +531,8 @@ def simulate(args, out=sys.stdout):
         the campaign itself fails), with the message ``skal simulate`` prints.
     """
     config = config_of(args, _build()[2])
+    if args.out:
+        _check_out(args.out)  # by status only: before the data is read, before anything trains
     X, y, X_test, y_test = load(args.dataset, data_path=args.data_path, test_size=args.test_size,
                                 pool_size=args.pool_size, test_limit=args.test_limit, seed=args.seed)
     needed = args.initial + args.cycles * args.query

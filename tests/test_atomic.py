@@ -508,3 +508,44 @@ def test_early_stopping_inside_active_learning_curve_gives_accepted_models(defau
     stopped, three = curve(_early_stopping()), curve(_net(max_epochs=3))
     assert np.isfinite(stopped.scores).all()
     np.testing.assert_array_equal(stopped.scores, three.scores)
+
+
+_ARCHIVE = os.path.join(_SKAL, "_archive.py")
+
+
+@pytest.mark.parametrize("kind", ["error", "ctrl-c"])
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "over-a-save"])
+def test_a_save_interrupted_at_any_line_leaves_no_temporary_file(default_sigint, tmp_path, kind, existing):
+    # issue 20: an interrupt between creating the temporary file and the try that removes it
+    # left .NAME.skal.HEX.tmp beside the target. Injected at every line event of the archive
+    # writer (each run of each line, loops included) and at the first run of every other line.
+    learner = _fitted(Entropy(), False)
+    target = tmp_path / "campaign.skal"
+    old = None
+    if existing:
+        _fitted(DISAL(), False).save(target)
+        old = target.read_bytes()
+    events = _line_events(lambda: learner.save(tmp_path / "probe.skal"))
+    new = (tmp_path / "probe.skal").read_bytes()  # the same learner gives the same bytes
+    (tmp_path / "probe.skal").unlink()
+    points = sorted(set(_injection_points(events)) | {k for k, where in enumerate(events, start=1)
+                                                      if where[0] == _ARCHIVE})
+    assert sum(where[0] == _ARCHIVE for where in events) > 20
+    outcomes = {"old": 0, "new": 0, "none": 0}
+    for k in points:
+        error, line, _ = _inject(lambda: learner.save(target), k, kind)
+        left = sorted(os.listdir(tmp_path))
+        assert not [name for name in left if name.endswith(".tmp")], (k, line, left)
+        assert left == (["campaign.skal"] if existing or target.exists() else []), (k, line, left)
+        if target.exists():
+            data = target.read_bytes()
+            assert data in (old, new), (k, line)  # never a partial file
+            outcomes["old" if data == old else "new"] += 1
+            if not existing:
+                target.unlink()  # start the next injection from no file again
+        else:
+            outcomes["none"] += 1
+        del error
+    # both outcomes were reached: interrupted before the replace and after it
+    assert outcomes["new"] > 0 and outcomes["old" if existing else "none"] > 0, outcomes
+    assert ActiveLearner.load(tmp_path / "campaign.skal") if existing else True

@@ -313,13 +313,18 @@ def test_a_stale_learner_saved_and_loaded_stays_stale_until_refit(tmp_path):
     learner.set_params(estimator__lr=float("inf"))
     with pytest.raises(FloatingPointError, match="Training diverged"):
         learner.teach(X[20:25], y[20:25])
+    # a finite lr again before saving: a save's numbers must be finite (issue 20); the model stays stale
     learner.save(tmp_path / "stale.skal")
+    with pytest.raises(ValueError, match=r"stale\.skal is not a valid skal save: learner\.json: "
+                                         r"params\.estimator\.lr: inf is not a finite number"):
+        ActiveLearner.load(tmp_path / "stale.skal")
+    learner.set_params(estimator__lr=0.1).save(tmp_path / "stale.skal")
     loaded = ActiveLearner.load(tmp_path / "stale.skal")
     np.testing.assert_array_equal(loaded.y_labeled_, y[:25])
     with pytest.raises(RuntimeError, match="The model is stale"):
         loaded.query(X[30:], 3)
-    loaded.set_params(estimator__lr=0.1).refit()
-    learner.set_params(estimator__lr=0.1).refit()
+    loaded.refit()
+    learner.refit()
     np.testing.assert_array_equal(loaded.query(X[30:], 3), learner.query(X[30:], 3))
 
 
