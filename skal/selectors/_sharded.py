@@ -4,7 +4,6 @@ Each function returns, on every process, what the selector's single-process
 ``select`` returns for the whole pool with the same seed.
 """
 
-import numpy as np
 import torch
 
 from .. import distributed
@@ -32,22 +31,13 @@ def _agreed_dtype(shard, tensor):
 
 def score_select(selector, net, X_pool, n, random_state, labeled):
     """:meth:`ScoreSelector.select`, sharded."""
-    from .base import _check_picks, _generator
+    from .base import _check_picks, _check_scores, _generator, _pool_indices
 
     random_state, candidates, X_pool, shard, local = _start(selector, net, X_pool, n, random_state)
     scores = None
     with shard.guard(), distributed.active(shard):
         scores = selector.score_pool(net, local, random_state=random_state, labeled=labeled)
-        if scores.ndim != 1 or scores.shape[0] != len(local):
-            raise RuntimeError(
-                f"{type(selector).__name__} returned {tuple(scores.shape)} scores for a pool "
-                f"of {len(local)} samples."
-            )
-        if torch.isnan(scores).any():
-            raise ValueError(
-                f"{type(selector).__name__} produced NaN scores; the net's outputs are not "
-                "finite (did training diverge?)."
-            )
+        _check_scores(selector, scores, len(local))
     scores = scores.to(_agreed_dtype(shard, scores))
     generator = _generator(scores.device, random_state)
     rule = resolve_batch(getattr(selector, "batch", "topk"))
@@ -66,41 +56,29 @@ def score_select(selector, net, X_pool, n, random_state, labeled):
         _check_picks(rule, order, n, len(scores))
         order = order[torch.sort(scores[order], descending=True, stable=True).indices]
         picked = scores[order]
-    indices = order.cpu().numpy().astype(np.int64)
-    if candidates is not None:
-        indices = candidates[indices]
-    return indices, picked.cpu().numpy()
+    return _pool_indices(order, candidates), picked.cpu().numpy()
 
 
 def coreset_select(selector, net, X_pool, n, random_state, labeled):
     """:meth:`CoreSet.select`, sharded."""
-    from .base import _generator, embeddings
+    from .base import _generator, _pool_indices, embeddings
+    from .coreset import _check_finite_embeddings, _labeled_centers
 
     random_state, candidates, X_pool, shard, local = _start(selector, net, X_pool, n, random_state)
     pool = centers = None
     with shard.guard():
         pool = embeddings(net, local)
-        if labeled is not None:  # the labeled set is embedded whole on every process
-            parts = [embeddings(net, X) for X in (labeled.X, labeled.X_reference) if len(X)]
-            centers = torch.cat(parts) if parts else None
-        for name, values in (("pool", pool), ("labeled set", centers)):
-            if values is not None and not torch.isfinite(values).all():
-                raise ValueError(
-                    f"CoreSet: the net's embeddings of the {name} are NaN or infinite; the "
-                    "net's outputs are not finite (did training diverge?)."
-                )
+        centers = _labeled_centers(net, labeled)  # the labeled set, whole on every process
+        _check_finite_embeddings(pool, centers)
     indices, distances = kcenter_greedy_sharded(
         pool, n, shard, centers=centers, chunk_size=selector.chunk_size,
         generator=_generator(pool.device, random_state))
-    indices = indices.cpu().numpy().astype(np.int64)
-    if candidates is not None:
-        indices = candidates[indices]
-    return indices, distances.cpu().numpy()
+    return _pool_indices(indices, candidates), distances.cpu().numpy()
 
 
 def badge_select(selector, net, X_pool, n, random_state, labeled):
     """:meth:`BADGE.select`, sharded."""
-    from .badge import gradient_embedding_factors
+    from .badge import _check_finite_factors, _largest_first, gradient_embedding_factors
     from .base import _generator
 
     random_state, candidates, X_pool, shard, local = _start(selector, net, X_pool, n, random_state)
@@ -108,11 +86,7 @@ def badge_select(selector, net, X_pool, n, random_state, labeled):
     with shard.guard():
         if len(local):
             a, h = gradient_embedding_factors(net, local)
-            if not (torch.isfinite(a).all() and torch.isfinite(h).all()):
-                raise ValueError(
-                    "BADGE: the net's outputs or embeddings of the pool are NaN or infinite; the "
-                    "net's outputs are not finite (did training diverge?)."
-                )
+            _check_finite_factors(a, h)
     widths = {w for w in shard.gather_objects(None if a is None else (a.shape[1], h.shape[1])) if w}
     if a is None:
         c, d = widths.pop()
@@ -121,8 +95,4 @@ def badge_select(selector, net, X_pool, n, random_state, labeled):
         h = torch.empty((0, d), dtype=torch.float64, device=device)
     indices, d2 = kmeans_plusplus_outer_sharded(a, h, n, shard, first=selector.first,
                                                 generator=_generator(a.device, random_state))
-    order = torch.sort(d2, descending=True, stable=True).indices
-    indices = indices[order].cpu().numpy().astype(np.int64)
-    if candidates is not None:
-        indices = candidates[indices]
-    return indices, d2[order].cpu().numpy()
+    return _largest_first(indices, d2, candidates)

@@ -2,7 +2,6 @@
 
 from numbers import Integral
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -11,7 +10,7 @@ from .._data import take
 from ..distributed import is_sharded
 from . import _sharded
 from ..kmeans import kmeans_plusplus_outer
-from .base import BaseSelector, _generator
+from .base import BaseSelector, _generator, _pool_indices
 
 __all__ = ["BADGE"]
 
@@ -107,18 +106,25 @@ class BADGE(BaseSelector):
         if candidates is not None:
             X_pool = take(X_pool, candidates)
         a, h = gradient_embedding_factors(net, X_pool)
-        if not (torch.isfinite(a).all() and torch.isfinite(h).all()):
-            raise ValueError(
-                "BADGE: the net's outputs or embeddings of the pool are NaN or infinite; the "
-                "net's outputs are not finite (did training diverge?)."
-            )
+        _check_finite_factors(a, h)
         indices, d2 = kmeans_plusplus_outer(a, h, n, first=self.first,
                                             generator=_generator(a.device, random_state))
-        order = torch.sort(d2, descending=True, stable=True).indices
-        indices = indices[order].cpu().numpy().astype(np.int64)
-        if candidates is not None:
-            indices = candidates[indices]
-        return indices, d2[order].cpu().numpy()
+        return _largest_first(indices, d2, candidates)
+
+
+def _check_finite_factors(a, h):
+    """Raise unless the gradient embedding factors ``a`` and ``h`` of the pool are finite."""
+    if not (torch.isfinite(a).all() and torch.isfinite(h).all()):
+        raise ValueError(
+            "BADGE: the net's outputs or embeddings of the pool are NaN or infinite; the "
+            "net's outputs are not finite (did training diverge?)."
+        )
+
+
+def _largest_first(indices, d2, candidates):
+    """The picks as pool indices and their ``D^2``, as ``select`` returns them: largest first."""
+    order = torch.sort(d2, descending=True, stable=True).indices
+    return _pool_indices(indices[order], candidates), d2[order].cpu().numpy()
 
 
 def gradient_embedding_factors(net, X):

@@ -289,16 +289,7 @@ class ScoreSelector(BaseSelector):
         if candidates is not None:
             X_pool = take(X_pool, candidates)
         scores = self.score_pool(net, X_pool, random_state=random_state, labeled=labeled)
-        if scores.ndim != 1 or scores.shape[0] != len(X_pool):
-            raise RuntimeError(
-                f"{type(self).__name__} returned {tuple(scores.shape)} scores for a pool "
-                f"of {len(X_pool)} samples."
-            )
-        if torch.isnan(scores).any():
-            raise ValueError(
-                f"{type(self).__name__} produced NaN scores; the net's outputs are not "
-                "finite (did training diverge?)."
-            )
+        _check_scores(self, scores, len(X_pool))
         generator = _generator(scores.device, random_state)
         rule = resolve_batch(getattr(self, "batch", "topk"))
         if type(rule) is TopK:
@@ -311,10 +302,27 @@ class ScoreSelector(BaseSelector):
             _check_picks(rule, order, n, len(scores))
             # a batch is a set: report it best score first, like top-k
             order = order[torch.sort(scores[order], descending=True, stable=True).indices]
-        indices = order.cpu().numpy().astype(np.int64)
-        if candidates is not None:
-            indices = candidates[indices]
-        return indices, scores[order].cpu().numpy()
+        return _pool_indices(order, candidates), scores[order].cpu().numpy()
+
+
+def _check_scores(selector, scores, n_pool):
+    """Raise unless ``scores`` holds one score, not NaN, for each of the ``n_pool`` samples."""
+    if scores.ndim != 1 or scores.shape[0] != n_pool:
+        raise RuntimeError(
+            f"{type(selector).__name__} returned {tuple(scores.shape)} scores for a pool "
+            f"of {n_pool} samples."
+        )
+    if torch.isnan(scores).any():
+        raise ValueError(
+            f"{type(selector).__name__} produced NaN scores; the net's outputs are not "
+            "finite (did training diverge?)."
+        )
+
+
+def _pool_indices(positions, candidates):
+    """``positions`` among the queried rows as int64 pool indices (``candidates``: the subset)."""
+    indices = positions.cpu().numpy().astype(np.int64)
+    return indices if candidates is None else candidates[indices]
 
 
 def _check_picks(rule, order, n, n_pool):

@@ -2,7 +2,6 @@
 
 from numbers import Integral
 
-import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval
 
@@ -10,7 +9,7 @@ from .._data import take
 from ..distributed import is_sharded
 from . import _sharded
 from ..kcenter import kcenter_greedy
-from .base import SUBSET_CONSTRAINT, BaseSelector, _generator, embeddings
+from .base import SUBSET_CONSTRAINT, BaseSelector, _generator, _pool_indices, embeddings
 
 __all__ = ["CoreSet"]
 
@@ -70,22 +69,29 @@ class CoreSet(BaseSelector):
         if candidates is not None:
             X_pool = take(X_pool, candidates)
         pool = embeddings(net, X_pool)
-        centers = None
-        if labeled is not None:
-            parts = [embeddings(net, X) for X in (labeled.X, labeled.X_reference) if len(X)]
-            centers = torch.cat(parts) if parts else None
-        for name, values in (("pool", pool), ("labeled set", centers)):
-            if values is not None and not torch.isfinite(values).all():
-                raise ValueError(
-                    f"CoreSet: the net's embeddings of the {name} are NaN or infinite; the "
-                    "net's outputs are not finite (did training diverge?)."
-                )
+        centers = _labeled_centers(net, labeled)
+        _check_finite_embeddings(pool, centers)
         indices, distances = kcenter_greedy(
             pool, n, centers=centers, chunk_size=self.chunk_size,
             generator=_generator(pool.device, random_state),
         )
-        indices = indices.cpu().numpy().astype(np.int64)
-        if candidates is not None:
-            indices = candidates[indices]
-        return indices, distances.cpu().numpy()
+        return _pool_indices(indices, candidates), distances.cpu().numpy()
+
+
+def _labeled_centers(net, labeled):
+    """The embeddings of the labeled set, training and reference rows (None if it has none)."""
+    if labeled is None:
+        return None
+    parts = [embeddings(net, X) for X in (labeled.X, labeled.X_reference) if len(X)]
+    return torch.cat(parts) if parts else None
+
+
+def _check_finite_embeddings(pool, centers):
+    """Raise unless the embeddings of the pool and of the labeled set (``centers``) are finite."""
+    for name, values in (("pool", pool), ("labeled set", centers)):
+        if values is not None and not torch.isfinite(values).all():
+            raise ValueError(
+                f"CoreSet: the net's embeddings of the {name} are NaN or infinite; the "
+                "net's outputs are not finite (did training diverge?)."
+            )
 
