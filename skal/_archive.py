@@ -16,7 +16,6 @@ import io
 import json
 import math
 import os
-import re
 import secrets
 import stat
 import struct

@@ -203,6 +203,22 @@ class ArrayLoader:
             yield Xb, _gather(self._y, rows)
 
 
+class _TransformingCollate:
+    """A DataLoader ``collate_fn`` applying ``transform`` to each sample of a batch's X, as the
+    array path does; a class (not a closure) so that DataLoader workers can pickle it."""
+
+    def __init__(self, transform, collate):
+        self.transform, self.collate = transform, collate
+
+    def __call__(self, items):
+        batch = self.collate(items)
+        if not isinstance(batch, (list, tuple)) or not isinstance(batch[0], torch.Tensor):
+            raise TypeError("train_transform needs batches (X, y) whose X is one tensor, got "
+                            f"{type(batch).__name__} from the collate function.")
+        X = torch.stack([self.transform(x) for x in batch[0]])
+        return (X, *batch[1:]) if isinstance(batch, tuple) else [X, *batch[1:]]
+
+
 def training_loader(iterator, dataset, kwargs, queue=None, transform=None, array_path=True):
     """The training iterator ActiveNet uses in place of ``iterator(dataset, **kwargs)``.
 

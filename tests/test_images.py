@@ -89,6 +89,21 @@ def test_train_transform_output_is_what_training_sees_but_not_prediction():
     np.testing.assert_allclose(proba, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_train_transform_on_a_dataset_equals_the_array_path():
+    # a torch Dataset goes through the user's DataLoader (not the array path): the transform
+    # is applied to each sample of each training batch there too, and trains the same weights
+    X, y = _images(12)
+    nets = []
+    for data in ((X, y), (TensorDataset(torch.as_tensor(X), torch.as_tensor(y)), None)):
+        rec = CountingTransform()
+        torch.manual_seed(0)
+        net = _net(module__num_classes=3, classes=[0, 1, 2], max_epochs=2, train_transform=rec)
+        nets.append(net.fit(*data))
+        assert rec.calls == 2 * 12 and rec.seen == {("Tensor", (1, 8, 8))}
+    for a, b in zip(nets[0].module_.parameters(), nets[1].module_.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_train_transform_through_the_learner():
     X, y = _images(12)
     pool = _images(20, seed=1)[0]
