@@ -5,6 +5,6 @@ from ._persistence import get_untrusted_types
 from .learner import ActiveLearner
 from .net import ActiveNet
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["ActiveLearner", "ActiveNet", "UNLABELED", "get_untrusted_types", "__version__"]
