@@ -368,7 +368,7 @@ def test_disal_sklearn_contract():
                                    "snapshot_buffers": "previous", "balance": "none"}
     assert DISAL().get_params() == {"mode": "kl", "batch": "topk", "weight": 1.0, "transitions": 1,
                                     "drift": "remove", "target_decay": None, "ramp_up": 0,
-                                    "snapshot_buffers": "previous", "balance": "none"}
+                                    "snapshot_buffers": "previous", "balance": "predicted"}
     assert selector.set_params(mode="kl") is selector
     assert selector.mode == "kl"
     assert repr(DISAL(mode="literal")) == "DISAL(mode='literal')"
