@@ -10,7 +10,9 @@ sampling are paired.
 
 ISAL runs two ways: "isal (validation)" takes a stratified validation set of 50 articles from
 outside the pool (not counted as labels, as its paper's), "isal (held-out share)" holds out
-max(10%, 12) of the initial labels from training (the library's default).
+max(10%, 12) of the initial labels from training (the library's default); with 20 initial
+labels a class with a single label makes its stratified split impossible, and the run stops with
+that error (so the documented reruns leave it out).
 
     python benchmarks/compare_text.py                       # both labelings, 5 repeats
     python benchmarks/compare_text.py --quick               # smoke run: 3 methods, 2 repeats, 2 cycles
