@@ -69,13 +69,14 @@ VARIANTS = {
     "ll4al": (LL4AL(subset=None), []),
     "tidal": (TiDAL(subset=None), []),
     "isal": (ISAL(), []),
-    # "disal" is the paper's score (drift kept); skal's default DISAL() removes the class drift
-    "disal": (DISAL(drift="keep"), []),
-    "disal drift removed": (DISAL(drift="remove"), []),
+    # "disal" is the paper's score (drift kept, no balance); skal's default DISAL() removes the
+    # class drift and balances the predicted classes
+    "disal": (DISAL(drift="keep", balance="none"), []),
+    "disal drift removed": (DISAL(drift="remove", balance="none"), []),
     "disal w/o S": (Random(), [("dynamic_loss", DynamicLoss())]),
-    "disal w/o D": (DISAL(weight=0, drift="keep"), []),
-    "disal + stochastic": (DISAL(batch=StochasticBatch(), drift="keep"), []),
-    "disal + cluster": (DISAL(batch=ClusterBatch(), drift="keep"), []),
+    "disal w/o D": (DISAL(weight=0, drift="keep", balance="none"), []),
+    "disal + stochastic": (DISAL(batch=StochasticBatch(), drift="keep", balance="none"), []),
+    "disal + cluster": (DISAL(batch=ClusterBatch(), drift="keep", balance="none"), []),
     "entropy + stochastic": (Entropy(batch=StochasticBatch()), []),
     "entropy + cluster": (Entropy(batch=ClusterBatch()), []),
     "bald": (BALD(), []),

@@ -31,8 +31,8 @@ from skal.parts import EpochSnapshot  # noqa: E402
 from skal.scores import kl_divergence  # noqa: E402
 from skal.selectors import DISAL  # noqa: E402
 
-VARIANTS = {"paper": DISAL(drift="keep"), "drift removed": DISAL(drift="remove"), "default": DISAL(),
-            "w/o D": DISAL(weight=0), "balanced": DISAL(balance="predicted")}
+VARIANTS = {"paper": DISAL(drift="keep", balance="none"), "drift removed": DISAL(drift="remove", balance="none"),
+            "default": DISAL(), "w/o D": DISAL(weight=0, balance="none"), "balanced": DISAL(balance="predicted")}
 
 
 def main(argv=None):

@@ -22,7 +22,6 @@ Writes benchmarks/results/<name>_gpu[_tiny].json (the ActiveLearningCurve) and <
 """
 
 import argparse
-import os
 import shlex
 import sys
 import time

@@ -106,7 +106,7 @@ def _fitted(selector, n=60, epochs=4):
 
 
 def test_k_transitions_sum_the_kl_of_consecutive_epochs():
-    learner, pool = _fitted(DISAL(transitions=3, drift="keep"), epochs=5)
+    learner, pool = _fitted(DISAL(transitions=3, drift="keep", balance="none"), epochs=5)
     net = learner.estimator_
     Xb = torch.from_numpy(pool)
     logits = [net.logits(Xb).double().numpy()] + [
@@ -115,12 +115,12 @@ def test_k_transitions_sum_the_kl_of_consecutive_epochs():
     scores = learner.selector_.score_pool(net, pool).double().numpy()
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-9)
     # one transition is the paper's score, over the same two last epochs
-    one = DISAL(transitions=1, drift="keep").score_pool(net, pool).double().numpy()
+    one = DISAL(transitions=1, drift="keep", balance="none").score_pool(net, pool).double().numpy()
     np.testing.assert_allclose(one, _kl64(logits[1], logits[0]), rtol=1e-4, atol=1e-9)
 
 
 def test_drift_removal_scores_the_change_without_its_classes_mean():
-    learner, pool = _fitted(DISAL(drift="remove"))
+    learner, pool = _fitted(DISAL(drift="remove", balance="none"))
     net = learner.estimator_
     Xb = torch.from_numpy(pool)
     z_t = net.logits(Xb).double().numpy()
@@ -197,7 +197,7 @@ def test_snapshot_buffers_choose_the_running_statistics_of_epoch_t_minus_1(buffe
     X, y = tabular(n=48, d=4)
     pool = tabular(n=20, d=4, seed=1)[0]
     net = ActiveNet(_BatchNormNet, max_epochs=4, batch_size=16, lr=0.1, verbose=0)
-    learner = ActiveLearner(net, DISAL(drift="keep", snapshot_buffers=buffers), classes=[0, 1, 2],
+    learner = ActiveLearner(net, DISAL(drift="keep", snapshot_buffers=buffers, balance="none"), classes=[0, 1, 2],
                             random_state=0).fit(X, y)
     trained = learner.estimator_
     current = trained.module_.state_dict()
@@ -211,7 +211,7 @@ def test_snapshot_buffers_choose_the_running_statistics_of_epoch_t_minus_1(buffe
     scores = learner.selector_.score_pool(trained, pool).double().numpy()
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-9)
     other = "current" if buffers == "previous" else "previous"
-    other_scores = DISAL(drift="keep", snapshot_buffers=other).score_pool(trained, pool).double().numpy()
+    other_scores = DISAL(drift="keep", snapshot_buffers=other, balance="none").score_pool(trained, pool).double().numpy()
     assert np.abs(other_scores - scores).max() > 1e-3 * np.abs(scores).max()
 
 
@@ -237,7 +237,7 @@ def test_balance_predicted_takes_the_classes_in_turns_by_their_kl(drift):
     Xb = torch.from_numpy(pool)
     z_t = net.logits(Xb).double().numpy()
     z_prev = net.logits(Xb, module=net.parts_["snapshot"].module(net)).double().numpy()
-    kl = DISAL(drift=drift).score_pool(net, pool).double().numpy()  # the unbalanced score
+    kl = DISAL(drift=drift, balance="none").score_pool(net, pool).double().numpy()  # the unbalanced score
     classes = z_t.argmax(axis=1)
     assert len(np.unique(classes)) >= 2
     expected = _balanced_order64(kl, classes)

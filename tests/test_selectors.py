@@ -205,7 +205,7 @@ def test_disal_snapshot_differs_from_final_weights(snap_net):
 
 @pytest.mark.parametrize("drift", ["keep", "remove"])
 def test_disal_score_pool_matches_reference(snap_net, pool, drift):
-    scores = DISAL(drift=drift).score_pool(snap_net, pool).cpu().numpy()
+    scores = DISAL(drift=drift, balance="none").score_pool(snap_net, pool).cpu().numpy()
     expected = _ref_disal(snap_net, pool, drift)
     assert scores.shape == (N_POOL,)
     assert expected.max() > 1e-4  # the last epoch moved the predictions
@@ -217,13 +217,13 @@ def test_disal_score_pool_matches_reference(snap_net, pool, drift):
 @pytest.mark.parametrize("batch_size", [1, 7, 1000])
 def test_disal_independent_of_chunking(snap_net, pool, batch_size, drift):
     net = _with_batch_size(snap_net, batch_size)
-    scores = DISAL(drift=drift).score_pool(net, pool).cpu().numpy()
+    scores = DISAL(drift=drift, balance="none").score_pool(net, pool).cpu().numpy()
     np.testing.assert_allclose(scores, _ref_disal(snap_net, pool, drift), rtol=1e-4, atol=1e-6)
 
 
 def test_disal_literal_is_negation(snap_net, pool):
-    kl = DISAL().score_pool(snap_net, pool).cpu().numpy()
-    literal = DISAL(mode="literal", drift="remove").score_pool(snap_net, pool).cpu().numpy()
+    kl = DISAL(balance="none").score_pool(snap_net, pool).cpu().numpy()
+    literal = DISAL(mode="literal", drift="remove", balance="none").score_pool(snap_net, pool).cpu().numpy()
     np.testing.assert_array_equal(literal, -kl)
 
 
@@ -232,11 +232,11 @@ def test_disal_select_picks_largest_kl(snap_net, pool):
     n = 5
     head = np.sort(expected)[::-1][: n + 1]
     assert np.min(-np.diff(head)) > 1e-5 * head[0]
-    idx, scores = DISAL(drift="keep").select(snap_net, pool, n, random_state=0)
+    idx, scores = DISAL(drift="keep", balance="none").select(snap_net, pool, n, random_state=0)
     assert idx.dtype == np.int64
     np.testing.assert_array_equal(idx, _brute_force_top_n(expected, n))
     assert np.all(np.diff(scores) <= 0)
-    idx_lit, _ = DISAL(mode="literal", drift="keep").select(snap_net, pool, n, random_state=0)
+    idx_lit, _ = DISAL(mode="literal", drift="keep", balance="none").select(snap_net, pool, n, random_state=0)
     np.testing.assert_array_equal(idx_lit, _brute_force_top_n(-expected, n))
 
 
@@ -360,15 +360,15 @@ def test_disal_sklearn_contract():
     selector = DISAL(mode="literal", drift="keep")
     assert selector.get_params() == {"mode": "literal", "batch": "topk", "weight": 1.0, "transitions": 1,
                                      "drift": "keep", "target_decay": None, "ramp_up": 0,
-                                     "snapshot_buffers": "previous", "balance": "none"}
+                                     "snapshot_buffers": "previous", "balance": "predicted"}
     cloned = clone(selector)
     assert type(cloned) is DISAL and cloned is not selector
     assert cloned.get_params() == {"mode": "literal", "batch": "topk", "weight": 1.0, "transitions": 1,
                                    "drift": "keep", "target_decay": None, "ramp_up": 0,
-                                   "snapshot_buffers": "previous", "balance": "none"}
+                                   "snapshot_buffers": "previous", "balance": "predicted"}
     assert DISAL().get_params() == {"mode": "kl", "batch": "topk", "weight": 1.0, "transitions": 1,
                                     "drift": "remove", "target_decay": None, "ramp_up": 0,
-                                    "snapshot_buffers": "previous", "balance": "none"}
+                                    "snapshot_buffers": "previous", "balance": "predicted"}
     assert selector.set_params(mode="kl") is selector
     assert selector.mode == "kl"
     assert repr(DISAL(mode="literal")) == "DISAL(mode='literal')"
@@ -398,7 +398,7 @@ def test_scores_use_eval_mode(pool):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(a, ref_entropy(_probs64(net, pool)), rtol=0, atol=1e-5)
     for drift in ("keep", "remove"):
-        disal = DISAL(drift=drift).score_pool(net, pool).cpu().numpy()
+        disal = DISAL(drift=drift, balance="none").score_pool(net, pool).cpu().numpy()
         np.testing.assert_allclose(disal, _ref_disal(net, pool, drift), rtol=1e-4, atol=1e-6)
 
 

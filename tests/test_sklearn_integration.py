@@ -67,12 +67,13 @@ def test_pipeline_estimator_queries_through_its_transformers(selector):
     assert pipe[0] is not learner.estimator_[0] and not hasattr(pipe[0], "mean_")
 
 
-def test_pipeline_estimator_with_warm_start_continues_the_net():
+@pytest.mark.parametrize("warm_start, epochs", [(True, 3), ("continue", 6)])
+def test_pipeline_estimator_with_warm_start_continues_the_net(warm_start, epochs):
     X, y = _data()
-    learner = ActiveLearner(make_pipeline(StandardScaler(), _net()), selector=Entropy(), warm_start=True,
+    learner = ActiveLearner(make_pipeline(StandardScaler(), _net()), selector=Entropy(), warm_start=warm_start,
                             random_state=0).fit(X[:30], y[:30])
     learner.teach(X[30:40], y[30:40])
-    assert len(learner.estimator_[-1].history) == 6
+    assert len(learner.estimator_[-1].history) == epochs  # True: a new history; "continue": 3 more
     assert learner.estimator_[0].n_samples_seen_ == 30  # fitted transformers are kept
 
 

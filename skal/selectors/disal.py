@@ -30,7 +30,9 @@ class DISAL(ScoreSelector):
     The defaults are the paper's method but for ``drift="remove"``, the one
     variant of the score that did better than the paper's on both data sets of
     ``benchmarks/compare_selectors.py`` (paired intervals excluding zero in all
-    four settings); ``drift="keep"`` is the paper's score. The other values of
+    four settings), and ``balance="predicted"``, which stops its batches piling
+    into one class on text (``benchmarks/compare_text.py``);
+    ``DISAL(drift="keep", balance="none")`` is the paper's method. The other values of
     ``transitions``, ``target_decay`` and ``ramp_up`` are variants measured
     there too, none of them resolved better in more than one setting. The
     cluster and stochastic batch rules (``batch``, shared by every selector)
@@ -82,14 +84,21 @@ class DISAL(ScoreSelector):
         that the score compares the weights alone and not the drift of the
         running statistics between the two epochs. The paper does not say;
         a module without buffers scores the same with both.
-    balance : {"none", "predicted"}, default="none"
+    balance : {"predicted", "none"}, default="predicted"
         ``"predicted"`` ranks the pool class by class: the sample with the
         largest score in each predicted class first (the larger score first
         among them), then each class's second, and so on, so that a batch
         takes its samples evenly from the classes the net predicts (all of
         a class's samples when it has fewer). The score then reported is
         minus the sample's position in that order. ``"none"``: the scores
-        as computed (the paper).
+        as computed (the paper). Without it, on text (TF-IDF, an MLP trained
+        with Adam) the dynamic loss makes the KL largest for the samples
+        nearest the training set, in the class the net predicts for most of
+        the pool, and top-k batches of that class made the model worse
+        cycle after cycle (see the DISAL page of the documentation).
+
+        .. versionchanged:: 0.2
+           The default was ``"none"``.
     {batch}
 
     See Also
@@ -129,7 +138,7 @@ class DISAL(ScoreSelector):
     }
 
     def __init__(self, weight=1.0, mode="kl", batch="topk", transitions=1, drift="remove",
-                 target_decay=None, ramp_up=0, snapshot_buffers="previous", balance="none"):
+                 target_decay=None, ramp_up=0, snapshot_buffers="previous", balance="predicted"):
         self.weight = weight
         self.mode = mode
         self.batch = batch
