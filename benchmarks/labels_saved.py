@@ -1,7 +1,7 @@
 """Labels saved: how many labels each configuration needs to reach random sampling's final accuracy.
 
 Configurations: a selector (Random, Margin, DISAL as the paper method) x a semi-supervised
-training part (none, skal.semi.PseudoLabel, and on images skal.semi.FixMatch) x an initial
+training part (none, skal.semi.PseudoLabel, skal.semi.FixMatch) x an initial
 strategy (random, kmeans, typiclust; skal.initial.initial_batch on the pool's features). The
 reference is random sampling without a part from a random initial set. Within a repeat every
 configuration shares the learner seed, and the configurations of one initial strategy share the
@@ -18,7 +18,12 @@ Scales (2 shared CPU cores, one torch thread):
 
 * digits: skal simulate's default recipe (MLP with 128 hidden units on the 64 standardised
   pixels, SGD lr 0.05 momentum 0.9, batch 32, 30 epochs), 70/30 split (1,257-row pool, 540
-  test rows); 20 initial labels, 10 queries of 20 (final budget 220).
+  test rows); 20 initial labels, 10 queries of 20 (final budget 220). With FixMatch in --semi,
+  the same standardised pixels are fed as the 8x8 images, (1, 8, 8), to the same MLP (which
+  flattens them: the other configurations train as on the 64 columns, and the initial
+  strategies flatten them too, so the initial sets are the same); FixMatch(flip=False), since a
+  mirror does not preserve a digit: its views are the 1-pixel (12.5%) translation and, for the
+  strong view, contrast, brightness, noise and Cutout.
 * fashion: Fashion-MNIST average-pooled to 14x14 and scaled by one global mean and standard
   deviation, the same MLP (196 inputs) and recipe, a 5,000-row pool drawn from the 60,000
   training images, 2,000 test images drawn from the 10,000; 40 initial labels, 8 queries of
@@ -26,9 +31,12 @@ Scales (2 shared CPU cores, one torch thread):
 
     python benchmarks/labels_saved.py --dataset digits --strategies random   # 3 min (shared cores)
     python benchmarks/labels_saved.py --dataset digits --strategies kmeans,typiclust   # 6 min
+    python benchmarks/labels_saved.py --dataset digits --semi fixmatch   # FixMatch, 3 initial strategies
     python benchmarks/labels_saved.py --dataset fashion --strategies random  # 12 min, FixMatch included
     python benchmarks/labels_saved.py --dataset fashion --strategies kmeans --semi none,pseudo     # 5 min
     python benchmarks/labels_saved.py --dataset fashion --strategies typiclust --semi none,pseudo  # 6 min
+    python benchmarks/labels_saved.py --dataset fashion --strategies kmeans --semi fixmatch
+    python benchmarks/labels_saved.py --dataset fashion --strategies typiclust --semi fixmatch
     python benchmarks/labels_saved.py --dataset fashion --strategies timing
     python benchmarks/labels_saved.py --dataset digits --strategies timing   # training-time ratios
     python benchmarks/labels_saved.py --dataset digits --strategies random --selectors random,margin --epochs 100
@@ -36,7 +44,8 @@ Scales (2 shared CPU cores, one torch thread):
         --semi none,pseudo --epochs 100                      # longer training (its own report, _e100)
     python benchmarks/labels_saved.py --dataset digits --quick   # smoke run
 
-Each run writes benchmarks/results/labels_saved_<dataset>[_<strategies>][_e<epochs>][_quick].json; the
+Each run writes benchmarks/results/labels_saved_<dataset>[_<strategies>][_<parts, when "none" is not
+among them>][_e<epochs>][_quick].json; the
 report (markdown tables) is printed and written next to it (.md), merging every JSON of the
 dataset already written (so the fashion runs, split to stay under 10 minutes each, make one table).
 """
@@ -65,18 +74,23 @@ from skal.semi import FixMatch, PseudoLabel
 SELECTORS = {"random": Random, "margin": Margin, "disal": DISAL}
 PARTS = {"none": None, "pseudo": PseudoLabel, "fixmatch": FixMatch}
 SCALES = {
-    "digits": {"initial": 20, "query": 20, "cycles": 10, "semi": ("none", "pseudo")},
-    "fashion": {"initial": 40, "query": 40, "cycles": 8, "semi": ("none", "pseudo", "fixmatch")},
+    "digits": {"initial": 20, "query": 20, "cycles": 10, "semi": ("none", "pseudo"),
+               "image_shape": (1, 8, 8), "fixmatch": {"flip": False}},
+    "fashion": {"initial": 40, "query": 40, "cycles": 8, "semi": ("none", "pseudo", "fixmatch"),
+                "fixmatch": {}},
 }
 REFERENCE = ("random", "none", "random")
 RESULTS = Path(__file__).parent / "results"
 
 
-def data(dataset, seed):
+def data(dataset, seed, images=False):
     if dataset == "digits":
         X, y, X_test, y_test = load("digits", data_path=None, test_size=0.3, pool_size=None,
                                     test_limit=None, seed=seed)
         X, X_test = features_for("mlp", X, X_test, standardize=True)
+        if images:  # the standardised pixels as (1, 8, 8) images, for FixMatch's views
+            shape = SCALES["digits"]["image_shape"]
+            X, X_test = X.reshape(-1, *shape), X_test.reshape(-1, *shape)
         return X, y, X_test, y_test
     X, y, X_test, y_test = load("fashion-mnist", data_path=None, test_size=0.3, pool_size=5000,
                                 test_limit=2000, seed=seed)
@@ -86,11 +100,12 @@ def data(dataset, seed):
     return ((X - mean) / std).astype(np.float32), y, ((X_test - mean) / std).astype(np.float32), y_test
 
 
-def learners(X, classes, epochs, selectors, semis):
+def learners(X, classes, epochs, selectors, semis, dataset="fashion"):
     out = {}
     for semi in semis:
         for name in selectors:
-            callbacks = None if PARTS[semi] is None else [("semi", PARTS[semi]())]
+            kwargs = SCALES[dataset].get(semi, {})
+            callbacks = None if PARTS[semi] is None else [("semi", PARTS[semi](**kwargs))]
             net = ActiveNet(MLP, max_epochs=epochs, verbose=0, callbacks=callbacks,
                             module__hidden_sizes=MLP_HIDDEN_SIZES,
                             module__in_features=int(np.prod(X.shape[1:])), **RECIPE)
@@ -115,17 +130,14 @@ def run(args):
     scale = dict(SCALES[args.dataset])
     if args.quick:
         scale.update(initial=20, query=20, cycles=2)
-    X, y, X_test, y_test = data(args.dataset, args.seed)
-    if args.dataset == "digits" or "fixmatch" not in args.semi:
-        semis = [s for s in args.semi if s != "fixmatch" or args.dataset != "digits"]
-    else:
-        semis = list(args.semi)
+    semis = list(args.semi)
+    X, y, X_test, y_test = data(args.dataset, args.seed, images="fixmatch" in semis)
     epochs = 2 if args.quick else args.epochs
     runs = {}
     for strategy in args.strategies:
         start = time.perf_counter()
         curve = active_learning_curve(
-            learners(X, np.unique(y), epochs, args.selectors, semis), X, y, X_test=X_test, y_test=y_test,
+            learners(X, np.unique(y), epochs, args.selectors, semis, args.dataset), X, y, X_test=X_test, y_test=y_test,
             initial_size=scale["initial"], query_size=scale["query"], n_cycles=scale["cycles"],
             n_repeats=2 if args.quick else args.repeats, random_state=args.seed, initial_strategy=strategy)
         for i, name in enumerate(curve.names):
@@ -149,16 +161,16 @@ def _cpu():
 def timing(dataset, seed, n_labeled=(50, 200), repeats=5):
     """Training time of one fit with each part over the time without, interleaved, median of repeats."""
     torch.set_num_threads(1)
-    X, y, _, _ = data(dataset, seed)
+    X, y, _, _ = data(dataset, seed, images=True)  # digits as (1, 8, 8): the MLP flattens them
     out = {}
     for n in n_labeled:
-        times = {semi: [] for semi in SCALES[dataset]["semi"]}
+        times = {semi: [] for semi in PARTS}
         for r in range(repeats):
             rows = np.random.default_rng(r).choice(len(y), n, replace=False)
             y_marked = np.full(len(y), -1)
             y_marked[rows] = y[rows]
             for semi in times:  # interleaved, so that the machine's load hits every part alike
-                learner = learners(X, np.unique(y), 30, ["random"], [semi])[f"random + {semi}"]
+                learner = learners(X, np.unique(y), 30, ["random"], [semi], dataset)[f"random + {semi}"]
                 start = time.perf_counter()
                 learner.set_params(unlabeled=-1, random_state=r).fit(X, y_marked)
                 times[semi].append(time.perf_counter() - start)
@@ -208,6 +220,10 @@ def report(results):
     lines += [row for *_, row in sorted(rows, key=lambda r: (r[0], r[1]))]
     best = min(rows, key=lambda r: (r[0], r[1]))
     met = np.isfinite(best[0]) and best[0] <= final / 2
+    lines += ["", "The 'training time x' column divides the mean fit time of a configuration by that of the "
+              "same configuration without its part; where the two ran in different runs (FixMatch from "
+              "kmeans and typiclust initial sets, FixMatch on digits), the machine's load differed between "
+              "them, so only the interleaved timing table below measures the cost."]
     lines += ["", "What a part adds: AUC with the part minus without it, same selector and initial set, "
               "paired over repeats [95% CI]; and random's own labels needed "
               f"({np.mean([labels_needed(ref[r], n_labeled, target[r])[0] for r in range(len(target))]):.0f}: "
@@ -265,6 +281,7 @@ def main(argv=None):
         else:
             results = run(args)
         tag = "" if args.strategies == ["random", "kmeans", "typiclust"] else "_" + "-".join(args.strategies)
+        tag += "" if "none" in args.semi else "_" + "-".join(args.semi)
         tag += "" if args.epochs == 30 else f"_e{args.epochs}"
         RESULTS.mkdir(exist_ok=True)
         path = RESULTS / f"labels_saved_{args.dataset}{tag}{suffix}.json"

@@ -232,6 +232,11 @@ class FixMatch(PoolPart):
         device, drawing their randomness from the CPU ``torch.Generator``.
         None: :func:`skal.transforms.weak_augment` (flip and translation, the
         paper's weak view) and :func:`skal.transforms.strong_augment`.
+    flip : bool, default=True
+        Whether the default views flip images horizontally. False for images
+        whose label a mirror can change (digits, characters): the views keep
+        the translation and the strong view's photometric changes and Cutout.
+        Ignored by a ``weak`` or ``strong`` callable.
     random_state : int or None, default=None
         Seeds the order of the unlabeled rows and the augmentations. None:
         a seed drawn from torch's random state at the start of each fit (so
@@ -268,19 +273,24 @@ class FixMatch(PoolPart):
     """
 
     _parameter_constraints = {**PoolPart._parameter_constraints,
-                              "weak": [callable, None], "strong": [callable, None]}
+                              "weak": [callable, None], "strong": [callable, None],
+                              "flip": ["boolean"]}
 
-    def __init__(self, ratio=7, threshold=0.95, weight=1.0, weak=None, strong=None, random_state=None):
+    def __init__(self, ratio=7, threshold=0.95, weight=1.0, weak=None, strong=None, flip=True,
+                 random_state=None):
         self.ratio = ratio
         self.threshold = threshold
         self.weight = weight
         self.weak = weak
         self.strong = strong
+        self.flip = flip
         self.random_state = random_state
 
     def _unlabeled_loss(self, net, X_unlabeled):
-        weak = (self.weak or weak_augment)(X_unlabeled, self.generator_)
-        strong = (self.strong or strong_augment)(X_unlabeled, self.generator_)
+        weak = (self.weak(X_unlabeled, self.generator_) if self.weak
+                else weak_augment(X_unlabeled, self.generator_, flip=self.flip))
+        strong = (self.strong(X_unlabeled, self.generator_) if self.strong
+                  else strong_augment(X_unlabeled, self.generator_, flip=self.flip))
         with torch.no_grad():
             target = first_output(net.infer(weak))
         if not bool(self._count(target).any()):  # one host sync; skips a forward and backward

@@ -48,11 +48,16 @@ def _uniform(n, generator, device):
     return torch.rand(n, generator=generator, device="cpu").to(device)
 
 
-def weak_augment(x, generator, *, translate=0.125):
+def _check_flip(flip, name):
+    if not isinstance(flip, bool):
+        raise ValueError(f"{name}: flip must be True or False; got {flip!r}.")
+
+
+def weak_augment(x, generator, *, translate=0.125, flip=True):
     """FixMatch's weak view of a batch of images: random horizontal flip, then random translation.
 
-    Each image is flipped with probability 1/2 and shifted by up to
-    ``translate`` of its height and width in each direction (reflect
+    Each image is flipped with probability 1/2 (when ``flip``) and shifted by
+    up to ``translate`` of its height and width in each direction (reflect
     padding), as in Sohn et al. (2020), section 2.3. Every draw comes from
     ``generator`` (on the CPU), so a seeded generator gives the same views on
     any device.
@@ -64,6 +69,9 @@ def weak_augment(x, generator, *, translate=0.125):
         A CPU generator.
     translate : float, default=0.125
         The largest shift, a fraction of the side (the paper's 12.5%).
+    flip : bool, default=True
+        Whether to flip. False for images whose label a mirror changes
+        (digits, text): only the translation remains, and no flip is drawn.
 
     Returns
     -------
@@ -77,9 +85,11 @@ def weak_augment(x, generator, *, translate=0.125):
     torch.Size([2, 1, 8, 8])
     """
     _check_images(x, "weak_augment")
+    _check_flip(flip, "weak_augment")
     n, _, height, width = x.shape
-    flip = _uniform(n, generator, x.device) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if flip:
+        flipped = _uniform(n, generator, x.device) < 0.5
+        x = torch.where(flipped[:, None, None, None], x.flip(3), x)
     pad_h, pad_w = int(round(translate * height)), int(round(translate * width))
     if pad_h == 0 and pad_w == 0:
         return x
@@ -93,7 +103,7 @@ def weak_augment(x, generator, *, translate=0.125):
     return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
 
 
-def strong_augment(x, generator, *, translate=0.125, cutout=0.5, contrast=0.5, noise=0.05):
+def strong_augment(x, generator, *, translate=0.125, cutout=0.5, contrast=0.5, noise=0.05, flip=True):
     """A strong view of a batch of images: the weak view, random contrast and brightness, noise, Cutout.
 
     FixMatch's strong view is RandAugment followed by Cutout (Sohn et al.
@@ -119,6 +129,8 @@ def strong_augment(x, generator, *, translate=0.125, cutout=0.5, contrast=0.5, n
         The range of the contrast factor and of the brightness shift.
     noise : float, default=0.05
         The noise's standard deviation, relative to each image's.
+    flip : bool, default=True
+        As in :func:`weak_augment` (False: no flip in the weak view under it).
 
     Returns
     -------
@@ -132,7 +144,8 @@ def strong_augment(x, generator, *, translate=0.125, cutout=0.5, contrast=0.5, n
     torch.Size([2, 1, 8, 8])
     """
     _check_images(x, "strong_augment")
-    x = weak_augment(x, generator, translate=translate)
+    _check_flip(flip, "strong_augment")
+    x = weak_augment(x, generator, translate=translate, flip=flip)
     n, channels, height, width = x.shape
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     std = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)

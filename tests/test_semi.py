@@ -112,6 +112,47 @@ def test_fixmatch_part_loss_against_a_hand_computation():
     assert float(term.detach()) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("flip", [False, True])
+def test_fixmatch_default_views_follow_flip(flip):
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(8, 1, 8, 8)).astype(np.float32)
+    rows = np.array([0, 2, 3, 5])
+    part = FixMatch(ratio=4, threshold=0.0, flip=flip, random_state=7)
+    net = ActiveNet(Linear, module__in_features=64, max_epochs=1, verbose=0, callbacks=[("semi", part)])
+    net.initialize()
+    _lend(net, X, rows)
+    part.on_train_begin(net)
+    term = float(part.loss(net, torch.zeros(1, 3), torch.zeros(1, dtype=torch.int64)).detach())
+    # the part's draws, replayed: the row order, then the weak view, then the strong view
+    g = torch.Generator().manual_seed(7)
+    batch = torch.as_tensor(X[rows][torch.randperm(4, generator=g).numpy()])
+    views = {}
+    for f in (False, True):
+        h = torch.Generator().set_state(g.get_state())
+        weak = weak_augment(batch, h, flip=f)
+        strong = strong_augment(batch, h, flip=f)
+        views[f] = ref_pseudo_label_loss(_np_logits(net.module_, weak.numpy()),
+                                         _np_logits(net.module_, strong.numpy()), 0.0)
+    assert views[flip] != pytest.approx(views[not flip], rel=1e-3)
+    assert term == pytest.approx(views[flip], rel=1e-5)
+
+
+def test_weak_augment_without_flip_only_translates():
+    x = torch.arange(64 * 8 * 8, dtype=torch.float32).reshape(64, 1, 8, 8)
+    assert torch.equal(weak_augment(x, torch.Generator().manual_seed(0), translate=0.0, flip=False), x)
+    out = weak_augment(x, torch.Generator().manual_seed(0), flip=False)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    for i in range(64):
+        assert any(torch.equal(out[i], padded[i, :, dy:dy + 8, dx:dx + 8]) for dy in range(3) for dx in range(3))
+    # with flips, some images of the same batch match only a window of the mirrored image
+    flipped = weak_augment(x, torch.Generator().manual_seed(0))
+    assert any(not any(torch.equal(flipped[i], padded[i, :, dy:dy + 8, dx:dx + 8])
+                       for dy in range(3) for dx in range(3)) for i in range(64))
+    for augment in (weak_augment, strong_augment):
+        with pytest.raises(ValueError, match=f"{augment.__name__}: flip must be True or False; got 'no'"):
+            augment(x, torch.Generator().manual_seed(0), flip="no")
+
+
 def _fit_net(callbacks, X, y, seed=0):
     net = ActiveNet(MLP, module__num_classes=3, module__in_features=X.shape[1], max_epochs=3,
                     batch_size=8, verbose=0, callbacks=callbacks)
@@ -220,7 +261,7 @@ def test_parameters_are_validated_at_fit():
     y = np.arange(10) % 2
     for part, name in [(FixMatch(ratio=0), "ratio"), (PseudoLabel(threshold=1.5), "threshold"),
                        (PseudoLabel(weight=-1.0), "weight"), (PseudoLabel(ramp_up=2.0), "ramp_up"),
-                       (FixMatch(weak="flip"), "weak")]:
+                       (FixMatch(weak="flip"), "weak"), (FixMatch(flip="no"), "flip")]:
         net = ActiveNet(MLP, module__num_classes=2, max_epochs=1, verbose=0, callbacks=[("semi", part)])
         with pytest.raises(InvalidParameterError, match=f"'{name}' parameter of {type(part).__name__}"):
             net.fit(X, y)
