@@ -35,3 +35,10 @@ def assert_states_equal(a, b):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture(autouse=True)
+def _grad_mode_kept():
+    """A test (or the code it runs) must leave torch's grad mode as it found it."""
+    yield
+    assert torch.is_grad_enabled(), "this test left torch's grad mode disabled"
