@@ -30,6 +30,7 @@ SCRIPTS = [
     ("main_job_recipe.py", False),
     ("bench_persistence.py", False),
     ("bench_bookkeeping.py", False),
+    ("bench_fingerprint.py", False),
     ("compare_fashion_mnist.py", True),
     ("compare_selectors.py", False),
     ("labels_saved.py", False),
