@@ -3,7 +3,7 @@
 import numbers
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -285,9 +285,14 @@ def _limited_threads(threads):
 def _campaign(learner, X, y, X_test, y_test, *, initial_idx, query_size, n_cycles, scoring, label=None,
               stopping=None, threads=None, parent=None):
     if parent is not None and os.getpid() == parent:
-        # a thread of this process (joblib's threading backend): the caller limited the threads
+        # a thread of this process (joblib's threading backend): the caller limited torch and
+        # the BLAS pools, which are process-wide; OpenMP's thread count is each thread's own, so
+        # it is limited here, for this thread only
+        limits = nullcontext() if threads is None else threadpool_limits(limits=threads, user_api="openmp")
         threads = None
-    with _limited_threads(threads):
+    else:
+        limits = nullcontext()
+    with limits, _limited_threads(threads):
         return _run_campaign(learner, X, y, X_test, y_test, initial_idx=initial_idx, query_size=query_size,
                              n_cycles=n_cycles, scoring=scoring, label=label, stopping=stopping)
 

@@ -184,7 +184,7 @@ def test_selector_specs_name_the_columns_and_configure_the_selectors(tmp_path, m
     assert selectors[1].get_params() == {"batch": "cluster"}
     assert selectors[2].get_params() == {"weight": 1.0, "mode": "literal", "batch": "stochastic",
                                          "transitions": 1, "drift": "remove", "target_decay": None, "ramp_up": 0,
-                                         "balance": "none", "snapshot_buffers": "previous"}
+                                         "balance": "predicted", "snapshot_buffers": "previous"}
 
 
 def test_a_spec_runs_the_campaign_the_same_learner_built_in_python_runs(tmp_path):

@@ -33,7 +33,8 @@ def test_the_example_of_the_issue():
     built = [s.build(SELECTORS) for s in specs]
     assert [type(b) for b in built] == [DISAL, Margin, Entropy]
     assert built[0].get_params() == {"weight": 1.0, "mode": "kl", "batch": "stochastic", "transitions": 1,
-                                     "drift": "remove", "target_decay": None, "ramp_up": 0}
+                                     "drift": "remove", "target_decay": None, "ramp_up": 0,
+                                     "snapshot_buffers": "previous", "balance": "predicted"}
     assert built[2].get_params() == {"batch": "cluster"}
 
 
@@ -75,7 +76,7 @@ def test_selectors_get_typed_values_that_pass_their_constraints():
     ("", "no selector given; choose from disal, tidal"),
     ("bogus", "unknown selector 'bogus'; choose from disal, tidal, ll4al, isal, coreset, random, "
               "entropy, margin, least-confidence"),
-    ("disal(foo=1)", "disal: unknown parameter 'foo'; its parameters are batch, drift, mode, ramp_up, target_decay, transitions, weight"),
+    ("disal(foo=1)", "disal: unknown parameter 'foo'; its parameters are balance, batch, drift, mode, ramp_up, snapshot_buffers, target_decay, transitions, weight"),
     ("random(batch=topk)", "random: unknown parameter 'batch'; its parameters are (none)"),
     ("disal(mode=bogus)", "disal(mode=bogus): The 'mode' parameter of DISAL must be a str among"),
     ("disal(batch=bogus)", "disal(batch=bogus): The 'batch' parameter of DISAL must be a str among"),
@@ -106,7 +107,7 @@ def test_the_command_reports_a_bad_spec_as_a_usage_error(tmp_path, capsys):
     assert info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         "skal simulate: error: argument --selectors: disal: unknown parameter 'foo'; "
-        "its parameters are batch, drift, mode, ramp_up, target_decay, transitions, weight")
+        "its parameters are balance, batch, drift, mode, ramp_up, snapshot_buffers, target_decay, transitions, weight")
     assert not (tmp_path / "out").exists()
 
 

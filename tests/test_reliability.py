@@ -267,12 +267,12 @@ def test_a_callback_that_stops_training_the_skorch_way_yields_an_accepted_model(
     np.testing.assert_array_equal(learner.predict_proba(X), expected.predict_proba(X))
 
 
-def test_early_stopping_with_a_warm_start_stops_each_teach_and_keeps_the_model():
+def test_early_stopping_with_a_continued_warm_start_stops_each_teach_and_keeps_the_model():
     X, y = _data()
     # a lambda as the sink on purpose: a warm start deep-copies the net, callbacks included
     stopper = EarlyStopping(monitor="train_loss", patience=1, threshold=0.9, sink=lambda *args: None)
     learner = ActiveLearner(_net(max_epochs=10, callbacks=[("stop", stopper)]), selector=Entropy(),
-                            warm_start=True, random_state=0).fit(X[:20], y[:20])
+                            warm_start="continue", random_state=0).fit(X[:20], y[:20])
     assert len(learner.estimator_.history) == 2
     learner.teach(X[20:25], y[20:25])
     assert len(learner.estimator_.history) == 4 and not learner.stale_  # 2 more on the same net
@@ -598,12 +598,12 @@ def long_campaign():
     return module
 
 
-def test_warm_start_keeps_epoch_records_but_drops_earlier_cycles_batch_records():
+def test_continued_warm_start_keeps_epoch_records_but_drops_earlier_cycles_batch_records():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 4)).astype(np.float32)
     y = (X[:, 0] > 0).astype(int)
     net = ActiveNet(MLP, max_epochs=2, batch_size=8, verbose=0)
-    learner = ActiveLearner(net, Entropy(), warm_start=True, random_state=0).fit(X[:20], y[:20])
+    learner = ActiveLearner(net, Entropy(), warm_start="continue", random_state=0).fit(X[:20], y[:20])
     learner.teach(X[20:30], y[20:30])
     learner.teach(X[30:40], y[30:40])
     history = learner.estimator_.history

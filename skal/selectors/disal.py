@@ -179,7 +179,10 @@ class DISAL(ScoreSelector):
                 # the predicted class rides along as a float (exact below 2**24 classes)
                 return torch.stack([kl.float(), logits[0].argmax(dim=1).float()], 1)
 
-            scored = net.map_pool(score, X_pool)
+            scored = None
+            with distributed.guarded():  # sharded: every process raises if one fails here
+                scored = net.map_pool(score, X_pool)
+            scored = distributed.with_trailing_shape(scored)  # a process without rows: (0, 2)
             return self._balanced(scored[:, 0], scored[:, 1].long())
         # drift removal needs every sample's logit change first: O(N C) logits are kept
         logits = None
@@ -198,7 +201,14 @@ class DISAL(ScoreSelector):
     def _balanced(self, scores, classes):
         if self.balance == "none":
             return scores
-        return class_balanced_order(scores, classes)
+        shard = distributed.current()
+        # sharded: the classes take turns over the whole pool, so every process ranks all rows
+        # (its score and class gathered, 12 bytes a row) and keeps its own rows' positions
+        everyone = scores if shard is None else shard.gather_rows(scores)
+        if not torch.isfinite(everyone).all():
+            return scores  # NaN divergences are refused by the selector's check, never ranked
+        ranked = class_balanced_order(everyone, classes if shard is None else shard.gather_rows(classes))
+        return ranked if shard is None else ranked[shard.start:shard.stop]
 
 
 def class_balanced_order(scores, classes):

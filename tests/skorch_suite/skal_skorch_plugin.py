@@ -62,6 +62,8 @@ INJECTED = ("the positions variant appends a TrainingDynamics callback, so callb
 FIXTURES = ("skorch's wheel does not ship the CUDA fixture files this test reads; it fails for "
             "skorch's own class too")
 
+DEVICE = ("ActiveNet checks `device` when it initializes (an error naming it instead of torch's); the "
+          "test gives the made-up device 'foo' to modules whose .to it patches")
 _NET = "skorch/tests/test_net.py::TestNeuralNet::"
 _TRAINING = "skorch/tests/callbacks/test_training.py::"
 _LR = "skorch/tests/callbacks/test_lr_scheduler.py::"
@@ -75,6 +77,8 @@ ENVIRONMENT = {  # skipped in every variant, the baseline included
 }
 
 _SHARED = {  # both ActiveNet variants
+    _NET + "test_moving_custom_modules_to_device": DEVICE,
+    _NET + "test_set_params_on_custom_module_preserves_its_device": DEVICE,
     _NET + "test_repr_uninitialized_works": NAME,
     _NET + "test_repr_initialized_works": NAME,
     _NET + "test_repr_fitted_works": NAME,
