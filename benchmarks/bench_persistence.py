@@ -103,18 +103,7 @@ def write_bomb(valid, target):
             else:
                 payload = zlib.compress(data)[2:-4] if info.compress_type == zipfile.ZIP_DEFLATED else data
                 entries.append((info.filename, info.compress_type, payload, zlib.crc32(data), len(data)))
-    with open(target, "wb") as f:
-        central = []
-        for name, method, payload, crc, size in entries:
-            offset, raw = f.tell(), name.encode()
-            f.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc, len(payload), size,
-                                len(raw), 0) + raw + payload)
-            central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc,
-                                       len(payload), size, len(raw), 0, 0, 0, 0, 0, offset) + raw)
-        start = f.tell()
-        f.write(b"".join(central))
-        f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), f.tell() - start,
-                            start, 0))
+    _raw_zip(target, entries)
     return len(header) + total
 
 
