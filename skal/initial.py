@@ -412,16 +412,20 @@ def typiclust_select(features, labels, n):
     eligible = np.flatnonzero(sizes > TYPICLUST_MIN_CLUSTER)
     if len(eligible) == 0:
         eligible = np.flatnonzero(sizes > 0)
+    # each cluster's rows in ascending order, grouped once; `remaining` counts its rows not chosen
+    groups = np.split(np.argsort(labels_np, kind="stable"), np.cumsum(sizes)[:-1])
+    remaining = sizes.copy()
     chosen = []
     for _ in range(n):
-        open_ = [c for c in eligible if (available & (labels_np == c)).any()]
-        if not open_:  # every eligible cluster used up: the small ones too
-            open_ = [c for c in np.flatnonzero(sizes > 0) if (available & (labels_np == c)).any()]
-        cluster = min(open_, key=lambda c: (chosen_count[c], -sizes[c], c))
-        members = np.flatnonzero(available & (labels_np == cluster))
+        open_ = eligible[remaining[eligible] > 0]
+        if len(open_) == 0:  # every eligible cluster used up: the small ones too
+            open_ = np.flatnonzero(remaining > 0)
+        cluster = int(min(open_, key=lambda c: (chosen_count[c], -sizes[c], c)))
+        members = groups[cluster][available[groups[cluster]]]
         typicality = _typicality(features[torch.as_tensor(members, device=features.device)]).cpu().numpy()
         row = int(members[np.flatnonzero(typicality == typicality.max())[0]])
         chosen.append(row)
         chosen_count[cluster] += 1
+        remaining[cluster] -= 1
         available[row] = False
     return np.asarray(chosen, dtype=np.int64)
