@@ -219,7 +219,7 @@ def test_a_save_of_an_earlier_skal_keeps_recognising_its_unchanged_pool(tmp_path
     with zipfile.ZipFile(tmp_path / "new.skal") as source, zipfile.ZipFile(tmp_path / "old.skal", "w") as target:
         for info in source.infolist():
             data = source.read(info)
-            if info.filename == "learner.json":  # the pool as skal <= 0.4 recorded it
+            if info.filename == "learner.json":  # the pool as skal <= 0.2 recorded it
                 meta = json.loads(data)
                 meta["fitted"]["pool"]["fingerprint"] = fingerprint_of_64_rows(X)
                 data = json.dumps(meta).encode()
