@@ -7,6 +7,7 @@ keeps the labeled samples as a DataFrame; only the net's input is float32.
 """
 
 import numpy as np
+import torch
 import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
@@ -109,10 +110,14 @@ def test_cross_val_score_and_grid_search_take_the_dataframe():
 
 def test_warm_start_teach_with_a_dataframe():
     frame, y = _frame()
-    learner = _learner(warm_start=True).fit(frame[:40], y[:40])
-    learner.teach(frame[40:50], y[40:50])
-    # warm_start=True: the weights carry over, the cycle trains max_epochs (3) epochs afresh
-    assert learner.X_labeled_.shape == (50, 5) and len(learner.estimator_[-1].history) == 3
+    learners = [_learner(warm_start=warm).fit(frame[:40], y[:40]) for warm in (True, False)]
+    for learner in learners:
+        learner.teach(frame[40:50], y[40:50])
+    warm, cold = (learner.estimator_[-1] for learner in learners)
+    # warm_start=True: the cycle trains max_epochs (3) epochs afresh, from the kept weights (so
+    # the result differs from a cold start with the same seed, which trains the same epochs)
+    assert learners[0].X_labeled_.shape == (50, 5) and len(warm.history) == len(cold.history) == 3
+    assert any(not torch.equal(a, b) for a, b in zip(warm.module_.parameters(), cold.module_.parameters()))
 
 
 def test_save_and_load_keep_the_dataframe_without_pickle(tmp_path):

@@ -138,7 +138,9 @@ def test_a_dataset_augmented_on_read_is_its_own_pool_and_another_dataset_is_refu
     first = learner.query(pool, 5)
     assert not set(first.tolist()) & set(range(20))
     learner.teach(pool, y[first], rows=first)  # recognised on every call
-    assert len(learner.query(pool, 5)) == 5
+    assert set(first.tolist()) <= set(learner.labeled_rows_.tolist())
+    second = learner.query(pool, 5)
+    assert len(second) == 5 and not set(second.tolist()) & (set(first.tolist()) | set(range(20)))
     with pytest.raises(ValueError, match="other contents"):
         learner.query(_Augmented(_data(seed=1)[0]), 5)
 
