@@ -391,7 +391,12 @@ def _greedy_filtered(X, perm, min_dist, n, shift=None):
             candidates = torch.nonzero(score > squared_norms[j]).squeeze(1)
             if len(candidates):
                 center = X[int(perm[j])].unsqueeze(0)
-                new = _distances_to(X.index_select(0, perm.index_select(0, candidates)), center)
+                # the kernel chosen by the pool's size, not the candidates' count: cdist's
+                # value for a row does not depend on the other rows passed with it, so a
+                # sharded query (which does not know the count over all processes) takes
+                # the same kernel without a round trip
+                new = _distances_to(X.index_select(0, perm.index_select(0, candidates)), center,
+                                    numel=X.numel())
                 closer = new < min_dist.index_select(0, candidates)
                 rows = candidates[closer]
                 min_dist.index_copy_(0, rows, new[closer])
@@ -411,9 +416,9 @@ def kcenter_greedy_sharded(X, n, shard, *, centers=None, chunk_size=8192, genera
     Each process keeps its rows' distance to the nearest center; a pick is
     one all-gather of each process's (largest distance, tie-breaking key,
     row) together with that row's embedding, ``O(d)`` bytes, in place of the
-    issue's all-reduce plus broadcast (one round trip instead of two); the
-    CPU loop adds one all-reduce of its screened-row count, which picks the
-    same distance kernel as the single process.
+    issue's all-reduce plus broadcast: one round trip per pick and nothing
+    else (the exact distances take the kernel of the whole pool's size, which
+    every process knows, as the single process does).
 
     Parameters
     ----------
@@ -570,10 +575,9 @@ class _ShardedLoop:
             score = torch.add(self.level, self.slack_factor, alpha=float(norm_j))
             score.add_(torch.mv(self.low, low_j), alpha=2.0)
             candidates = torch.nonzero(score > norm_j.square()).squeeze(1)
-        count = int(shard.all_reduce(torch.tensor(len(candidates), dtype=torch.int64)))
-        if len(candidates):
+        if len(candidates):  # the kernel of the whole pool's size, as the single process
             new = _distances_to(self.X.index_select(0, self.local_perm.index_select(0, candidates)),
-                                center, numel=count * d)
+                                center, numel=shard.n_total * d)
             closer = new < self.min_dist.index_select(0, candidates)
             rows = candidates[closer]
             self.min_dist.index_copy_(0, rows, new[closer])

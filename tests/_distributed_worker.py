@@ -60,17 +60,20 @@ def main():
     from skal.distributed import Shard, split
     from skal.kcenter import kcenter_greedy, kcenter_greedy_sharded
 
-    for dtype, n_centers in ((torch.float64, 5), (torch.float64, 0), (torch.float32, 0)):
+    # the last case is large enough (rows x width >= 32768) for the exact distances' cdist
+    # kernel, which the processes take without knowing each other's candidate counts
+    for dtype, n_centers, rows, width in ((torch.float64, 5, 70, 6), (torch.float64, 0, 70, 6),
+                                          (torch.float32, 0, 70, 6), (torch.float32, 5, 6000, 8)):
         g = torch.Generator().manual_seed(1)
-        E = torch.randn(70, 6, generator=g, dtype=dtype)
+        E = torch.randn(rows, width, generator=g, dtype=dtype)
         E[40:50] = E[10:20]  # exact duplicates: ties across processes
-        C = torch.randn(n_centers, 6, generator=g, dtype=dtype)
-        bounds = split(70, 4, world)
-        shard = Shard(rank, world, 70, 4, bounds, torch.device("cpu"))
+        C = torch.randn(n_centers, width, generator=g, dtype=dtype)
+        bounds = split(rows, 4, world)
+        shard = Shard(rank, world, rows, 4, bounds, torch.device("cpu"))
         single = kcenter_greedy(E, 30, centers=C, generator=torch.Generator().manual_seed(3))
         sharded = kcenter_greedy_sharded(E[shard.start:shard.stop], 30, shard, centers=C,
                                          generator=torch.Generator().manual_seed(3))
-        results[f"kcenter_{dtype}_{n_centers}"] = {
+        results[f"kcenter_{dtype}_{n_centers}" + ("" if rows == 70 else "_large")] = {
             "single": (single[0].numpy(), single[1].numpy()),
             "sharded": (sharded[0].numpy(), sharded[1].numpy())}
 
