@@ -138,6 +138,16 @@ def _row_dots(M, v):
     return out
 
 
+def _clocks(n, generator, device):
+    """``n`` exponential variates ``-log(1 - u)``, ``u`` uniform in [0, 1) from ``generator``."""
+    return torch.rand(n, generator=generator, device=device, dtype=torch.float64).neg_().log1p_().neg_()
+
+
+def _race(weights, clocks):
+    """Each row's finishing time ``clocks / weights``: infinite for a weight of 0."""
+    return torch.where(weights > 0, clocks / weights, float("inf"))
+
+
 def kmeans_plusplus_outer(A, H, k, *, first="norm", generator=None):
     """k-means++ seeding on the rows ``g_i = vec(a_i h_i^T)`` without forming them.
 
@@ -156,9 +166,14 @@ def kmeans_plusplus_outer(A, H, k, *, first="norm", generator=None):
     runs in float64, because the factorised form subtracts products of size
     ``|g|^2`` and float32 would leave noise of that size for near neighbours.
 
-    Each pick after the first draws one uniform ``u`` from ``generator``
-    and takes the first row whose cumulative ``D^2`` exceeds
-    ``u * sum(D^2)`` (inverse-CDF sampling). Rows already picked have
+    Each pick after the first draws one uniform ``u_i`` per row from
+    ``generator`` and takes the row of smallest ``-log(1 - u_i) / D^2_i``
+    (the first of equal ones): a race of exponential clocks with rates
+    ``D^2_i``, won by row ``i`` with probability ``D^2_i / sum(D^2)``
+    exactly. Unlike inverse-CDF sampling it needs no running sum, so a row's
+    key does not depend on the rows before it and a pool split between
+    processes draws the same row with one round trip
+    (:func:`kmeans_plusplus_outer_sharded`). Rows already picked have
     ``D^2 = 0`` and are never drawn again; when every remaining row has
     ``D^2 = 0`` (fewer distinct rows than ``k``), the draw is uniform over
     the rows not yet picked. Everything stays on the inputs' device with no
@@ -180,7 +195,8 @@ def kmeans_plusplus_outer(A, H, k, *, first="norm", generator=None):
         Source of every draw; must live on the inputs' device. The draws are,
         in order: ``n_samples`` values for the tie-breaking permutation of
         ``first="norm"`` (see :func:`skal.scores.top_n`) or one integer for
-        ``first="random"``, then ``k - 1`` float64 uniforms, one per pick.
+        ``first="random"``, then ``n_samples`` float64 uniforms for each of
+        the ``k - 1`` other picks.
 
     Returns
     -------
@@ -233,7 +249,6 @@ def kmeans_plusplus_outer(A, H, k, *, first="norm", generator=None):
         pick = top_n(norms, 1, generator=generator)
     else:
         pick = torch.randint(n, (1,), generator=generator, device=A.device)
-    uniforms = torch.rand(k - 1, generator=generator, device=A.device, dtype=torch.float64)
     indices = torch.empty(k, dtype=torch.int64, device=A.device)
     d2 = torch.empty(k, dtype=torch.float64, device=A.device)
     remaining = torch.ones(n, dtype=torch.float64, device=A.device)
@@ -244,11 +259,7 @@ def kmeans_plusplus_outer(A, H, k, *, first="norm", generator=None):
         new = norms + norms[pick] - 2 * _row_dots(A, A[pick][0]) * _row_dots(H, H[pick][0])
         closest = torch.minimum(closest, new.clamp_min_(0)) * remaining
         weights = torch.where(closest.sum() > 0, closest, remaining)
-        cumulative = weights.cumsum(0)
-        pick = torch.searchsorted(cumulative, uniforms[j - 1:j] * cumulative[-1:], right=True)
-        pick = pick.clamp_max_(n - 1)
-        # u * total can round up to total itself; then take the heaviest row instead
-        pick = torch.where(weights[pick] > 0, pick, weights.argmax().view(1))
+        pick = _race(weights, _clocks(n, generator, A.device)).argmin().view(1)
         indices[j:j + 1], d2[j:j + 1] = pick, closest[pick]
     return indices, d2
 
@@ -260,13 +271,13 @@ def kmeans_plusplus_outer_sharded(A, H, k, shard, *, first="norm", generator=Non
     and ``H`` with ``shard.n_local`` rows, possibly none) and the same seed;
     every process returns the indices (pool rows) and ``D^2`` values that
     :func:`kmeans_plusplus_outer` returns for the whole pool, bit for bit on
-    a CPU. Each process keeps its rows' ``D^2``. A draw runs the cumulative
-    sum of the weights through the processes in row order (rank ``r`` starts
-    from rank ``r - 1``'s last partial sum, so the sums are the single
-    process's running sums), takes ``u`` from the shared generator and finds
-    the first row whose cumulative weight exceeds ``u`` times the total:
-    ``world`` broadcasts of two floats and one all-gather of each process's
-    candidate with its factors (``C + d + 7`` floats) per pick.
+    a CPU. Each process keeps its rows' ``D^2``. A draw is the single
+    process's race of exponential clocks: every process draws the whole
+    pool's clocks from the shared generator, finds its rows' winner, and one
+    all-gather of each process's winner with its factors (``C + d + 5``
+    floats) picks the overall one, ties going to the first row as in the
+    single process. No running sum passes from process to process, so the
+    processes work in parallel, one round trip per pick.
 
     Parameters
     ----------
@@ -302,75 +313,45 @@ def kmeans_plusplus_outer_sharded(A, H, k, shard, *, first="norm", generator=Non
         pick = int(pick[0])
     else:
         pick = int(torch.randint(n, (1,), generator=generator, device=device)[0])
-    uniforms = torch.rand(k - 1, generator=generator, device=device, dtype=torch.float64)
     n_local, start = shard.n_local, shard.start
     indices = torch.empty(k, dtype=torch.int64)
     d2 = torch.empty(k, dtype=torch.float64)
     remaining = torch.ones(n_local, dtype=torch.float64, device=device)
     closest = torch.full((n_local,), float("inf"), dtype=torch.float64, device=device)
-    zero = torch.zeros((), dtype=torch.float64, device=device)
-
-    def factors(row, value):
-        """The owner's ``a``, ``h``, ``|g|^2`` and ``value`` of pool row ``row``, on every rank."""
-        owner = shard.owner(row)
-        payload = torch.zeros(c + d + 2, dtype=torch.float64, device=device)
-        if owner == shard.rank:
-            i = row - start
-            payload[:c], payload[c:c + d], payload[c + d] = A[i], H[i], norms[i]
-            payload[c + d + 1] = value[i]
-        payload = shard.broadcast(payload, owner)
-        return payload[:c], payload[c:c + d], payload[c + d], payload[c + d + 1]
-
-    a_pick, h_pick, norm_pick, value = factors(pick, norms)
+    # the first pick's factors from its owner; later ones travel with the candidates
+    payload = torch.zeros(c + d + 2, dtype=torch.float64, device=device)
+    owner = shard.owner(pick)
+    if owner == shard.rank:
+        i = pick - start
+        payload[:c], payload[c:c + d], payload[c + d], payload[c + d + 1] = A[i], H[i], norms[i], norms[i]
+    payload = shard.broadcast(payload, owner)
+    a_pick, h_pick, norm_pick, value = payload[:c], payload[c:c + d], payload[c + d], payload[c + d + 1]
     indices[0], d2[0] = pick, value
     for j in range(1, k):
         if start <= pick < start + n_local:
             remaining[pick - start] = 0.0
         new = norms + norm_pick - 2 * _row_dots(A, a_pick) * _row_dots(H, h_pick)
         closest = torch.minimum(closest, new.clamp_min_(0)) * remaining
-        cumulative = [closest[:0], remaining[:0]]
-
-        def running(carry):
-            # both running sums in one pass through the processes: D^2, and the uniform
-            # weights used when every D^2 is 0 (a sum of non-negative numbers is > 0 exactly
-            # when one of them is, as the single process's closest.sum() > 0)
-            if n_local == 0:
-                return carry
-            cumulative[0] = torch.cat([carry[:1], closest]).cumsum(0)[1:]
-            cumulative[1] = torch.cat([carry[1:], remaining]).cumsum(0)[1:]
-            return torch.stack([cumulative[0][-1], cumulative[1][-1]])
-
-        totals = shard.chain(running, zero.repeat(2))
-        use = 0 if bool(totals[0] > 0) else 1
-        weights = (closest, remaining)[use]
-        target = uniforms[j - 1:j] * totals[use:use + 1]
-        # each process's candidate with the factors the others need of it: one round trip
-        mine = torch.zeros(5 + c + d + 2, dtype=torch.float64, device=device)
-        mine[0], mine[3], mine[4] = float(n), float("-inf"), -1.0
+        # every process draws the whole pool's clocks (the same generator state) and keeps its rows'
+        clocks = _clocks(n, generator, device)[start:start + n_local]
+        # each process's candidate, with the factors the others need of it: one round trip.
+        # A process with a positive D^2 offers its D^2 winner (flag 1); the single process
+        # draws uniformly among the remaining rows only when no row anywhere has one.
+        mine = torch.zeros(3 + c + d + 2, dtype=torch.float64, device=device)
+        mine[1], mine[2] = float("inf"), float(n)
         if n_local:
-            i = int(torch.searchsorted(cumulative[use], target, right=True)[0])
-            if i < n_local:
-                mine[0], mine[1] = float(start + i), weights[i]
-                mine[5:5 + c], mine[5 + c:5 + c + d] = A[i], H[i]
-                mine[5 + c + d], mine[6 + c + d] = norms[i], closest[i]
-            if start + n_local == n:
-                mine[2] = weights[-1]
-            top = int(weights.argmax())
-            mine[3], mine[4] = weights[top], float(start + top)
+            positive = bool((closest > 0).any())
+            times = _race(closest if positive else remaining, clocks)
+            i = int(times.argmin())  # the first of equal times, as the single process's argmin
+            mine[0], mine[1], mine[2] = float(positive), times[i], float(start + i)
+            mine[3:3 + c], mine[3 + c:3 + c + d] = A[i], H[i]
+            mine[3 + c + d], mine[4 + c + d] = norms[i], closest[i]
         gathered = shard.all_gather(mine)
-        r = int(gathered[:, 0].argmin())
-        if gathered[r, 0] < n and gathered[r, 1] > 0:
-            pick = int(gathered[r, 0])
-            a_pick, h_pick = gathered[r, 5:5 + c], gathered[r, 5 + c:5 + c + d]
-            norm_pick, value = gathered[r, 5 + c + d], gathered[r, 6 + c + d]
-        else:
-            if gathered[r, 0] < n:
-                pick, weight = int(gathered[r, 0]), gathered[r, 1]
-            else:  # u * total rounded up to the total: the last row, as searchsorted + clamp
-                pick, weight = n - 1, gathered[shard.owner(n - 1), 2]
-            if not weight > 0:  # then the heaviest row, the first of equal ones
-                best = gathered[:, 3].max()
-                pick = int(gathered[gathered[:, 3] == best, 4].min())
-            a_pick, h_pick, norm_pick, value = factors(pick, closest)
+        offered = gathered[gathered[:, 0] == gathered[:, 0].max()]
+        offered = offered[offered[:, 1] == offered[:, 1].min()]
+        winner = offered[offered[:, 2].argmin()]
+        pick = int(winner[2])
+        a_pick, h_pick = winner[3:3 + c], winner[3 + c:3 + c + d]
+        norm_pick, value = winner[3 + c + d], winner[4 + c + d]
         indices[j], d2[j] = pick, value
     return indices.to(device), d2.to(device)

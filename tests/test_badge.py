@@ -28,7 +28,8 @@ def one_torch_thread():
 
 def brute_force_seeding(G, k, generator, first="norm"):
     """k-means++ on explicit rows G (n, m) in float64 numpy, fed the same draws as
-    kmeans_plusplus_outer: the top_n permutation (or one randint), then k - 1 uniforms."""
+    kmeans_plusplus_outer: the top_n permutation (or one randint), then n uniforms per pick,
+    the row of smallest -log(1 - u) / D^2 winning (an exponential race)."""
     G = np.asarray(G, dtype=np.float64)
     n = len(G)
     norms = (G ** 2).sum(1)
@@ -37,13 +38,15 @@ def brute_force_seeding(G, k, generator, first="norm"):
         pick = perm[np.argsort(-norms[perm], kind="stable")[0]]
     else:
         pick = int(torch.randint(n, (), generator=generator))
-    uniforms = torch.rand(k - 1, generator=generator, dtype=torch.float64).numpy()
     picks, d2 = [int(pick)], [norms[pick]]
-    for u in uniforms:
+    for _ in range(k - 1):
+        u = torch.rand(n, generator=generator, dtype=torch.float64).numpy()
         dist = ((G[:, None, :] - G[None, picks, :]) ** 2).sum(-1).min(1)
         dist[picks] = 0.0
         weights = dist if dist.sum() > 0 else np.isin(np.arange(n), picks, invert=True).astype(float)
-        pick = int(np.searchsorted(np.cumsum(weights), u * weights.sum(), side="right"))
+        with np.errstate(divide="ignore"):
+            times = np.where(weights > 0, -np.log1p(-u) / weights, np.inf)
+        pick = int(np.argmin(times))
         picks.append(pick)
         d2.append(dist[pick])
     return np.array(picks), np.array(d2)
