@@ -14,6 +14,7 @@ import pickle
 import sys
 import time
 from datetime import timedelta
+from unittest import mock
 
 import numpy as np
 import torch
@@ -76,6 +77,15 @@ def main():
         results[f"kcenter_{dtype}_{n_centers}" + ("" if rows == 70 else "_large")] = {
             "single": (single[0].numpy(), single[1].numpy()),
             "sharded": (sharded[0].numpy(), sharded[1].numpy())}
+        # one or three rows offered per process and round trip: most picks are settled
+        # by the next round, the ties (duplicates) across processes included
+        for per_process in (1, 3):
+            with mock.patch("skal.kcenter._SENT_PER_PROCESS", per_process):
+                again = kcenter_greedy_sharded(E[shard.start:shard.stop], 30, shard, centers=C,
+                                               generator=torch.Generator().manual_seed(3))
+            results[f"kcenter_{dtype}_{n_centers}_{rows}_offer{per_process}"] = {
+                "single": (single[0].numpy(), single[1].numpy()),
+                "sharded": (again[0].numpy(), again[1].numpy())}
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 3)).astype(np.float32)

@@ -195,7 +195,10 @@ def test_sharded_query_equals_the_single_process_query(sharded, name):
 
 
 @pytest.mark.parametrize("case", ["kcenter_torch.float64_5", "kcenter_torch.float64_0",
-                                  "kcenter_torch.float32_0", "kcenter_torch.float32_5_large"])
+                                  "kcenter_torch.float32_0", "kcenter_torch.float32_5_large"]
+                         + [f"kcenter_torch.float{bits}_{c}_{rows}_offer{offer}"
+                            for bits, c, rows in ((64, 5, 70), (64, 0, 70), (32, 0, 70), (32, 5, 6000))
+                            for offer in (1, 3)])
 def test_sharded_kcenter_equals_kcenter_greedy_in_both_loops(sharded, case):
     # float64 runs the dense loop (the one GPUs run), float32 the CPU's screened loop;
     # without centers the first pick is the permutation's first row; the large case's
