@@ -313,45 +313,137 @@ def kmeans_plusplus_outer_sharded(A, H, k, shard, *, first="norm", generator=Non
         pick = int(pick[0])
     else:
         pick = int(torch.randint(n, (1,), generator=generator, device=device)[0])
-    n_local, start = shard.n_local, shard.start
-    indices = torch.empty(k, dtype=torch.int64)
-    d2 = torch.empty(k, dtype=torch.float64)
-    remaining = torch.ones(n_local, dtype=torch.float64, device=device)
-    closest = torch.full((n_local,), float("inf"), dtype=torch.float64, device=device)
-    # the first pick's factors from its owner; later ones travel with the candidates
+    state = _ShardedSeeding(A, H, norms, shard, generator)
     payload = torch.zeros(c + d + 2, dtype=torch.float64, device=device)
     owner = shard.owner(pick)
     if owner == shard.rank:
-        i = pick - start
+        i = pick - shard.start
         payload[:c], payload[c:c + d], payload[c + d], payload[c + d + 1] = A[i], H[i], norms[i], norms[i]
     payload = shard.broadcast(payload, owner)
-    a_pick, h_pick, norm_pick, value = payload[:c], payload[c:c + d], payload[c + d], payload[c + d + 1]
-    indices[0], d2[0] = pick, value
-    for j in range(1, k):
-        if start <= pick < start + n_local:
-            remaining[pick - start] = 0.0
-        new = norms + norm_pick - 2 * _row_dots(A, a_pick) * _row_dots(H, h_pick)
-        closest = torch.minimum(closest, new.clamp_min_(0)) * remaining
-        # every process draws the whole pool's clocks (the same generator state) and keeps its rows'
-        clocks = _clocks(n, generator, device)[start:start + n_local]
-        # each process's candidate, with the factors the others need of it: one round trip.
-        # A process with a positive D^2 offers its D^2 winner (flag 1); the single process
-        # draws uniformly among the remaining rows only when no row anywhere has one.
-        mine = torch.zeros(3 + c + d + 2, dtype=torch.float64, device=device)
-        mine[1], mine[2] = float("inf"), float(n)
-        if n_local:
-            positive = bool((closest > 0).any())
-            times = _race(closest if positive else remaining, clocks)
-            i = int(times.argmin())  # the first of equal times, as the single process's argmin
-            mine[0], mine[1], mine[2] = float(positive), times[i], float(start + i)
-            mine[3:3 + c], mine[3 + c:3 + c + d] = A[i], H[i]
-            mine[3 + c + d], mine[4 + c + d] = norms[i], closest[i]
-        gathered = shard.all_gather(mine)
-        offered = gathered[gathered[:, 0] == gathered[:, 0].max()]
-        offered = offered[offered[:, 1] == offered[:, 1].min()]
-        winner = offered[offered[:, 2].argmin()]
-        pick = int(winner[2])
-        a_pick, h_pick = winner[3:3 + c], winner[3 + c:3 + c + d]
-        norm_pick, value = winner[3 + c + d], winner[4 + c + d]
-        indices[j], d2[j] = pick, value
+    settled = [(pick, payload[c + d + 1], payload[:c], payload[c:c + d], payload[c + d])]
+    indices = torch.empty(k, dtype=torch.int64)
+    d2 = torch.empty(k, dtype=torch.float64)
+    t = 0
+    while True:
+        for pick, value, a_pick, h_pick, norm_pick in settled:
+            indices[t], d2[t] = pick, value
+            t += 1
+            if t < k:
+                state.update(pick, a_pick, h_pick, norm_pick)
+        if t == k:
+            break
+        settled = state.next_picks(k - t)
     return indices.to(device), d2.to(device)
+
+
+# picks looked ahead per round trip of the sharded seeding, and rows each process offers for each
+# of them (measured with 2 processes, 100 picks from 200,000 rows: see benchmarks/bench_sharded_query.py)
+_PICKS_AHEAD = 8
+_OFFERED_PER_PICK = 4
+
+
+class _ShardedSeeding:
+    """One process's state in :func:`kmeans_plusplus_outer_sharded`: its rows' ``D^2``.
+
+    A round trip settles the next pick and, most of the time, several after
+    it. The clocks of the next picks are known before the picks are (they are
+    the generator's next draws), and a row's ``D^2`` only falls as centers
+    are added, so ``clock / D^2`` now is a lower bound of the row's time in
+    any later pick. Each process offers, for each of the next
+    ``_PICKS_AHEAD`` picks, its ``_OFFERED_PER_PICK`` rows of smallest bound
+    with their factors, and the smallest bound among its other rows. Every
+    process then plays the picks on the offered rows alone, lowering their
+    ``D^2`` by each pick exactly as their owners do, for as long as the next
+    winner's time is below every unoffered row's bound; the first pick is
+    always settled (each process offers its exact winner for it).
+    """
+
+    def __init__(self, A, H, norms, shard, generator):
+        self.A, self.H, self.norms, self.shard, self.generator = A, H, norms, shard, generator
+        self.start, self.n_local = shard.start, shard.n_local
+        device = A.device
+        self.remaining = torch.ones(self.n_local, dtype=torch.float64, device=device)
+        self.closest = torch.full((self.n_local,), float("inf"), dtype=torch.float64, device=device)
+        self.clocks = []  # this process's rows' clocks of the next picks, in the generator's order
+
+    def update(self, pick, a_pick, h_pick, norm_pick):
+        """Lower this process's ``D^2`` by a new center, as :func:`kmeans_plusplus_outer` does."""
+        if self.start <= pick < self.start + self.n_local:
+            self.remaining[pick - self.start] = 0.0
+        new = self.norms + norm_pick - 2 * _row_dots(self.A, a_pick) * _row_dots(self.H, h_pick)
+        self.closest = torch.minimum(self.closest, new.clamp_min_(0)) * self.remaining
+        if self.clocks:
+            self.clocks.pop(0)  # the clocks of the pick just made
+
+    def _offer(self, ahead, m):
+        """``(ahead, m + 1, 5 + C + d)``: per pick, the rows offered and (last) the unoffered bound."""
+        A, H, n_local = self.A, self.H, self.n_local
+        c = A.shape[1]
+        offer = torch.zeros((ahead, m + 1, 5 + c + H.shape[1]), dtype=torch.float64, device=A.device)
+        offer[:, :, 0] = float("inf")
+        if not n_local:
+            return offer
+        positive = bool((self.closest > 0).any())
+        offer[0, m, 1] = float(positive)
+
+        def put(q, slot, i, time):
+            # [time, row, clock, D^2, |g|^2, a, h]
+            offer[q, slot, 0], offer[q, slot, 1] = time, float(self.start + i)
+            offer[q, slot, 2], offer[q, slot, 3], offer[q, slot, 4] = (
+                self.clocks[q][i], self.closest[i], self.norms[i])
+            offer[q, slot, 5:5 + c], offer[q, slot, 5 + c:] = A[i], H[i]
+
+        # the next pick: this process's exact winner (the uniform one while no row has a D^2)
+        times = _race(self.closest if positive else self.remaining, self.clocks[0])
+        i = int(times.argmin())  # the first of equal times, as the single process's argmin
+        put(0, 0, i, times[i])
+        # later picks: the rows of smallest bound clock / D^2 (now), and the next bound
+        for q in range(1, ahead):
+            bounds = _race(self.closest, self.clocks[q])
+            smallest = torch.topk(bounds, min(m + 1, n_local), largest=False, sorted=True)
+            for slot, (time, i) in enumerate(zip(smallest.values[:m], smallest.indices[:m].tolist())):
+                if time < float("inf"):
+                    put(q, slot, i, time)
+            if len(smallest.values) > m:
+                offer[q, m, 0] = smallest.values[m]
+        return offer
+
+    def next_picks(self, remaining):
+        """The next settled picks: ``[(row, D^2, a, h, |g|^2), ...]``, at least one."""
+        shard, generator = self.shard, self.generator
+        n, device = shard.n_total, self.A.device
+        c, d = self.A.shape[1], self.H.shape[1]
+        ahead, m = min(_PICKS_AHEAD, remaining), _OFFERED_PER_PICK
+        while len(self.clocks) < ahead:  # every process draws the whole pool's clocks and keeps its rows'
+            self.clocks.append(_clocks(n, generator, device)[self.start:self.start + self.n_local])
+        gathered = shard.all_gather(self._offer(ahead, m))  # (world, ahead, m + 1, 5 + C + d)
+        # the next pick: a D^2 winner if any process has one, else the uniform winners
+        first = gathered[:, 0, 0]
+        flags = gathered[:, 0, m, 1]
+        first = first[flags == flags.max()]
+        first = first[first[:, 0] == first[:, 0].min()]
+        first = first[first[:, 1].argmin()]
+        settled = [(int(first[1]), first[3], first[5:5 + c], first[5 + c:], first[4])]
+        # later picks, while certain: the offered rows' D^2 lowered by each pick made (none is
+        # offered while no row has a D^2: the uniform draws take a round trip each)
+        for q in range(1, ahead):
+            offered = gathered[:, q, :m].reshape(-1, 5 + c + d)
+            offered = offered[offered[:, 0] < float("inf")]
+            if not len(offered):
+                break
+            closest = offered[:, 3].clone()
+            rows = offered[:, 1]
+            a, h = offered[:, 5:5 + c], offered[:, 5 + c:]
+            for pick, _, a_pick, h_pick, norm_pick in settled:
+                new = offered[:, 4] + norm_pick - 2 * _row_dots(a, a_pick) * _row_dots(h, h_pick)
+                closest = torch.minimum(closest, new.clamp_min_(0)) * (rows != pick)
+            times = _race(closest, offered[:, 2])
+            best = times.min()
+            if not best < gathered[:, q, m, 0].min():
+                break  # an unoffered row may be as early: the next round trip decides
+            tied = torch.nonzero(times == best).squeeze(1)
+            i = int(tied[rows[tied].argmin()])  # the first row of equal times
+            offered_row = offered[i]
+            settled.append((int(offered_row[1]), closest[i], offered_row[5:5 + c], offered_row[5 + c:],
+                            offered_row[4]))
+        return settled

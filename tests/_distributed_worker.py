@@ -87,6 +87,29 @@ def main():
                 "single": (single[0].numpy(), single[1].numpy()),
                 "sharded": (again[0].numpy(), again[1].numpy())}
 
+    # BADGE's seeding: picks settled ahead of their round trip (1 or 4 rows offered per pick,
+    # 8 or 3 picks ahead), duplicate rows (every D^2 0 at the end: the uniform draws) included
+    from skal.kmeans import kmeans_plusplus_outer, kmeans_plusplus_outer_sharded
+
+    g = torch.Generator().manual_seed(5)
+    A, H = torch.randn(400, 4, generator=g), torch.randn(400, 6, generator=g)
+    A[300:], H[300:] = A[:100], H[:100]
+    few_A, few_H = A[:10].repeat(6, 1), H[:10].repeat(6, 1)
+    for name, (a, h, k) in {"many": (A, H, 120), "few": (few_A, few_H, 40)}.items():
+        rows = len(a)
+        bounds = split(rows, 8, world)
+        shard = Shard(rank, world, rows, 8, bounds, torch.device("cpu"))
+        single = kmeans_plusplus_outer(a, h, k, generator=torch.Generator().manual_seed(9))
+        for ahead, offered in ((8, 1), (3, 4), (8, 4)):
+            with mock.patch("skal.kmeans._PICKS_AHEAD", ahead), \
+                    mock.patch("skal.kmeans._OFFERED_PER_PICK", offered):
+                sharded = kmeans_plusplus_outer_sharded(
+                    a[shard.start:shard.stop], h[shard.start:shard.stop], k, shard,
+                    generator=torch.Generator().manual_seed(9))
+            results[f"seeding_{name}_{ahead}_{offered}"] = {
+                "single": (single[0].numpy(), single[1].numpy()),
+                "sharded": (sharded[0].numpy(), sharded[1].numpy())}
+
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 3)).astype(np.float32)
     y = (X[:, 0] > 0).astype(np.int64)

@@ -210,6 +210,17 @@ def test_sharded_kcenter_equals_kcenter_greedy_in_both_loops(sharded, case):
         np.testing.assert_array_equal(got["sharded"][1], got["single"][1])
 
 
+@pytest.mark.parametrize("case", [f"seeding_{name}_{ahead}_{offered}" for name in ("many", "few")
+                                  for ahead, offered in ((8, 1), (3, 4), (8, 4))])
+def test_sharded_seeding_settles_picks_ahead_exactly(sharded, case):
+    # the picks a round trip settles ahead equal the single process's, D^2 bit for bit
+    world, results = sharded
+    for rank in range(world):
+        got = results[rank][case]
+        np.testing.assert_array_equal(got["sharded"][0], got["single"][0])
+        np.testing.assert_array_equal(got["sharded"][1], got["single"][1])
+
+
 def test_an_error_on_one_rank_raises_on_every_rank(sharded):
     world, results = sharded
     for rank in range(world):
