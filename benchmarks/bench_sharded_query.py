@@ -12,7 +12,8 @@ Usage::
   process group (``--backend``, default gloo; a world of 1 runs without
   one), one torch thread each (with ``--device cuda``, one GPU per process).
 * Time: wall time of the query on each process, between two barriers (the
-  slowest process counts); best of 2 runs.
+  slowest process counts); best of 5 runs (a shared 2-core machine varies by 20%
+  between runs).
 * Memory: each process's peak RSS during the query (``VmHWM``, reset through
   ``/proc/self/clear_refs`` just before it) minus its RSS just before it
   (CPU), or ``torch.cuda.max_memory_allocated`` (CUDA): the memory the query
@@ -85,6 +86,7 @@ class _Counter:
 
         self.bytes = 0
         self.calls = 0
+        self.tensor_calls = 0  # round trips carrying tensors (the agreement's objects not counted)
         for name in ("all_gather", "broadcast", "all_reduce"):
             setattr(dist, name, self._wrap(getattr(dist, name), self._tensor_bytes))
         dist.all_gather_object = self._wrap(dist.all_gather_object, self._object_bytes)
@@ -100,6 +102,7 @@ class _Counter:
         def wrapped(*args, **kwargs):
             self.bytes += size(args)
             self.calls += 1
+            self.tensor_calls += size == self._tensor_bytes
             return fn(*args, **kwargs)
 
         return wrapped
@@ -136,24 +139,25 @@ def worker(args):
             torch.cuda.synchronize(device)
 
     times, picks, sent, peaks = [], None, [], []
-    for _ in range(2):
+    for _ in range(5):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         rss_before = _reset_peak_rss()
         barrier()
         if counter is not None:
-            counter.bytes = counter.calls = 0
+            counter.bytes = counter.calls = counter.tensor_calls = 0
         start = time.perf_counter()
         picks = learner.query(pool, N_QUERY)
         elapsed = time.perf_counter() - start
         if counter is not None:
-            sent.append((counter.bytes, counter.calls))
+            sent.append((counter.bytes, counter.calls, counter.tensor_calls))
         peaks.append(torch.cuda.max_memory_allocated(device) if device.type == "cuda" else
                      _status_kib("VmHWM") * 1024 - rss_before)
         barrier()
         times.append(elapsed)
     out = {"rank": rank, "seconds": min(times), "peak_bytes": max(peaks),
            "comm_bytes": sent[0][0] if sent else 0, "comm_calls": sent[0][1] if sent else 0,
+           "round_trips": sent[0][2] if sent else 0,
            "picks": np.asarray(picks).tolist()}
     with open(args.out, "w") as f:
         json.dump(out, f)
@@ -176,13 +180,19 @@ def _launch(script, selector, world, args, model, tmp):
     return [json.loads(out.read_text()) for out in outs]
 
 
-def _formula(selector, world, n, d, classes):
-    """Bytes a process passes into the collectives per query, as in docs/user_guide/scale.md."""
+def _formula(selector, n, d, classes, round_trips):
+    """Bytes a process passes into the collectives per query, as in docs/user_guide/scale.md.
+
+    Margin's is exact; CoreSet's and BADGE's are bounds from the measured round trips (a
+    round trip offers at most 33 rows of 2 d + 4 float64 values (CoreSet), or 8 picks x 5 rows
+    of C + d + 5 (BADGE); the last one offers fewer).
+    """
     if selector == "Margin":
         return 32 * n
-    if selector == "CoreSet":
-        return n * (8 * (3 + 2 * d + 1) + 8)
-    return n * (16 * world + 8 * (classes + d + 7))
+    if selector == "CoreSet":  # the finite check's all-reduce of the largest coordinate, then the rounds
+        return 8 + (round_trips - 1) * 33 * 8 * (2 * d + 4)
+    # BADGE: the first pick (top-1 of the norms, 32 bytes, and its factors broadcast), then the rounds
+    return 32 + 8 * (classes + d + 2) + (round_trips - 2) * 40 * 8 * (classes + d + 5)
 
 
 def main():
@@ -226,23 +236,28 @@ def main():
                     "peak_mib_per_rank": [r["peak_bytes"] / 2**20 for r in results],
                     "comm_bytes_per_rank": [r["comm_bytes"] for r in results],
                     "comm_calls_per_rank": [r["comm_calls"] for r in results],
-                    "formula_bytes": _formula(selector, world, N_QUERY, 128, 10) if world > 1 else 0,
+                    "round_trips": results[0]["round_trips"],
+                    "formula_bytes": (_formula(selector, N_QUERY, 128, 10, results[0]["round_trips"])
+                                      if world > 1 else 0),
                 })
     cpu = next((line.split(":", 1)[1].strip() for line in
                 open("/proc/cpuinfo").read().splitlines() if line.startswith("model name")),
                platform.processor())
+    from skal._provenance import machine
+
     meta = {"rows": args.rows, "n": N_QUERY, "device": args.device, "backend": args.backend,
             "cpu": cpu, "cores": os.cpu_count(), "load_average": os.getloadavg(),
-            "torch": torch.__version__}
+            "cpu_flags": machine().get("cpu_flags", []), "torch": torch.__version__}
     print(f"Sharded query, {args.rows:,} rows, n={N_QUERY}, {args.device}/{args.backend}, "
-          f"{cpu}, load average {meta['load_average'][0]:.1f} on {meta['cores']} cores\n")
-    print("| selector | processes | query s | speed-up | peak MiB per rank | "
+          f"{cpu} ({', '.join(meta['cpu_flags'])}), load average {meta['load_average'][0]:.1f} "
+          f"on {meta['cores']} cores\n")
+    print("| selector | processes | query s | speed-up | peak MiB per rank | round trips | "
           "sent bytes per rank (measured) | formula |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['selector']} | {row['world']} | {row['seconds']:.2f} | "
               f"{row['speedup']:.2f}x | {' / '.join(f'{m:.0f}' for m in row['peak_mib_per_rank'])} | "
-              f"{' / '.join(f'{b:,}' for b in row['comm_bytes_per_rank'])} | "
+              f"{row['round_trips']} | {' / '.join(f'{b:,}' for b in row['comm_bytes_per_rank'])} | "
               f"{row['formula_bytes']:,} |")
     RESULTS.mkdir(exist_ok=True)
     name = "sharded_query_quick.json" if args.quick else "sharded_query.json"
