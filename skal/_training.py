@@ -193,7 +193,14 @@ def retrain(state, estimator, selector, warm_start, X_pool=None):
 
 
 def reference_mask(y, fraction, seed):
-    """Boolean mask of a stratified, seeded held-out split of ``y`` (all False if no fraction)."""
+    """Boolean mask of a stratified, seeded held-out split of ``y`` (all False if no fraction).
+
+    scikit-learn's stratified split when every class has two labels; else (a
+    class with a single label, as at 20 initial labels over 10 classes) the
+    held-out samples are drawn class by class, each class giving its share
+    rounded down and never its last label, the rest drawn at random from the
+    classes' remaining spare labels.
+    """
     mask = np.zeros(len(y), dtype=bool)
     if not fraction:
         return mask
@@ -203,16 +210,27 @@ def reference_mask(y, fraction, seed):
             f"The selector holds out a reference fraction {fraction} of the {len(y)} labeled "
             "samples, which leaves no reference or no training sample; label more samples."
         )
-    try:
+    classes, encoded, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if counts.min() >= 2 and n_reference >= len(classes) and len(y) - n_reference >= len(classes):
         _, held_out = train_test_split(np.arange(len(y)), test_size=n_reference, stratify=y,
                                        random_state=seed)
-    except ValueError as error:
+        mask[held_out] = True
+        return mask
+    spare = counts - 1  # every class keeps one training label
+    if n_reference > spare.sum():
         raise ValueError(
-            f"Cannot hold out a stratified reference set of {n_reference} of the {len(y)} "
-            f"labeled samples: {error} Label more samples per class, or pass the selector "
-            "its own reference set."
-        ) from error
-    mask[held_out] = True
+            f"Cannot hold out a reference set of {n_reference} of the {len(y)} labeled samples "
+            f"and keep a training label of each of the {len(classes)} classes; label more "
+            "samples per class, or pass the selector its own reference set."
+        )
+    rng = np.random.default_rng(seed)
+    share = np.minimum(np.floor(n_reference * counts / len(y)).astype(int), spare)
+    extra = rng.choice(np.repeat(np.arange(len(classes)), spare - share),
+                       n_reference - share.sum(), replace=False)
+    share += np.bincount(extra, minlength=len(classes))
+    for c in range(len(classes)):
+        members = np.flatnonzero(encoded == c)
+        mask[rng.choice(members, share[c], replace=False)] = True
     return mask
 
 

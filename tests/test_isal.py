@@ -92,12 +92,38 @@ def test_last_layer_parameter_set_runs_and_differs_from_all_weights():
     assert not np.allclose(results["all weights"], results["last layer"])
 
 
-def test_reference_split_that_cannot_be_stratified_is_a_clear_error():
-    X, y = _data()
-    y = y.copy()
-    y[0] = 5  # a class with a single sample
-    with pytest.raises(ValueError, match=r"Cannot hold out a stratified reference set of 6 of the 60"):
-        ActiveLearner(_net(), selector=ISAL(), random_state=0).fit(X, y)
+def test_reference_split_with_a_single_label_class_keeps_that_label_for_training():
+    # 20 labels over 10 classes, two with a single label: scikit-learn cannot stratify, so the
+    # held-out set is drawn class by class, never a class's last label
+    from skal._training import reference_mask
+
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 8, 9])
+    for seed in range(20):
+        mask = reference_mask(y, 0.1, seed)
+        assert mask.sum() == 2
+        assert set(np.unique(y[~mask])) == set(range(10))  # every class still trains
+        assert not mask[np.isin(y, [7, 8, 9])].any()
+    # the same seed, the same split; the shares follow the counts (class 0 gives 1 of 4 at 25%)
+    np.testing.assert_array_equal(reference_mask(y, 0.1, 3), reference_mask(y, 0.1, 3))
+    held = reference_mask(y, 0.25, 0)
+    assert held.sum() == 5 and held[y == 0].sum() >= 1
+    assert set(np.unique(y[~held])) == set(range(10))
+    # a learner fits with such labels
+    X, y60 = _data()
+    y60 = y60.copy()
+    y60[0] = 5  # a class with a single sample
+    learner = ActiveLearner(_net(), selector=ISAL(), random_state=0).fit(X, y60)
+    held_out = learner.y_labeled_[learner._state().labeled.reference]
+    assert len(held_out) == 6 and 5 not in held_out and 5 in learner.classes_
+
+
+def test_reference_split_that_leaves_a_class_without_training_labels_is_a_clear_error():
+    from skal._training import reference_mask
+
+    y = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 8])
+    with pytest.raises(ValueError, match=r"Cannot hold out a reference set of 2 of the 10 labeled "
+                                          r"samples and keep a training label of each of the 9"):
+        reference_mask(y, 0.2, 0)
 
 
 def test_isal_without_labeled_data_is_a_clear_error():
