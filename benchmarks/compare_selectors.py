@@ -14,7 +14,11 @@ The net is SmallCNN (width 16) trained with SGD (lr 0.05, momentum 0.9, weight d
 the learning rate cut 10x at 80% of the epochs) at batch 16: 50 epochs on digits, 15 on
 Fashion-MNIST, retrained from scratch each cycle (warm-started for TiDAL and LL4AL, as in
 their papers). BALD's net has dropout 0.5 before the classifier. ISAL holds out a stratified
-reference set of max(10%, 12 samples) of the initial labels.
+reference set of max(10%, 12 samples) of the initial labels; "isal (validation set)" uses a
+labeled validation set outside the pool and the budget instead, as its paper does (digits: a
+stratified 10% of the training part, out of every method's pool; Fashion-MNIST: 1,000 images
+outside the pool). --recipe augmented trains every method with random crops (and flips, for
+Fashion-MNIST).
 
 Methods: random, entropy, margin, least confidence, BALD (and random sampling on BALD's dropout
 net, which separates the selection from the net), BADGE, CoreSet, LL4AL, TiDAL (entropy and
@@ -28,6 +32,7 @@ DISAL with its class drift removed).
     python benchmarks/compare_selectors.py               # the documented run (5 repeats; 59 min on 2 idle cores)
     python benchmarks/compare_selectors.py --quick       # smoke run: 4 methods, 2 repeats, tiny sizes
     python benchmarks/compare_selectors.py --only digits-low --methods random,margin,disal --name mine
+    python benchmarks/compare_selectors.py --recipe augmented --name augmented
 
 Writes benchmarks/results/compare_<setting>[_quick].json (the ActiveLearningCurve) and
 compare_selectors[_quick].md (the tables: per method the mean AUC and final accuracy, the paired
@@ -50,6 +55,7 @@ import torch  # noqa: E402
 from skorch.callbacks import LRScheduler  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 from torch.optim.lr_scheduler import MultiStepLR  # noqa: E402
+from torchvision.transforms import v2  # noqa: E402
 
 from skal import ActiveLearner, ActiveNet  # noqa: E402
 from compare_pairs import cell  # noqa: E402  (this directory)
@@ -76,8 +82,12 @@ QUICK = {
 RECIPES = {"digits": {"max_epochs": 50, "batch_size": 16}, "fashion": {"max_epochs": 15, "batch_size": 16}}
 
 
-def methods(initial):
-    """name -> (selector, warm start, extra net parameters, extra callbacks)."""
+def methods(initial, validation=None):
+    """name -> (selector, warm start, extra net parameters, extra callbacks).
+
+    ``validation``: ``(X_val, y_val)`` outside the pool and the budget, ISAL's reference set as
+    in its paper (the other methods never see it).
+    """
     reference = max(0.1, 12 / initial)
     dynamic = [("dynamic_loss", DynamicLoss())]
     return {
@@ -95,10 +105,14 @@ def methods(initial):
         "tidal (margin)": (TiDAL(subset=None, score="margin"), True, {}, []),
         # warm_start="continue": the optimizer and the schedule carried over (warm_start=True before 0.2)
         "ll4al continue": (LL4AL(subset=None), "continue", {}, []),
+        "ll4al cold": (LL4AL(subset=None), False, {}, []),
         "tidal continue": (TiDAL(subset=None), "continue", {}, []),
         "tidal cold": (TiDAL(subset=None), False, {}, []),
         "isal": (ISAL(reference=reference), False, {}, []),
         "isal (last layer)": (ISAL(reference=reference, params="last layer"), False, {}, []),
+        # the paper's set-up: a labeled validation set outside the pool and the budget
+        "isal (validation set)": (ISAL(reference=validation if validation is not None else reference),
+                                  False, {}, []),
         "disal": (DISAL(drift="keep", balance="none"), False, {}, []),
         "disal w/o D": (DISAL(weight=0, drift="keep", balance="none"), False, {}, []),
         "disal w/o S": (Random(), False, {}, dynamic),
@@ -125,12 +139,18 @@ DISAL_VARIANTS = ["disal w/o D", "disal w/o S", "disal literal", "disal 3 transi
 
 
 def load(dataset, pool_size, seed=0, data=None, quick=False):
-    """(X pool, y pool, X test, y test), float32 (N, 1, H, W), normalised."""
+    """(X pool, y pool, X test, y test, (X val, y val)), float32 (N, 1, H, W), normalised.
+
+    The validation set (ISAL's reference in "isal (validation set)") lies outside the pool:
+    digits: a stratified 10% of the training part, taken out of the pool for every method;
+    Fashion-MNIST: 1,000 training images (200 with --quick) outside the pool subset.
+    """
     rng = np.random.default_rng(seed)
     if dataset == "digits":
         X, y = load_digits_images(return_X_y=True)
         X = (X - X.mean()) / X.std()
         X, X_test, y, y_test = train_test_split(X, y, test_size=0.2, stratify=y, random_state=seed)
+        X, X_val, y, y_val = train_test_split(X, y, test_size=0.1, stratify=y, random_state=seed)
     else:
         X, y = load_fashion_mnist(data, subset="train", return_X_y=True)
         X_test, y_test = load_fashion_mnist(data, subset="test", return_X_y=True)
@@ -144,22 +164,35 @@ def load(dataset, pool_size, seed=0, data=None, quick=False):
         X, X_test = prepare(X), prepare(X_test)
     if pool_size is not None and pool_size < len(y):
         keep = np.sort(rng.choice(len(y), pool_size, replace=False))
+        if dataset != "digits":
+            outside = rng.choice(np.setdiff1d(np.arange(len(y)), keep), 200 if quick else 1_000,
+                                 replace=False)
+            X_val, y_val = X[outside], y[outside]
         X, y = X[keep], y[keep]
-    return X.astype(np.float32), y, X_test.astype(np.float32), y_test
+    elif dataset != "digits":
+        raise ValueError("Fashion-MNIST's validation set comes from outside the pool: give a pool size")
+    return X.astype(np.float32), y, X_test.astype(np.float32), y_test, (X_val.astype(np.float32), y_val)
 
 
-def learners(dataset, initial, names):
+def learners(dataset, initial, names, validation=None, augment=False, size=None):
+    """name -> ActiveLearner; ``augment``: random crop (and flip, for Fashion-MNIST) in training."""
     recipe = RECIPES[dataset]
     milestone = max(1, round(0.8 * recipe["max_epochs"]))
+    extra = {}
+    if augment:
+        crop = v2.RandomCrop(size, padding=max(1, size // 8))
+        # digits are not mirror-symmetric: crop only; clothes: crop and flip, as the papers' CIFAR recipe
+        # (in a Compose: scikit-learn's clone would take RandomCrop's get_params for an estimator's)
+        extra["train_transform"] = v2.Compose([crop] if dataset == "digits" else [crop, v2.RandomHorizontalFlip()])
     out = {}
-    for name, (selector, warm, net_params, callbacks) in methods(initial).items():
+    for name, (selector, warm, net_params, callbacks) in methods(initial, validation).items():
         if names and name not in names:
             continue
         net = ActiveNet(
             SmallCNN, module__in_channels=1, module__width=16, lr=0.05, optimizer=torch.optim.SGD,
             optimizer__momentum=0.9, optimizer__weight_decay=5e-4, iterator_valid__batch_size=1024,
             callbacks=[("lr", LRScheduler(policy=MultiStepLR, milestones=[milestone], gamma=0.1)), *callbacks],
-            verbose=0, **recipe, **net_params)
+            verbose=0, **recipe, **net_params, **extra)
         out[name] = ActiveLearner(net, selector, classes=np.arange(10), warm_start=warm)
     return out
 
@@ -200,6 +233,9 @@ def main(argv=None):
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--data", default=None, help="Fashion-MNIST directory (default: Debian's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipe", choices=["papers", "augmented"], default="papers",
+                        help="papers: no augmentation (the default); augmented: random crop with "
+                             "padding (and horizontal flip for Fashion-MNIST) in training, every method")
     parser.add_argument("--name", default="compare",
                         help="stem of the output files: <name>_<setting>.json, <name>_selectors.md")
     args = parser.parse_args(argv)
@@ -215,17 +251,18 @@ def main(argv=None):
                      f"known: {', '.join(settings)}")
     if args.only:
         settings = {name: settings[name] for name in args.only.split(",")}
-    if (args.only or args.methods or args.repeats) and not args.quick and args.name == "compare":
+    if (args.only or args.methods or args.repeats or args.recipe != "papers") and not args.quick \
+            and args.name == "compare":
         parser.error("a partial run (--only, --methods or --repeats) needs its own --name, so that it "
                      "does not overwrite the committed results of the full run")
     repeats = args.repeats or (2 if args.quick else 5)
     suffix = "_quick" if args.quick else ""
     sections, meta = [], {}
     for setting, (dataset, pool_size, initial, query, cycles) in settings.items():
-        X, y, X_test, y_test = load(dataset, pool_size, args.seed, args.data, args.quick)
+        X, y, X_test, y_test, validation = load(dataset, pool_size, args.seed, args.data, args.quick)
         start = time.perf_counter()
         result = active_learning_curve(
-            learners(dataset, initial, names), X, y, X_test=X_test, y_test=y_test, initial_size=initial,
+            learners(dataset, initial, names, validation, args.recipe == "augmented", X.shape[-1]), X, y, X_test=X_test, y_test=y_test, initial_size=initial,
             query_size=query, n_cycles=cycles, n_repeats=repeats, n_jobs=args.n_jobs,
             random_state=args.seed, data_name=f"{dataset} ({setting})", verbose=0)
         seconds = time.perf_counter() - start
