@@ -27,15 +27,17 @@ What each merge does (``N`` pool rows, ``W`` processes, ``n`` to choose)
       weights need every row's global rank anyway); ClusterBatch's candidate
       embeddings are computed sharded and gathered;
     * CoreSet's k-center greedy: each process keeps its rows' distance to the
-      nearest centre; each pick is one all-gather of (largest distance,
-      tie-breaking key, row, that row's embedding), the winner's embedding
-      then on every process (one round trip where an all-reduce and a
-      broadcast take two), plus, on a CPU, an all-reduce of the count of
-      rows the screening lets through (it picks the distance kernel);
-    * BADGE's k-means++ seeding: each process keeps its rows' ``D^2``; each
-      draw chains the cumulative sum of ``D^2`` through the processes in row
-      order (the single process's running sum, bit for bit) and takes the
-      row where ``u`` times the total falls, ``u`` drawn from the shared seed;
+      nearest centre; a round trip is one all-gather of each process's 32
+      farthest rows (distance, tie-breaking key, row, embedding) and the
+      largest distance among its others; every process then plays the greedy
+      steps on the gathered rows for as long as the next pick is farther than
+      any row not sent (usually all 32 or more per round trip);
+    * BADGE's k-means++ seeding: each process keeps its rows' ``D^2``; a draw
+      is a race of exponential clocks (``clock / D^2``, clocks from the shared
+      seed, the whole pool's drawn on every process); a round trip gathers
+      each process's winner of the next pick and, for the 7 picks after it,
+      its rows of smallest ``clock / D^2`` now (a bound: ``D^2`` only falls),
+      and every process plays those picks while they are certain;
     * DISAL's drift removal: the per-class sums of logit changes are chained
       through the processes in row order before the divergence, the counts
       all-reduced;
