@@ -87,6 +87,9 @@ def _cases():
     add("bald", BALD(n_samples=4, subset=45), n=6, net=_mlp(module__dropout=0.3))
     add("disal_drift", DISAL(), n=6)
     add("disal_keep", DISAL(drift="keep", transitions=2), n=6, net=_mlp(max_epochs=3))
+    # the paper's DISAL (no class balance) and drift removal without it: plain top-k of the KL
+    add("disal_paper", DISAL(drift="keep", balance="none"), n=6)
+    add("disal_drift_unbalanced", DISAL(balance="none", batch="stochastic"), n=6)
     add("isal", ISAL(depth=3, repeats=1), n=6)
     Xi, yi = _images(60, 2)
     pool_images = _images(29, 3)[0]
@@ -164,7 +167,7 @@ def _failed(result):
 CASE_NAMES = [
     "random", "entropy", "margin", "least_confidence", "margin_ties", "softrank",
     "power", "softmax", "cluster", "coreset", "coreset_subset", "coreset_ties", "badge",
-    "badge_random_first", "badge_duplicates", "coreset_duplicates", "bald", "disal_drift", "disal_keep", "isal", "tidal", "ll4al",
+    "badge_random_first", "badge_duplicates", "coreset_duplicates", "bald", "disal_drift", "disal_keep", "disal_paper", "disal_drift_unbalanced", "isal", "tidal", "ll4al",
     "dataset_pool", "isal_last_layer", "one_batch_pool", "one_batch_coreset", "one_batch_badge", "one_batch_disal", "tiny_pool",
     "tiny_coreset", "pool_margin", "pool_coreset", "pool_badge", "pool_stochastic",
 ]
