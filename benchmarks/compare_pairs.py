@@ -6,6 +6,7 @@ with its 95% paired t interval over the repeats. Nothing is retrained.
 
     python benchmarks/compare_pairs.py --reference margin --methods "disal drift removed,badge"
     python benchmarks/compare_pairs.py --name followup --reference "disal drift removed"
+    python benchmarks/compare_pairs.py --name i22 --settings text-section --reference disal
 """
 
 import argparse
@@ -16,7 +17,7 @@ import numpy as np
 from skal.model_selection import ActiveLearningCurve
 
 HERE = Path(__file__).parent
-SETTINGS = ["digits-low", "digits-papers", "fashion-low", "fashion-papers"]
+SETTINGS = ["digits-low", "digits-papers", "fashion-low", "fashion-papers", "text-section", "text-outlet"]
 
 
 def cell(diff, j):
@@ -34,9 +35,12 @@ def main(argv=None):
     parser.add_argument("--methods", default=None, help="comma-separated (default: all)")
     parser.add_argument("--metric", choices=["auc", "final"], default="auc")
     parser.add_argument("--results", default=str(HERE / "results"), help="directory of the result files")
+    parser.add_argument("--settings", default=",".join(SETTINGS),
+                        help="comma-separated settings whose files are read (default: all that exist)")
     args = parser.parse_args(argv)
+    settings = args.settings.split(",")
     rows = {}
-    for setting in SETTINGS:
+    for setting in settings:
         path = Path(args.results) / f"{args.name}_{setting}.json"
         if not path.exists():
             continue
@@ -44,7 +48,7 @@ def main(argv=None):
         for n in (args.methods.split(",") if args.methods else d.names):
             if n in d.names:
                 rows.setdefault(n, {})[setting] = cell(d, d.names.index(n))
-    present = [s for s in SETTINGS if any(s in r for r in rows.values())]
+    present = [s for s in settings if any(s in r for r in rows.values())]
     print(f"Δ {args.metric} vs {args.reference} (points, 95% paired t interval, * excludes zero)\n")
     print("| method | " + " | ".join(present) + " |")
     print("|---|" + "---:|" * len(present))
