@@ -114,7 +114,13 @@ def run_campaign(learner, X, y, *, initial_idx, query_size, n_cycles, evaluate=N
 
 
 def _marked(y, unlabeled):
-    """``(marker, y with marker at the unlabeled rows)``, the marker a value no label takes."""
+    """``(marker, y with marker at the unlabeled rows)``, the marker a value no label takes.
+
+    Boolean labels become 0 and 1 (a string marker beside booleans is no label type
+    scikit-learn knows); the learner's predictions then compare equal to them.
+    """
+    if y.dtype.kind == "b":
+        y = y.astype(np.int64)
     if y.dtype.kind in "iuf":
         marker = min(int(np.floor(np.min(y))), 0) - 1
         marked = y.astype(np.float64 if y.dtype.kind == "f" else np.int64)

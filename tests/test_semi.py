@@ -17,6 +17,7 @@ from skal.losses import pseudo_label_loss
 from skal.models import MLP
 from skal.parts import TrainingPart
 from skal.selectors import Margin
+from skal.model_selection import active_learning_curve
 from skal.semi import _POOL_KEY, FixMatch, PseudoLabel, _PoolView
 from skal.transforms import strong_augment, weak_augment
 
@@ -333,6 +334,27 @@ def test_the_campaign_marker_is_no_label():
     assert marker == -2 and marked.tolist() == [-1, -2, 2]
     marker, marked = _marked(np.array(["a", "<unlabeled>"]), np.array([True, False]))
     assert marker == "<<unlabeled>>" and marked.tolist() == ["<<unlabeled>>", "<unlabeled>"]
+
+
+def test_a_campaign_with_a_part_takes_boolean_labels_as_0_and_1():
+    # a string marker beside booleans is no label type scikit-learn knows: the campaign trains
+    # on 0 and 1 instead, and its accuracies equal those of the same campaign given 0 and 1
+    marker, marked = _marked(np.array([True, False, True]), np.array([False, True, False]))
+    assert marker == -1 and marked.tolist() == [1, -1, 1]
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 4)).astype(np.float32)
+    y = X[:, 0] > 0
+
+    def curve(labels):
+        net = ActiveNet(MLP, module__in_features=4, max_epochs=2, batch_size=8, verbose=0,
+                        callbacks=[("semi", PseudoLabel(threshold=0.0))])
+        return active_learning_curve({"m": ActiveLearner(net, random_state=0)}, X, labels,
+                                     initial_size=20, query_size=10, n_cycles=2, n_repeats=1,
+                                     random_state=0).scores
+
+    booleans = curve(y)
+    np.testing.assert_array_equal(booleans, curve(y.astype(np.int64)))
+    assert booleans.shape == (1, 1, 3) and np.all((booleans >= 0) & (booleans <= 1))
 
 
 @cuda
