@@ -34,9 +34,11 @@ SCRIPTS = [
     ("compare_fashion_mnist.py", True),
     ("compare_selectors.py", False),
     ("labels_saved.py", False),
+    ("recipe_convergence.py", False),
 ]
 # full runs of these take an hour: included in --quick runs, in full runs only with --all / --only
-LONG = {"compare_fashion_mnist.py", "bench_initial.py", "compare_selectors.py", "labels_saved.py"}
+LONG = {"compare_fashion_mnist.py", "bench_initial.py", "compare_selectors.py", "labels_saved.py",
+        "recipe_convergence.py"}
 
 
 def main():
