@@ -56,6 +56,8 @@ class PoolInferenceMixin:
                 # C order: torch takes no negative strides, and a strided or Fortran-ordered
                 # batch would give outputs that differ in the last bit from its copy's
                 Xi = np.ascontiguousarray(Xi, dtype=np.float32 if Xi.dtype == np.float64 else None)
+                if not Xi.flags.writeable:  # a memmap's (joblib's workers): a batch-sized copy, so
+                    Xi = Xi.copy()          # that torch neither warns nor lets a module write into it
             elif isinstance(Xi, torch.Tensor):
                 Xi = Xi.contiguous()
             yield to_tensor(Xi, device=self.device)

@@ -120,3 +120,23 @@ def test_a_bad_item_is_named_with_its_index_and_changes_nothing(fitted, bad):
             with pytest.raises(ValueError, match=f"^{re.escape(message.format(name=name))}$"):
                 call()
     assert pickle.dumps(learner) == before
+
+
+def test_a_read_only_array_pool_reaches_torch_as_writable_batches(monkeypatch):
+    # joblib's workers get read-only memmaps: each pool batch is copied (torch warns on
+    # non-writable arrays, and a module writing into its input would write into the memmap)
+    import skal._pool
+
+    X = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    learner = _learner(Entropy()).fit(X[:20], np.arange(20) % 2)
+    expected = learner.query(X[20:], 5, return_scores=True)
+    seen = []
+    original = skal._pool.to_tensor
+    monkeypatch.setattr(skal._pool, "to_tensor",
+                        lambda Xi, device: seen.append(Xi.flags.writeable) or original(Xi, device=device))
+    read_only = X[20:].copy()
+    read_only.flags.writeable = False
+    got = learner.query(read_only, 5, return_scores=True)
+    assert seen and all(seen) and not read_only.flags.writeable
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])

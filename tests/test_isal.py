@@ -185,22 +185,3 @@ def test_user_reference_labels_are_encoded_like_the_learners():
     np.testing.assert_allclose(learners[0].query(pool, 12, return_scores=True)[1],
                                learners[1].query(pool, 12, return_scores=True)[1], rtol=1e-5)
 
-
-def test_a_read_only_reference_set_scores_without_a_warning():
-    # joblib hands workers read-only memmaps; torch warns on non-writable arrays
-    import warnings
-
-    X, y = _data()
-    ref = np.r_[0:4, 20:24, 40:44]  # 4 of each class
-    rest = np.setdiff1d(np.arange(60), ref)
-    X_ref, y_ref = X[ref], y[ref]
-    X_ref.flags.writeable = False
-    pool = _data(n=12, seed=4)[0]
-    learner = ActiveLearner(_net(), selector=ISAL(reference=(X_ref, y_ref), depth=3, repeats=1),
-                            random_state=0).fit(X[rest], y[rest])
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        scores = learner.query(pool, 3, return_scores=True)[1]
-    writable = ActiveLearner(_net(), selector=ISAL(reference=(X_ref.copy(), y_ref), depth=3, repeats=1),
-                             random_state=0).fit(X[rest], y[rest])
-    np.testing.assert_array_equal(scores, writable.query(pool, 3, return_scores=True)[1])
