@@ -187,8 +187,6 @@ class ISAL(ScoreSelector):
         unknown = set(y_ref.tolist()) - set(classes.tolist())
         if unknown:
             raise ValueError(f"reference: y_ref has labels not in classes_: {sorted(map(repr, unknown))}.")
-        if not X_ref.flags.writeable:  # a memmap (joblib's workers): torch warns on read-only arrays
-            X_ref = X_ref.copy()
         return X_ref, np.searchsorted(classes, y_ref)
 
     def _reference(self, labeled):
