@@ -60,11 +60,20 @@ def checksum(array):
 
 
 def learner_record(name, learner):
-    """A learner's parameters as the save format encodes them (or why they cannot be)."""
+    """A learner's parameters as the save format encodes them (or why they cannot be).
+
+    Arrays in the parameters (e.g. ISAL's reference set) larger than the save format writes
+    inline are recorded by their shape, dtype and sha256 under ``"arrays"``, each named where
+    the parameters refer to it (``{"__npy__": "params.<i>.npy"}``), not written out as JSON.
+    """
     from ._persistence import encode
 
+    arrays = []
     try:
-        return encode(learner, f"learner[{name!r}]")
+        record = encode(learner, f"learner[{name!r}]", arrays=arrays)
+        if arrays:
+            record = {**record, "arrays": {f"params.{i}.npy": describe(a) for i, a in enumerate(arrays)}}
+        return record
     except TypeError as error:
         warnings.warn(f"learner {name!r}: its parameters cannot be recorded in meta['provenance'] "
                       f"({error}); the result records its repr only.", UserWarning, stacklevel=4)  # the caller of active_learning_curve

@@ -400,3 +400,24 @@ def test_plot_differences_on_given_axes_one_repeat_and_errors():
         plot_active_learning_curve(no_random, differences=True)
     assert plot_active_learning_curve(no_random, differences=True, reference="a")[1].get_ylabel() == "Δ accuracy vs a"
     plt.close("all")
+
+
+def test_provenance_records_a_parameters_large_array_by_its_checksum():
+    # ISAL's reference set in a selector parameter: described, not written out as JSON
+    from skal.model_selection import active_learning_curve
+    from skal.selectors import ISAL
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(360, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    X_ref, y_ref = X[:300], y[:300]  # 1,200 values: more than the save format writes inline
+    learner = ActiveLearner(ActiveNet(MLP, module__in_features=4, max_epochs=1, verbose=0),
+                            ISAL(reference=(X_ref, y_ref), depth=2, repeats=1), random_state=0)
+    result = active_learning_curve({"isal": learner}, X[300:], y[300:], initial_size=20, query_size=5,
+                                   n_cycles=1, n_repeats=1, random_state=0)
+    record = result.meta["provenance"]["learners"]["isal"]
+    reference = record["params"]["selector"]["params"]["reference"]["__tuple__"]
+    assert reference[0] == {"__npy__": "params.0.npy"}
+    assert record["arrays"]["params.0.npy"] == {
+        "shape": [300, 4], "dtype": "<f4", "sha256": hashlib.sha256(X_ref.tobytes()).hexdigest()}
+    assert len(json.dumps(record)) < 5_000
