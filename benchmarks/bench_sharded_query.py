@@ -192,7 +192,7 @@ def _formula(selector, n, d, classes, round_trips):
     if selector == "CoreSet":  # the finite check's all-reduce of the largest coordinate, then the rounds
         return 8 + (round_trips - 1) * 33 * 8 * (2 * d + 4)
     # BADGE: the first pick (top-1 of the norms, 32 bytes, and its factors broadcast), then the rounds
-    return 32 + 8 * (classes + d + 2) + (round_trips - 2) * 40 * 8 * (classes + d + 5)
+    return 32 + 8 * (classes + d + 1) + (round_trips - 2) * 40 * 8 * (classes + d + 5)
 
 
 def main():

@@ -314,13 +314,14 @@ def kmeans_plusplus_outer_sharded(A, H, k, shard, *, first="norm", generator=Non
     else:
         pick = int(torch.randint(n, (1,), generator=generator, device=device)[0])
     state = _ShardedSeeding(A, H, norms, shard, generator)
-    payload = torch.zeros(c + d + 2, dtype=torch.float64, device=device)
+    # the first pick's factors from its owner (its D^2 is its |g|^2); later ones travel with the offers
+    payload = torch.zeros(c + d + 1, dtype=torch.float64, device=device)
     owner = shard.owner(pick)
     if owner == shard.rank:
         i = pick - shard.start
-        payload[:c], payload[c:c + d], payload[c + d], payload[c + d + 1] = A[i], H[i], norms[i], norms[i]
+        payload[:c], payload[c:c + d], payload[c + d] = A[i], H[i], norms[i]
     payload = shard.broadcast(payload, owner)
-    settled = [(pick, payload[c + d + 1], payload[:c], payload[c:c + d], payload[c + d])]
+    settled = [(pick, payload[c + d], payload[:c], payload[c:c + d], payload[c + d])]
     indices = torch.empty(k, dtype=torch.int64)
     d2 = torch.empty(k, dtype=torch.float64)
     t = 0
