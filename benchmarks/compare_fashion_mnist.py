@@ -8,7 +8,9 @@ drawn from the 60,000 training images, the full 10,000-image test set, 500 initi
 plus DISAL as the paper scores it ("disal", the class drift kept) and as skal's default does
 ("disal drift removed"), DISAL's two ablations ("w/o S": random selection trained with the
 dynamic loss; "w/o D": DISAL's selection without it), the two batch rules (stochastic and
-cluster) on DISAL and Entropy, 5 repeats, and, as the ceiling, the same recipe trained on all 60,000 training images. Per
+cluster) on DISAL and Entropy, the papers' methods as their papers run them ("tidal warm" and
+"ll4al warm": a new optimizer and schedule each cycle; "disal balanced": skal's default DISAL;
+"isal (validation set)": 1,000 labeled images outside the pool as its reference), 5 repeats, and, as the ceiling, the same recipe trained on all 60,000 training images. Per
 cycle it records test accuracy, time, and how the picks spread over the classes (normalised
 entropy of the picked labels).
 
@@ -81,7 +83,15 @@ VARIANTS = {
     "entropy + cluster": (Entropy(batch=ClusterBatch()), []),
     "bald": (BALD(), []),
     "badge": (BADGE(), []),
+    # as their papers run them (0.3): warm starts with a new optimizer and schedule each cycle,
+    # DISAL's balanced default, ISAL with a labeled validation set outside the pool and the budget
+    "tidal warm": (TiDAL(subset=None), []),
+    "ll4al warm": (LL4AL(subset=None), []),
+    "disal balanced": (DISAL(), []),
+    "isal (validation set)": (ISAL(), []),  # main gives it the reference set (from the data)
 }
+WARM = {"tidal warm": True, "ll4al warm": True}
+VALIDATION_SIZE = 1_000  # training images outside the pool, for "isal (validation set)"
 # extra net parameters of a variant: BALD's MC dropout needs a dropout layer (p = 0.5 before the
 # classifier, as in Gal et al.'s code); every other variant trains the model without one
 NET_PARAMS = {"bald": {"module__dropout": 0.5}}
@@ -244,11 +254,16 @@ def main(argv=None):
         parser.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
 
     X, y, X_test, y_test = load(args.size, args.data, args.test_limit)
-    pool = np.random.default_rng(args.seed).choice(len(y), args.pool_size, replace=False)
+    rng = np.random.default_rng(args.seed)
+    pool = rng.choice(len(y), args.pool_size, replace=False)
     net = make_net(args)
+    selectors = dict((name, selector) for name, (selector, _) in VARIANTS.items())
+    if "isal (validation set)" in names:
+        outside = rng.choice(np.setdiff1d(np.arange(len(y)), pool), VALIDATION_SIZE, replace=False)
+        selectors["isal (validation set)"] = ISAL(reference=(X[outside], y[outside]))
     learners = {
         name: ActiveLearner(_with_parts(net, VARIANTS[name][1]).set_params(**NET_PARAMS.get(name, {})),
-                            VARIANTS[name][0])
+                            selectors[name], warm_start=WARM.get(name, False))
         for name in names
     }
     start = time.perf_counter()

@@ -38,7 +38,10 @@ def test_every_variant_trains_as_documented(compare):
     # the dynamic loss comes from DISAL's selector, or from the parts added by hand ("w/o S")
     dynamic = {name for name, (selector, parts) in compare.VARIANTS.items()
                if parts or any(n == "dynamic_loss" for n, _ in selector.training_needs().parts)}
-    assert dynamic == {"disal", "disal drift removed", "disal w/o S", "disal + stochastic", "disal + cluster"}
+    assert dynamic == {"disal", "disal drift removed", "disal w/o S", "disal + stochastic", "disal + cluster",
+                       "disal balanced"}
+    # the papers' warm starts (a new optimizer and schedule each cycle)
+    assert compare.WARM == {"tidal warm": True, "ll4al warm": True}
     assert compare.VARIANTS["disal"][0].drift == "keep"  # the paper's score
     assert compare.VARIANTS["disal drift removed"][0].drift == "remove"
     assert type(compare.VARIANTS["disal w/o S"][0]).__name__ == "Random"
