@@ -42,3 +42,19 @@ def _grad_mode_kept():
     """A test (or the code it runs) must leave torch's grad mode as it found it."""
     yield
     assert torch.is_grad_enabled(), "this test left torch's grad mode disabled"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _python_ctrl_c_handler():
+    """Python's Ctrl-C handler, as in an interactive session.
+
+    A shell starts its background jobs with SIGINT ignored, and Python then installs no
+    handler: the tests that deliver a real Ctrl-C (``signal.raise_signal``) would see nothing.
+    """
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
