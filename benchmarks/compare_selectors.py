@@ -81,9 +81,9 @@ QUICK = {
     "fashion-low": ("fashion", 1_500, 60, 40, 2),
 }
 RECIPES = {"digits": {"max_epochs": 50, "batch_size": 16}, "fashion": {"max_epochs": 15, "batch_size": 16}}
-# --recipe long: the epochs at which recipe_convergence.py found the smallest budgets still gaining
-# less than their spread over seeds (digits 50 labels: 68.8 at 50 epochs, 77.9 at 100;
-# Fashion-MNIST 100 labels: 53.9 at 15, 60.0 at 60)
+# --recipe long: the longest epoch counts of recipe_convergence.py's table; the smallest budgets
+# still gained up to there (digits 50 labels: 68.8 at 50 epochs, 77.9 at 100; Fashion-MNIST 100
+# labels: 53.9 at 15, 60.0 at 60), the largest about one point over the previous count
 LONG_EPOCHS = {"digits": 100, "fashion": 60}
 
 
