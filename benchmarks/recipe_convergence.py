@@ -51,15 +51,10 @@ def train_once(setting, budget, recipe, epochs, seed, quick):
                                    0, None, quick)
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(y), min(budget, len(y)), replace=False)
-    learner = learners(dataset, budget, ["random"], augment=recipe == "augmented", size=X.shape[-1])["random"]
-    learner.set_params(estimator__max_epochs=epochs, random_state=seed)
-    # the schedule's milestone at 80% of these epochs, as compare_selectors sets it
-    from skorch.callbacks import LRScheduler
-    from torch.optim.lr_scheduler import MultiStepLR
-
-    callbacks = [(name, LRScheduler(policy=MultiStepLR, milestones=[max(1, round(0.8 * epochs))], gamma=0.1))
-                 if name == "lr" else (name, cb) for name, cb in learner.estimator.callbacks]
-    learner.set_params(estimator__callbacks=callbacks)
+    # compare_selectors' net for these epochs (its schedule's cut at 80% of them)
+    learner = learners(dataset, budget, ["random"], augment=recipe == "augmented", size=X.shape[-1],
+                       epochs=epochs)["random"]
+    learner.set_params(random_state=seed)
     learner.fit(X[rows], y[rows])
     return float(learner.score(X_test, y_test))
 
