@@ -62,7 +62,7 @@ from skal import ActiveLearner, ActiveNet  # noqa: E402
 from compare_pairs import cell  # noqa: E402  (this directory)
 from skal._provenance import machine  # noqa: E402
 from skal.datasets import load_digits_images, load_fashion_mnist  # noqa: E402
-from skal.model_selection import ActiveLearningCurve, active_learning_curve  # noqa: E402
+from skal.model_selection import active_learning_curve  # noqa: E402
 from skal.models import SmallCNN  # noqa: E402
 from skal.parts import DynamicLoss  # noqa: E402
 from skal.selectors import (BADGE, BALD, DISAL, ISAL, LL4AL, ClusterBatch, CoreSet, Entropy,  # noqa: E402
